@@ -1,0 +1,298 @@
+//! Identifiers and secrets: the public session id, cookie tokens and OTPs.
+//!
+//! Every random value comes from the OS CSPRNG ([`getrandom`]). Secrets are never
+//! stored: stores keep a [`TokenHash`] (SHA-256, truncated to 128 bits) and compare
+//! hashes in constant time.
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::Error;
+
+/// Fills `N` bytes from the operating system's CSPRNG.
+///
+/// # Panics
+/// Panics if the OS has no usable random source; running without one would be unsafe.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    getrandom::fill(&mut buf).expect("the OS random number generator is unavailable");
+    buf
+}
+
+/// The public id of a session: a random UUID written as 32 upper-case hex digits,
+/// exactly as 4D's `Session.id` (`3C81A8D7AFE64C2E9CCFFCDC35DC52F5`).
+///
+/// ```
+/// use sessiond_core::SessionId;
+/// let id = SessionId::random();
+/// let text = id.to_string();
+/// assert_eq!(text.len(), 32);
+/// assert_eq!(text.parse::<SessionId>().unwrap(), id);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId([u8; 16]);
+
+impl SessionId {
+    /// A new random id (UUID version 4 layout).
+    pub fn random() -> Self {
+        let mut b = random_bytes::<16>();
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        Self(b)
+    }
+
+    /// The id's 16 bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// Builds an id from its 16 bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02X}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({self})")
+    }
+}
+
+/// Parses 32 hex digits (either case), also accepting the dashed UUID form.
+impl FromStr for SessionId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_hex16(s).map(Self).ok_or(Error::InvalidId)
+    }
+}
+
+impl serde::Serialize for SessionId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SessionId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn parse_hex16(s: &str) -> Option<[u8; 16]> {
+    let digits: Vec<u8> = if s.len() == 36 {
+        let b = s.as_bytes();
+        if [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+            return None;
+        }
+        b.iter().copied().filter(|&c| c != b'-').collect()
+    } else {
+        s.as_bytes().to_vec()
+    };
+    if digits.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in digits.chunks_exact(2).enumerate() {
+        let hi = hex_val(pair[0])?;
+        let lo = hex_val(pair[1])?;
+        out[i] = (hi << 4) | lo;
+    }
+    Some(out)
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The stored form of a secret: SHA-256 truncated to 128 bits.
+///
+/// Compared in constant time; a leaked store does not reveal usable cookies.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct TokenHash(pub [u8; 16]);
+
+impl TokenHash {
+    /// Hashes a secret.
+    pub fn of(secret: &[u8]) -> Self {
+        let digest = Sha256::digest(secret);
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        Self(out)
+    }
+
+    /// Constant-time equality.
+    pub fn ct_eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenHash(..)")
+    }
+}
+
+/// The value of the session cookie: the session id and a 128-bit secret, encoded as
+/// 43 characters of unpadded base64url. The secret is distinct from the public id and
+/// only its [`TokenHash`] is stored, so knowing a session's id is not enough to use it.
+///
+/// ```
+/// use sessiond_core::{CookieToken, SessionId};
+/// let token = CookieToken::issue(SessionId::random());
+/// let parsed: CookieToken = token.encode().parse().unwrap();
+/// assert_eq!(parsed.session_id(), token.session_id());
+/// assert!(parsed.hash().ct_eq(&token.hash()));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct CookieToken {
+    id: SessionId,
+    secret: [u8; 16],
+}
+
+impl CookieToken {
+    /// Issues a new token for a session, with a fresh secret.
+    pub fn issue(id: SessionId) -> Self {
+        Self { id, secret: random_bytes() }
+    }
+
+    /// The session the token claims to belong to (not yet verified).
+    pub fn session_id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The hash under which stores keep this token.
+    pub fn hash(&self) -> TokenHash {
+        TokenHash::of(&self.secret)
+    }
+
+    /// The cookie value.
+    pub fn encode(&self) -> String {
+        let mut raw = [0u8; 32];
+        raw[..16].copy_from_slice(self.id.as_bytes());
+        raw[16..].copy_from_slice(&self.secret);
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+}
+
+impl FromStr for CookieToken {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 43 {
+            return Err(Error::InvalidToken);
+        }
+        let mut raw = [0u8; 32];
+        let n = URL_SAFE_NO_PAD
+            .decode_slice(s, &mut raw)
+            .map_err(|_| Error::InvalidToken)?;
+        if n != 32 {
+            return Err(Error::InvalidToken);
+        }
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&raw[..16]);
+        let mut secret = [0u8; 16];
+        secret.copy_from_slice(&raw[16..]);
+        Ok(Self { id: SessionId(id), secret })
+    }
+}
+
+impl fmt::Debug for CookieToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CookieToken({}, ..)", self.id)
+    }
+}
+
+/// A one-time token as returned by `createOTP()`: a random UUID in 4D's text form
+/// (32 upper-case hex digits). Only its hash is stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OtpToken([u8; 16]);
+
+impl OtpToken {
+    /// A fresh random token.
+    pub fn random() -> Self {
+        Self(SessionId::random().0)
+    }
+
+    /// The hash under which stores keep this token.
+    pub fn hash(&self) -> TokenHash {
+        TokenHash::of(&self.0)
+    }
+}
+
+impl fmt::Display for OtpToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        SessionId(self.0).fmt(f)
+    }
+}
+
+impl fmt::Debug for OtpToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OtpToken(..)")
+    }
+}
+
+impl FromStr for OtpToken {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_hex16(s).map(Self).ok_or(Error::InvalidToken)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_id_is_32_uppercase_hex() {
+        let s = SessionId::random().to_string();
+        assert_eq!(s.len(), 32);
+        assert!(s.chars().all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)));
+    }
+
+    #[test]
+    fn session_id_parses_lowercase_and_dashed() {
+        let id: SessionId = "3C81A8D7AFE64C2E9CCFFCDC35DC52F5".parse().unwrap();
+        assert_eq!(id, "3c81a8d7afe64c2e9ccffcdc35dc52f5".parse().unwrap());
+        assert_eq!(id, "3c81a8d7-afe6-4c2e-9ccf-fcdc35dc52f5".parse().unwrap());
+        assert!("3C81".parse::<SessionId>().is_err());
+        assert!("ZZ81A8D7AFE64C2E9CCFFCDC35DC52F5".parse::<SessionId>().is_err());
+        assert!("3c81a8d7+afe6-4c2e-9ccf-fcdc35dc52f5".parse::<SessionId>().is_err());
+    }
+
+    #[test]
+    fn cookie_token_rejects_garbage() {
+        assert!("".parse::<CookieToken>().is_err());
+        assert!("A".repeat(43).parse::<CookieToken>().is_ok());
+        assert!("!".repeat(43).parse::<CookieToken>().is_err());
+        assert!("a".repeat(44).parse::<CookieToken>().is_err());
+    }
+
+    #[test]
+    fn tokens_differ_from_the_public_id() {
+        let id = SessionId::random();
+        let t = CookieToken::issue(id);
+        assert!(!t.encode().contains(&id.to_string()));
+        assert_ne!(CookieToken::issue(id).hash(), t.hash());
+    }
+}

@@ -1,0 +1,37 @@
+//! The session model of sessiond: 4D's `Session` semantics with no I/O and no runtime.
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | [`session`] | [`SessionRecord`], [`SessionKind`], every `4D.Session` member's rule per kind |
+//! | [`roles`] | roles.json: privileges, `includes`, roles, forceLogin; [`Roles::resolve`] |
+//! | [`privileges`] | the three argument forms of `setPrivileges()` |
+//! | [`policy`] | [`SessionPolicy`]: the named choices where 4D's docs are silent |
+//! | [`storage`] | storage updates (merge patch, increment) applied atomically by stores |
+//! | [`otp`] | one-time tokens (`createOTP` / `restore`) |
+//! | [`promotion`] | request-scoped `promote` / `demote` |
+//! | [`id`] | session ids, cookie tokens, OTP tokens, hashing (OS CSPRNG) |
+//! | [`clock`] | [`Timestamp`], [`Clock`], [`ManualClock`] for tests |
+
+pub mod clock;
+mod error;
+pub mod id;
+pub mod otp;
+pub mod policy;
+pub mod privileges;
+pub mod promotion;
+pub mod roles;
+pub mod session;
+pub mod storage;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use error::Error;
+pub use id::{CookieToken, OtpToken, SessionId, TokenHash};
+pub use otp::OtpRecord;
+pub use policy::{SessionPolicy, SetPrivilegesMode};
+pub use privileges::PrivilegeInput;
+pub use promotion::Promotions;
+pub use roles::{Resolved, Roles, RolesWarning};
+pub use session::{DesktopInfo, SessionKind, SessionRecord, SetPrivilegesOutcome, TokenSlot};
+
+#[cfg(test)]
+mod spec_cases;

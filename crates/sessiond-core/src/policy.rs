@@ -1,0 +1,75 @@
+//! [`SessionPolicy`]: every point where 4D's documentation is silent or contradicts
+//! itself, as a named choice whose default is the spec's recommendation.
+
+use std::time::Duration;
+
+/// What `setPrivileges` does with the privileges a session already has
+/// (spec §1.4 setPrivileges: [UNSPECIFIED]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetPrivilegesMode {
+    /// The new set replaces the old one (spec recommendation; every 4D example calls
+    /// `clearPrivileges()` first, which is then redundant but harmless).
+    #[default]
+    Replace,
+    /// The new names are added to the existing ones.
+    Merge,
+}
+
+/// The rules for session behaviour that the 4D documentation leaves open.
+///
+/// ```
+/// use sessiond_core::SessionPolicy;
+/// let p = SessionPolicy::default();
+/// assert_eq!(p.min_idle_timeout_minutes, 60);
+/// assert!(p.absolute_lifetime.is_none());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionPolicy {
+    /// `setPrivileges` replace vs merge. Default: replace.
+    pub set_privileges_mode: SetPrivilegesMode,
+    /// Whether the text form of `roles` in `setPrivileges({roles})` splits on commas
+    /// like the text form of `privileges` ([UNSPECIFIED]; default: yes).
+    pub split_roles_on_commas: bool,
+    /// Whether `clearPrivileges()` keeps `userName` ([UNSPECIFIED]; default: keeps it).
+    pub clear_privileges_keeps_user_name: bool,
+    /// Idle timeout of a new web session, minutes (4D: 60).
+    pub default_idle_timeout_minutes: u32,
+    /// Smallest accepted idle timeout, minutes; smaller values are raised to it
+    /// (4D: 60, not configurable; sessiond allows lowering it as an extension).
+    pub min_idle_timeout_minutes: u32,
+    /// Largest accepted idle timeout, minutes; larger values are lowered to it
+    /// (4D: none; default 1 year).
+    pub max_idle_timeout_minutes: u32,
+    /// Minimum OTP lifespan (4D 20 R9/R10: 10 s; later texts are silent, the clamp is kept).
+    pub otp_min_lifespan: Duration,
+    /// Default OTP lifespan for desktop (remote) sessions (4D: 10 s).
+    pub desktop_otp_lifespan: Duration,
+    /// Beyond 4D: an absolute lifetime cap from creation that activity never extends.
+    /// Default: off.
+    pub absolute_lifetime: Option<Duration>,
+    /// How long a cookie token stays valid after it was rotated (privilege change), so
+    /// that requests already in flight with it still succeed.
+    pub token_grace: Duration,
+    /// How many live cookie tokens one session may hold (each `$4DSID` restore adds
+    /// one, for the restoring client); the oldest is dropped past this.
+    pub max_tokens_per_session: usize,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        Self {
+            set_privileges_mode: SetPrivilegesMode::Replace,
+            split_roles_on_commas: true,
+            clear_privileges_keeps_user_name: true,
+            default_idle_timeout_minutes: 60,
+            min_idle_timeout_minutes: 60,
+            max_idle_timeout_minutes: 525_600,
+            otp_min_lifespan: Duration::from_secs(10),
+            desktop_otp_lifespan: Duration::from_secs(10),
+            absolute_lifetime: None,
+            token_grace: Duration::from_secs(30),
+            max_tokens_per_session: 8,
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Storage updates: the operations applied inside one atomic read-modify-write of a
+//! session's `storage` (4D's `Use(Session.storage)…End use`). Each returns an error
+//! and leaves the map untouched when the input does not apply.
+
+use serde_json::{Map, Number, Value};
+
+use crate::Error;
+
+/// Deepest accepted path for [`increment`].
+pub const MAX_PATH_DEPTH: usize = 32;
+
+/// Applies an RFC 7396 JSON merge patch. The patch must be an object, so the storage
+/// stays an object.
+///
+/// ```
+/// use serde_json::{json, Map};
+/// let mut s = Map::new();
+/// sessiond_core::storage::merge_patch(&mut s, &json!({"a": {"b": 1}, "c": null})).unwrap();
+/// assert_eq!(serde_json::Value::Object(s), json!({"a": {"b": 1}}));
+/// ```
+pub fn merge_patch(storage: &mut Map<String, Value>, patch: &Value) -> Result<(), Error> {
+    if !patch.is_object() {
+        return Err(Error::InvalidStorage("a storage patch must be a JSON object".into()));
+    }
+    let mut doc = Value::Object(std::mem::take(storage));
+    json_patch::merge(&mut doc, patch);
+    match doc {
+        Value::Object(map) => *storage = map,
+        _ => unreachable!("merging an object patch keeps an object"),
+    }
+    Ok(())
+}
+
+/// Adds `by` to the number at a dotted `path` (`"a.b"`), creating it (and missing
+/// parent objects) at 0. Integers stay integers while they fit in i64.
+///
+/// ```
+/// use serde_json::{json, Map};
+/// let mut s = Map::new();
+/// let v = sessiond_core::storage::increment(&mut s, "stats.hits", &json!(2)).unwrap();
+/// assert_eq!(v, json!(2));
+/// assert_eq!(sessiond_core::storage::increment(&mut s, "stats.hits", &json!(0.5)).unwrap(), json!(2.5));
+/// ```
+pub fn increment(storage: &mut Map<String, Value>, path: &str, by: &Value) -> Result<Value, Error> {
+    let Value::Number(by) = by else {
+        return Err(Error::InvalidStorage("\"by\" must be a number".into()));
+    };
+    let segments: Vec<&str> = path.split('.').collect();
+    if path.is_empty() || segments.iter().any(|s| s.is_empty()) || segments.len() > MAX_PATH_DEPTH {
+        return Err(Error::InvalidStorage(format!(
+            "path {path:?} must be 1 to {MAX_PATH_DEPTH} non-empty names separated by dots"
+        )));
+    }
+    // Check first, so that a failing increment changes nothing.
+    let mut cur = &*storage;
+    for (i, seg) in segments.iter().enumerate() {
+        match cur.get(*seg) {
+            None => break,
+            Some(Value::Object(m)) if i + 1 < segments.len() => cur = m,
+            Some(Value::Number(_)) if i + 1 == segments.len() => {}
+            Some(_) => {
+                let at = segments[..=i].join(".");
+                let want = if i + 1 == segments.len() { "a number" } else { "an object" };
+                return Err(Error::InvalidStorage(format!("{at} is not {want}")));
+            }
+        }
+    }
+    let (last, parents) = segments.split_last().expect("non-empty");
+    let mut map = storage;
+    for seg in parents {
+        map = map
+            .entry((*seg).to_string())
+            .or_insert_with(|| Value::Object(Map::new()))
+            .as_object_mut()
+            .expect("checked above");
+    }
+    let slot = map.entry((*last).to_string()).or_insert(Value::from(0));
+    let current = slot.as_number().expect("checked above");
+    let sum = add(current, by)?;
+    *slot = Value::Number(sum.clone());
+    Ok(Value::Number(sum))
+}
+
+fn add(a: &Number, b: &Number) -> Result<Number, Error> {
+    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
+        if let Some(s) = x.checked_add(y) {
+            return Ok(s.into());
+        }
+    }
+    let s = a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0);
+    Number::from_f64(s).ok_or_else(|| Error::InvalidStorage("the result is not a finite number".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn increment_refuses_non_numbers_and_changes_nothing() {
+        let mut s = json!({"a": {"b": "text"}, "n": 1}).as_object().unwrap().clone();
+        let before = s.clone();
+        assert!(increment(&mut s, "a.b", &json!(1)).is_err());
+        assert!(increment(&mut s, "a.b.c", &json!(1)).is_err());
+        assert!(increment(&mut s, "n.x", &json!(1)).is_err());
+        assert!(increment(&mut s, "", &json!(1)).is_err());
+        assert!(increment(&mut s, "a..b", &json!(1)).is_err());
+        assert!(increment(&mut s, "n", &json!("1")).is_err());
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn merge_patch_refuses_non_objects() {
+        let mut s = Map::new();
+        assert!(merge_patch(&mut s, &json!([1])).is_err());
+        assert!(merge_patch(&mut s, &json!(null)).is_err());
+    }
+}
