@@ -128,7 +128,7 @@ fn hex_val(c: u8) -> Option<u8> {
 /// The stored form of a secret: SHA-256 truncated to 128 bits.
 ///
 /// Compared in constant time; a leaked store does not reveal usable cookies.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct TokenHash(pub [u8; 16]);
 
 impl TokenHash {

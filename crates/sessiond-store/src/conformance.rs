@@ -1,0 +1,214 @@
+//! One conformance suite for every [`SessionStore`] (tower-sessions' pattern): a store
+//! crate calls [`conformance_tests!`](crate::conformance_tests) with a factory and gets
+//! the same tests as every other store. Time is passed explicitly, so nothing sleeps.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use sessiond_core::{Error as CoreError, OtpRecord, SessionPolicy, SessionRecord, Timestamp, storage};
+
+use crate::{Cas, SessionStore, Update};
+
+/// A store under test.
+pub type Store = Arc<dyn SessionStore>;
+
+const T0: Timestamp = Timestamp(1_700_000_000_000);
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn web() -> SessionRecord {
+    SessionRecord::new_web(T0, &SessionPolicy::default(), Some("127.0.0.1".parse().unwrap()))
+}
+
+/// Generates the conformance tests for a store; `$make` is an expression evaluating
+/// to an async closure that returns a fresh, empty `Arc<dyn SessionStore>`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@each $make;
+            create_then_load, touch_extends_idle_without_rewriting, idle_expiry, absolute_deadline,
+            concurrent_updates_lose_nothing, compare_and_swap_detects_conflicts, rejected_update_writes_nothing,
+            shorter_idle_timeout_expires_sooner, otp_is_single_use, otp_expires, remove_deletes, list_shows_live_sessions,
+            duplicate_insert_is_refused);
+    };
+    (@each $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let store: $crate::conformance::Store = ($make)().await;
+                $crate::conformance::$name(store).await;
+            }
+        )*
+    };
+}
+
+/// A stored session loads back equal.
+pub async fn create_then_load(store: Store) {
+    let mut r = web();
+    storage::merge_patch(r.storage_mut(), &json!({"k": "v"})).unwrap();
+    let id = r.id;
+    store.insert(r.clone(), T0).await.unwrap();
+    let got = store.get(&id, T0).await.unwrap().expect("stored");
+    assert_eq!(*got.record, r);
+    assert_eq!(got.last_activity, T0);
+    assert!(store.get(&sessiond_core::SessionId::random(), T0).await.unwrap().is_none());
+}
+
+/// `touch` moves the idle deadline and leaves the record (and its version) alone.
+pub async fn touch_extends_idle_without_rewriting(store: Store) {
+    let r = web();
+    let id = r.id;
+    store.insert(r, T0).await.unwrap();
+    let later = T0.plus(Duration::from_secs(50 * 60));
+    let touched = store.touch(&id, later).await.unwrap().unwrap();
+    assert_eq!(touched.last_activity, later);
+    assert_eq!(touched.record.version, 1);
+    let past_first_deadline = T0.plus(HOUR).plus(Duration::from_secs(1));
+    assert!(store.get(&id, past_first_deadline).await.unwrap().is_some(), "activity extended the deadline");
+    assert!(store.get(&id, later.plus(HOUR)).await.unwrap().is_none());
+}
+
+/// A session idle past its timeout is gone, before and after a purge.
+pub async fn idle_expiry(store: Store) {
+    let r = web();
+    let id = r.id;
+    store.insert(r, T0).await.unwrap();
+    let almost = T0.plus(HOUR - Duration::from_millis(1));
+    assert!(store.get(&id, almost).await.unwrap().is_some());
+    assert!(store.get(&id, T0.plus(HOUR)).await.unwrap().is_none());
+    assert!(store.touch(&id, T0.plus(HOUR)).await.unwrap().is_none(), "an expired session cannot be revived");
+    assert_eq!(store.purge_expired(T0.plus(HOUR)).await.unwrap(), 1);
+    assert!(store.list(T0).await.unwrap().is_empty());
+}
+
+/// The absolute lifetime cap is never extended by activity.
+pub async fn absolute_deadline(store: Store) {
+    let policy = SessionPolicy { absolute_lifetime: Some(Duration::from_secs(90 * 60)), ..SessionPolicy::default() };
+    let mut r = SessionRecord::new_web(T0, &policy, None);
+    r.idle_timeout = 120;
+    let id = r.id;
+    store.insert(r, T0).await.unwrap();
+    store.touch(&id, T0.plus(Duration::from_secs(80 * 60))).await.unwrap().unwrap();
+    assert!(store.get(&id, T0.plus(Duration::from_secs(90 * 60))).await.unwrap().is_none());
+}
+
+/// 64 concurrent writers × 100 increments of one counter → exactly 6,400.
+pub async fn concurrent_updates_lose_nothing(store: Store) {
+    let r = web();
+    let id = r.id;
+    store.insert(r, T0).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..100 {
+                let mut f = |rec: &mut SessionRecord| storage::increment(rec.storage_mut(), "n", &json!(1)).map(|_| ());
+                assert!(matches!(store.update(&id, T0, &mut f).await.unwrap(), Update::Updated(_)));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let got = store.get(&id, T0).await.unwrap().unwrap();
+    assert_eq!(got.record.storage["n"], json!(6400));
+    assert_eq!(got.record.version, 6401);
+}
+
+/// A stale compare-and-swap writes nothing.
+pub async fn compare_and_swap_detects_conflicts(store: Store) {
+    let r = web();
+    let id = r.id;
+    store.insert(r.clone(), T0).await.unwrap();
+    let mut a = r.clone();
+    a.version = 2;
+    a.user_name = "a".into();
+    assert!(matches!(store.compare_and_swap(a, 1, T0).await.unwrap(), Cas::Swapped(_)));
+    let mut b = r;
+    b.version = 2;
+    b.user_name = "b".into();
+    assert!(matches!(store.compare_and_swap(b, 1, T0).await.unwrap(), Cas::Conflict));
+    assert_eq!(&*store.get(&id, T0).await.unwrap().unwrap().record.user_name, "a");
+}
+
+/// A change that fails leaves the session as it was.
+pub async fn rejected_update_writes_nothing(store: Store) {
+    let r = web();
+    let id = r.id;
+    store.insert(r.clone(), T0).await.unwrap();
+    let mut f = |rec: &mut SessionRecord| {
+        rec.user_name = "changed".into();
+        Err(CoreError::InvalidStorage("no".into()))
+    };
+    assert!(matches!(store.update(&id, T0, &mut f).await.unwrap(), Update::Rejected(_)));
+    assert_eq!(*store.get(&id, T0).await.unwrap().unwrap().record, r);
+    let mut g = |_: &mut SessionRecord| Ok(());
+    let unknown = sessiond_core::SessionId::random();
+    assert!(matches!(store.update(&unknown, T0, &mut g).await.unwrap(), Update::NotFound));
+}
+
+/// Lowering the idle timeout brings expiry (and its purge) forward.
+pub async fn shorter_idle_timeout_expires_sooner(store: Store) {
+    let mut r = web();
+    r.idle_timeout = 120;
+    let id = r.id;
+    store.insert(r, T0).await.unwrap();
+    let mut f = |rec: &mut SessionRecord| rec.set_idle_timeout(60, &SessionPolicy::default()).map(|_| ());
+    store.update(&id, T0, &mut f).await.unwrap();
+    assert!(store.get(&id, T0.plus(HOUR)).await.unwrap().is_none());
+    assert_eq!(store.purge_expired(T0.plus(HOUR)).await.unwrap(), 1);
+}
+
+/// An OTP can be taken once.
+pub async fn otp_is_single_use(store: Store) {
+    let r = web();
+    store.insert(r.clone(), T0).await.unwrap();
+    let (token, otp) = OtpRecord::create(&r, None, T0, &SessionPolicy::default()).unwrap();
+    store.insert_otp(otp.clone()).await.unwrap();
+    let hash = token.hash();
+    let (a, b) = tokio::join!(store.take_otp(&hash, T0), store.take_otp(&hash, T0));
+    let taken: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(taken, [otp], "exactly one of two concurrent uses succeeds");
+    assert!(store.take_otp(&token.hash(), T0).await.unwrap().is_none());
+}
+
+/// An OTP past its lifespan is refused.
+pub async fn otp_expires(store: Store) {
+    let r = web();
+    let (token, otp) = OtpRecord::create(&r, Some(Duration::from_secs(10)), T0, &SessionPolicy::default()).unwrap();
+    store.insert_otp(otp).await.unwrap();
+    store.purge_expired(T0.plus(Duration::from_secs(5))).await.unwrap();
+    assert!(store.take_otp(&token.hash(), T0.plus(Duration::from_secs(10))).await.unwrap().is_none());
+}
+
+/// `remove` deletes at once.
+pub async fn remove_deletes(store: Store) {
+    let r = web();
+    let id = r.id;
+    store.insert(r, T0).await.unwrap();
+    assert!(store.remove(&id).await.unwrap());
+    assert!(!store.remove(&id).await.unwrap());
+    assert!(store.get(&id, T0).await.unwrap().is_none());
+}
+
+/// `list` returns every live session and no expired one.
+pub async fn list_shows_live_sessions(store: Store) {
+    let mut ids = Vec::new();
+    for i in 0..10u64 {
+        let r = web();
+        ids.push(r.id);
+        store.insert(r, T0.plus(Duration::from_secs(i * 60))).await.unwrap();
+    }
+    let mut listed: Vec<_> = store.list(T0.plus(HOUR)).await.unwrap().into_iter().map(|s| s.record.id).collect();
+    listed.sort();
+    let mut want = ids[1..].to_vec();
+    want.sort();
+    assert_eq!(listed, want, "the first session expired at T0 + 1 h");
+}
+
+/// Inserting an id that is live is an error.
+pub async fn duplicate_insert_is_refused(store: Store) {
+    let r = web();
+    store.insert(r.clone(), T0).await.unwrap();
+    assert!(store.insert(r, T0).await.is_err());
+}

@@ -1,0 +1,270 @@
+//! [`MemoryStore`]: sessions in process memory, volatile.
+//!
+//! Layout: sessions are split over [`SHARDS`] maps, each behind a `parking_lot`
+//! mutex — nothing is ever awaited while one is held, so a blocking mutex is cheaper
+//! than an async one and cannot deadlock across `.await`. Records are `Arc`-shared
+//! snapshots: a read clones a pointer, a write installs a new record (copy on write).
+//!
+//! Expiry: a deadline index (a min-heap of `(deadline, id)`) is scheduled lazily.
+//! Activity only moves an entry's `last_activity`; when the heap's top comes due, the
+//! purge re-checks the real deadline and either removes the session or re-schedules
+//! it once. The cost of a purge is proportional to what comes due, not to the number
+//! of sessions, and a read never touches the index.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use sessiond_core::{OtpRecord, SessionId, SessionRecord, Timestamp, TokenHash};
+
+use crate::store::{Cas, SessionStore, Snapshot, StoreError, Update, UpdateFn};
+
+/// Number of shards (a power of two).
+pub const SHARDS: usize = 64;
+
+/// Ids and token hashes are uniformly random and never chosen by a client when they
+/// are inserted, so their first eight bytes are already a good hash.
+#[derive(Default)]
+struct RandomKeyHasher(u64);
+
+impl Hasher for RandomKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8).take(1) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(b);
+        }
+    }
+    fn write_usize(&mut self, _: usize) {}
+}
+
+type Map<K, V> = HashMap<K, V, BuildHasherDefault<RandomKeyHasher>>;
+
+struct Entry {
+    record: Arc<SessionRecord>,
+    last_activity: Timestamp,
+    /// The deadline this session is filed under in the index (0 = not filed).
+    scheduled: u64,
+}
+
+impl Entry {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot { record: self.record.clone(), last_activity: self.last_activity }
+    }
+
+    fn live(&self, now: Timestamp) -> bool {
+        !self.record.is_expired(self.last_activity, now)
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    shards: Vec<Mutex<Map<SessionId, Entry>>>,
+    deadlines: Mutex<BinaryHeap<Reverse<(u64, SessionId)>>>,
+    otps: Mutex<Map<TokenHash, OtpRecord>>,
+    otp_deadlines: Mutex<BinaryHeap<Reverse<(u64, TokenHash)>>>,
+}
+
+/// Sessions and OTPs in memory. Cheap to clone (shared).
+///
+/// ```
+/// use sessiond_core::{SessionPolicy, SessionRecord, Timestamp};
+/// use sessiond_store::{MemoryStore, SessionStore};
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = MemoryStore::new();
+/// let record = SessionRecord::new_web(Timestamp(0), &SessionPolicy::default(), None);
+/// let id = record.id;
+/// store.insert(record, Timestamp(0)).await.unwrap();
+/// assert!(store.get(&id, Timestamp(1)).await.unwrap().is_some());
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore(Arc<Inner>);
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").field("sessions", &self.len()).finish()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        let inner = Inner { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), ..Inner::default() };
+        Self(Arc::new(inner))
+    }
+
+    fn shard(&self, id: &SessionId) -> &Mutex<Map<SessionId, Entry>> {
+        &self.0.shards[usize::from(id.as_bytes()[15]) % SHARDS]
+    }
+
+    /// Number of sessions held (live or not yet purged).
+    pub fn len(&self) -> usize {
+        self.0.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    /// Whether no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of entries in the deadline index (for tests of the purge's cost).
+    pub fn scheduled(&self) -> usize {
+        self.0.deadlines.lock().len()
+    }
+
+    fn schedule(&self, id: SessionId, at: Timestamp) {
+        self.0.deadlines.lock().push(Reverse((at.0, id)));
+    }
+
+    /// Files `entry` earlier in the index when its deadline moved before the one it
+    /// is filed under (a later deadline is handled lazily by the purge).
+    fn reschedule_if_earlier(&self, id: SessionId, entry: &mut Entry) {
+        if let Some(d) = entry.record.deadline(entry.last_activity) {
+            if entry.scheduled == 0 || d.0 < entry.scheduled {
+                entry.scheduled = d.0;
+                self.schedule(id, d);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn insert(&self, record: SessionRecord, now: Timestamp) -> Result<(), StoreError> {
+        let id = record.id;
+        let deadline = record.deadline(now);
+        let entry = Entry { record: Arc::new(record), last_activity: now, scheduled: deadline.map_or(0, |d| d.0) };
+        {
+            let mut shard = self.shard(&id).lock();
+            if shard.get(&id).is_some_and(|e| e.live(now)) {
+                return Err(StoreError::Duplicate(id));
+            }
+            shard.insert(id, entry);
+        }
+        if let Some(d) = deadline {
+            self.schedule(id, d);
+        }
+        Ok(())
+    }
+
+    async fn get(&self, id: &SessionId, now: Timestamp) -> Result<Option<Snapshot>, StoreError> {
+        let shard = self.shard(id).lock();
+        Ok(shard.get(id).filter(|e| e.live(now)).map(Entry::snapshot))
+    }
+
+    async fn touch(&self, id: &SessionId, now: Timestamp) -> Result<Option<Snapshot>, StoreError> {
+        let mut shard = self.shard(id).lock();
+        Ok(shard.get_mut(id).filter(|e| e.live(now)).map(|e| {
+            e.last_activity = e.last_activity.max(now);
+            e.snapshot()
+        }))
+    }
+
+    async fn compare_and_swap(&self, record: SessionRecord, expected_version: u64, now: Timestamp) -> Result<Cas, StoreError> {
+        let id = record.id;
+        let mut shard = self.shard(&id).lock();
+        let Some(entry) = shard.get_mut(&id).filter(|e| e.live(now)) else { return Ok(Cas::NotFound) };
+        if entry.record.version != expected_version {
+            return Ok(Cas::Conflict);
+        }
+        entry.record = Arc::new(record);
+        entry.last_activity = entry.last_activity.max(now);
+        self.reschedule_if_earlier(id, entry);
+        Ok(Cas::Swapped(entry.snapshot()))
+    }
+
+    async fn update(&self, id: &SessionId, now: Timestamp, change: &mut UpdateFn<'_>) -> Result<Update, StoreError> {
+        let mut shard = self.shard(id).lock();
+        let Some(entry) = shard.get_mut(id).filter(|e| e.live(now)) else { return Ok(Update::NotFound) };
+        let mut next = SessionRecord::clone(&entry.record);
+        if let Err(e) = change(&mut next) {
+            return Ok(Update::Rejected(e));
+        }
+        next.version = entry.record.version + 1;
+        entry.record = Arc::new(next);
+        entry.last_activity = entry.last_activity.max(now);
+        self.reschedule_if_earlier(*id, entry);
+        Ok(Update::Updated(entry.snapshot()))
+    }
+
+    async fn remove(&self, id: &SessionId) -> Result<bool, StoreError> {
+        Ok(self.shard(id).lock().remove(id).is_some())
+    }
+
+    async fn list(&self, now: Timestamp) -> Result<Vec<Snapshot>, StoreError> {
+        let mut out = Vec::new();
+        for shard in &self.0.shards {
+            out.extend(shard.lock().values().filter(|e| e.live(now)).map(Entry::snapshot));
+        }
+        Ok(out)
+    }
+
+    async fn insert_otp(&self, otp: OtpRecord) -> Result<(), StoreError> {
+        self.0.otp_deadlines.lock().push(Reverse((otp.expires.0, otp.hash)));
+        self.0.otps.lock().insert(otp.hash, otp);
+        Ok(())
+    }
+
+    async fn take_otp(&self, hash: &TokenHash, now: Timestamp) -> Result<Option<OtpRecord>, StoreError> {
+        Ok(self.0.otps.lock().remove(hash).filter(|o| o.is_valid(now)))
+    }
+
+    async fn purge_expired(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        loop {
+            let due = {
+                let mut heap = self.0.deadlines.lock();
+                match heap.peek() {
+                    Some(Reverse((at, _))) if *at <= now.0 => heap.pop().map(|Reverse(x)| x),
+                    _ => None,
+                }
+            };
+            let Some((at, id)) = due else { break };
+            let mut shard = self.shard(&id).lock();
+            let Some(entry) = shard.get_mut(&id) else { continue };
+            if entry.scheduled != at {
+                continue; // stale index entry: the session was filed again since
+            }
+            match entry.record.deadline(entry.last_activity) {
+                Some(d) if d <= now => {
+                    shard.remove(&id);
+                    removed += 1;
+                }
+                Some(d) => {
+                    entry.scheduled = d.0;
+                    drop(shard);
+                    self.schedule(id, d);
+                }
+                None => entry.scheduled = 0,
+            }
+        }
+        loop {
+            let due = {
+                let mut heap = self.0.otp_deadlines.lock();
+                match heap.peek() {
+                    Some(Reverse((at, _))) if *at <= now.0 => heap.pop().map(|Reverse(x)| x),
+                    _ => None,
+                }
+            };
+            let Some((_, hash)) = due else { break };
+            let mut otps = self.0.otps.lock();
+            if otps.get(&hash).is_some_and(|o| !o.is_valid(now)) {
+                otps.remove(&hash);
+            }
+        }
+        Ok(removed)
+    }
+}
