@@ -128,7 +128,9 @@ fn hex_val(c: u8) -> Option<u8> {
 /// The stored form of a secret: SHA-256 truncated to 128 bits.
 ///
 /// Compared in constant time; a leaked store does not reveal usable cookies.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct TokenHash(pub [u8; 16]);
 
 impl TokenHash {
@@ -172,7 +174,10 @@ pub struct CookieToken {
 impl CookieToken {
     /// Issues a new token for a session, with a fresh secret.
     pub fn issue(id: SessionId) -> Self {
-        Self { id, secret: random_bytes() }
+        Self {
+            id,
+            secret: random_bytes(),
+        }
     }
 
     /// The session the token claims to belong to (not yet verified).
@@ -212,7 +217,10 @@ impl FromStr for CookieToken {
         id.copy_from_slice(&raw[..16]);
         let mut secret = [0u8; 16];
         secret.copy_from_slice(&raw[16..]);
-        Ok(Self { id: SessionId(id), secret })
+        Ok(Self {
+            id: SessionId(id),
+            secret,
+        })
     }
 }
 
@@ -267,7 +275,10 @@ mod tests {
     fn session_id_is_32_uppercase_hex() {
         let s = SessionId::random().to_string();
         assert_eq!(s.len(), 32);
-        assert!(s.chars().all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)));
+        assert!(
+            s.chars()
+                .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c))
+        );
     }
 
     #[test]
@@ -276,8 +287,16 @@ mod tests {
         assert_eq!(id, "3c81a8d7afe64c2e9ccffcdc35dc52f5".parse().unwrap());
         assert_eq!(id, "3c81a8d7-afe6-4c2e-9ccf-fcdc35dc52f5".parse().unwrap());
         assert!("3C81".parse::<SessionId>().is_err());
-        assert!("ZZ81A8D7AFE64C2E9CCFFCDC35DC52F5".parse::<SessionId>().is_err());
-        assert!("3c81a8d7+afe6-4c2e-9ccf-fcdc35dc52f5".parse::<SessionId>().is_err());
+        assert!(
+            "ZZ81A8D7AFE64C2E9CCFFCDC35DC52F5"
+                .parse::<SessionId>()
+                .is_err()
+        );
+        assert!(
+            "3c81a8d7+afe6-4c2e-9ccf-fcdc35dc52f5"
+                .parse::<SessionId>()
+                .is_err()
+        );
     }
 
     #[test]

@@ -32,7 +32,11 @@ impl OtpRecord {
         };
         let lifespan = lifespan.unwrap_or(default).max(policy.otp_min_lifespan);
         let token = OtpToken::random();
-        let rec = Self { hash: token.hash(), session: record.id, expires: now.plus(lifespan) };
+        let rec = Self {
+            hash: token.hash(),
+            session: record.id,
+            expires: now.plus(lifespan),
+        };
         Some((token, rec))
     }
 

@@ -34,14 +34,20 @@ pub const MAX_NAMES: usize = 1024;
 impl PrivilegeInput {
     /// Names only (the text and list forms).
     pub fn names<I: IntoIterator<Item = S>, S: Into<String>>(names: I) -> Self {
-        Self { privileges: names.into_iter().map(Into::into).collect(), ..Self::default() }
+        Self {
+            privileges: names.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
     }
 
     /// Parses any of the three JSON forms. `split_roles_on_commas` is
     /// [`crate::SessionPolicy::split_roles_on_commas`].
     pub fn from_json(v: &Value, split_roles_on_commas: bool) -> Result<Self, Error> {
         match v {
-            Value::String(_) | Value::Array(_) => Ok(Self { privileges: names(v, "privileges", true)?, ..Self::default() }),
+            Value::String(_) | Value::Array(_) => Ok(Self {
+                privileges: names(v, "privileges", true)?,
+                ..Self::default()
+            }),
             Value::Object(map) => {
                 let mut out = Self::default();
                 for (k, v) in map {
@@ -49,16 +55,29 @@ impl PrivilegeInput {
                         "privileges" => out.privileges = names(v, "privileges", true)?,
                         "roles" => out.roles = names(v, "roles", split_roles_on_commas)?,
                         "userName" => match v {
-                            Value::String(s) if s.len() <= MAX_NAME_LEN => out.user_name = Some(s.clone()),
-                            Value::String(_) => return Err(bad(format!("userName is longer than {MAX_NAME_LEN} bytes"))),
+                            Value::String(s) if s.len() <= MAX_NAME_LEN => {
+                                out.user_name = Some(s.clone())
+                            }
+                            Value::String(_) => {
+                                return Err(bad(format!(
+                                    "userName is longer than {MAX_NAME_LEN} bytes"
+                                )));
+                            }
                             _ => return Err(bad("userName must be a string".into())),
                         },
-                        other => return Err(bad(format!("unknown key {other:?} (expected privileges, roles, userName)"))),
+                        other => {
+                            return Err(bad(format!(
+                                "unknown key {other:?} (expected privileges, roles, userName)"
+                            )));
+                        }
                     }
                 }
                 Ok(out)
             }
-            _ => Err(bad("expected a text, a list of names, or an object {privileges, roles, userName}".into())),
+            _ => Err(bad(
+                "expected a text, a list of names, or an object {privileges, roles, userName}"
+                    .into(),
+            )),
         }
     }
 }
@@ -72,7 +91,9 @@ fn names(v: &Value, field: &str, split: bool) -> Result<Vec<String>, Error> {
     let mut push = |s: &str| -> Result<(), Error> {
         let s = s.trim();
         if s.len() > MAX_NAME_LEN {
-            return Err(bad(format!("a name in {field} is longer than {MAX_NAME_LEN} bytes")));
+            return Err(bad(format!(
+                "a name in {field} is longer than {MAX_NAME_LEN} bytes"
+            )));
         }
         if !s.is_empty() {
             out.push(s.to_string());
@@ -105,9 +126,23 @@ mod tests {
 
     #[test]
     fn three_forms() {
-        assert_eq!(PrivilegeInput::from_json(&json!("a,b"), true).unwrap().privileges, ["a", "b"]);
-        assert_eq!(PrivilegeInput::from_json(&json!(["a", " b "]), true).unwrap().privileges, ["a", "b"]);
-        let o = PrivilegeInput::from_json(&json!({"privileges": ["x"], "roles": "R1,R2", "userName": "Ann"}), true).unwrap();
+        assert_eq!(
+            PrivilegeInput::from_json(&json!("a,b"), true)
+                .unwrap()
+                .privileges,
+            ["a", "b"]
+        );
+        assert_eq!(
+            PrivilegeInput::from_json(&json!(["a", " b "]), true)
+                .unwrap()
+                .privileges,
+            ["a", "b"]
+        );
+        let o = PrivilegeInput::from_json(
+            &json!({"privileges": ["x"], "roles": "R1,R2", "userName": "Ann"}),
+            true,
+        )
+        .unwrap();
         assert_eq!(o.roles, ["R1", "R2"]);
         let o = PrivilegeInput::from_json(&json!({"roles": "R1,R2"}), false).unwrap();
         assert_eq!(o.roles, ["R1,R2"]);
@@ -115,7 +150,14 @@ mod tests {
 
     #[test]
     fn wrong_types_are_errors() {
-        for v in [json!(1), json!(null), json!([1]), json!({"privileges": 3}), json!({"userName": 1}), json!({"x": 1})] {
+        for v in [
+            json!(1),
+            json!(null),
+            json!([1]),
+            json!({"privileges": 3}),
+            json!({"userName": 1}),
+            json!({"x": 1}),
+        ] {
             assert!(PrivilegeInput::from_json(&v, true).is_err(), "{v}");
         }
         assert!(PrivilegeInput::from_json(&json!("x".repeat(300)), true).is_err());

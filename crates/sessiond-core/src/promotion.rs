@@ -32,8 +32,12 @@ impl Promotions {
         if session.kind.is_desktop() {
             return 0;
         }
-        let Some(declared) = roles.privilege(name) else { return 0 };
-        if self.names.iter().any(|p| names_eq(p, name)) || session.privileges.iter().any(|p| names_eq(p, name)) {
+        let Some(declared) = roles.privilege(name) else {
+            return 0;
+        };
+        if self.names.iter().any(|p| names_eq(p, name))
+            || session.privileges.iter().any(|p| names_eq(p, name))
+        {
             return 0;
         }
         self.next_id += 1;

@@ -87,8 +87,12 @@ impl std::fmt::Display for RolesWarning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::IncludesCycle { cycle } => write!(f, "includes cycle: {}", cycle.join(" -> ")),
-            Self::UndeclaredName { used_in, name } => write!(f, "{used_in} uses undeclared name {name:?} (ignored)"),
-            Self::ReservedWebAdmin => f.write_str("WebAdmin is built in and should not be declared"),
+            Self::UndeclaredName { used_in, name } => {
+                write!(f, "{used_in} uses undeclared name {name:?} (ignored)")
+            }
+            Self::ReservedWebAdmin => {
+                f.write_str("WebAdmin is built in and should not be declared")
+            }
         }
     }
 }
@@ -171,12 +175,20 @@ impl Roles {
             column: e.column(),
             message: e.to_string(),
         })?;
-        Self::from_raw(raw).map_err(|message| Error::RolesFile { file: file.to_string(), line: 0, column: 0, message })
+        Self::from_raw(raw).map_err(|message| Error::RolesFile {
+            file: file.to_string(),
+            line: 0,
+            column: 0,
+            message,
+        })
     }
 
     fn from_raw(raw: RawFile) -> Result<Self, String> {
         let mut warnings = Vec::new();
-        let mut privileges = vec![Privilege { name: Arc::from(WEB_ADMIN), includes: Vec::new() }];
+        let mut privileges = vec![Privilege {
+            name: Arc::from(WEB_ADMIN),
+            includes: Vec::new(),
+        }];
         let mut by_key = HashMap::from([(key(WEB_ADMIN), 0usize)]);
         for (i, p) in raw.privileges.iter().enumerate() {
             let name = p.privilege.trim();
@@ -188,9 +200,14 @@ impl Roles {
                 continue;
             }
             if by_key.insert(key(name), privileges.len()).is_some() {
-                return Err(format!("privileges[{i}]: privilege {name:?} is declared twice"));
+                return Err(format!(
+                    "privileges[{i}]: privilege {name:?} is declared twice"
+                ));
             }
-            privileges.push(Privilege { name: Arc::from(name), includes: Vec::new() });
+            privileges.push(Privilege {
+                name: Arc::from(name),
+                includes: Vec::new(),
+            });
         }
         for p in &raw.privileges {
             let idx = by_key[&key(&p.privilege)];
@@ -214,7 +231,10 @@ impl Roles {
             for p in &r.privileges {
                 match by_key.get(&key(p)) {
                     Some(&j) => list.push(j),
-                    None => warnings.push(RolesWarning::UndeclaredName { used_in: format!("role {name}"), name: p.clone() }),
+                    None => warnings.push(RolesWarning::UndeclaredName {
+                        used_in: format!("role {name}"),
+                        name: p.clone(),
+                    }),
                 }
             }
             if roles.insert(key(name), Role { privileges: list }).is_some() {
@@ -236,7 +256,13 @@ impl Roles {
 
     fn find_cycles(&self) -> Vec<RolesWarning> {
         // Iterative-free DFS with colours; each cycle reported once, from its first node.
-        fn visit(roles: &Roles, i: usize, colour: &mut [u8], stack: &mut Vec<usize>, out: &mut Vec<RolesWarning>) {
+        fn visit(
+            roles: &Roles,
+            i: usize,
+            colour: &mut [u8],
+            stack: &mut Vec<usize>,
+            out: &mut Vec<RolesWarning>,
+        ) {
             colour[i] = 1;
             stack.push(i);
             for &j in &roles.privileges[i].includes {
@@ -244,8 +270,10 @@ impl Roles {
                     0 => visit(roles, j, colour, stack, out),
                     1 => {
                         let start = stack.iter().position(|&k| k == j).unwrap_or(0);
-                        let mut cycle: Vec<String> =
-                            stack[start..].iter().map(|&k| roles.privileges[k].name.to_string()).collect();
+                        let mut cycle: Vec<String> = stack[start..]
+                            .iter()
+                            .map(|&k| roles.privileges[k].name.to_string())
+                            .collect();
                         cycle.push(roles.privileges[j].name.to_string());
                         out.push(RolesWarning::IncludesCycle { cycle });
                     }
@@ -287,7 +315,9 @@ impl Roles {
 
     /// The declared spelling of a privilege, if declared (case-insensitive).
     pub fn privilege(&self, name: &str) -> Option<&Arc<str>> {
-        self.by_key.get(&key(name)).map(|&i| &self.privileges[i].name)
+        self.by_key
+            .get(&key(name))
+            .map(|&i| &self.privileges[i].name)
     }
 
     /// Every declared privilege name, built-in `WebAdmin` first.
@@ -318,7 +348,10 @@ impl Roles {
         for i in (0..self.privileges.len()).filter(|&i| wanted[i]) {
             self.post_order(i, &mut seen, &mut out);
         }
-        Resolved { privileges: out, unknown }
+        Resolved {
+            privileges: out,
+            unknown,
+        }
     }
 
     fn post_order(&self, i: usize, seen: &mut [bool], out: &mut Vec<Arc<str>>) {
@@ -358,8 +391,14 @@ mod tests {
     #[test]
     fn transitive_includes_in_dependency_order() {
         let roles = Roles::parse(FILE, "roles.json").unwrap();
-        assert_eq!(names(&roles.resolve(&[], &["HIGH".into()])), ["simple", "medium", "high"]);
-        assert_eq!(names(&roles.resolve(&["boss".into()], &["simple".into()])), ["simple", "medium", "high"]);
+        assert_eq!(
+            names(&roles.resolve(&[], &["HIGH".into()])),
+            ["simple", "medium", "high"]
+        );
+        assert_eq!(
+            names(&roles.resolve(&["boss".into()], &["simple".into()])),
+            ["simple", "medium", "high"]
+        );
         assert!(roles.force_login());
         assert_eq!(roles.restricted_by_default(), Some(false));
     }
@@ -371,7 +410,12 @@ mod tests {
         let mut got = names(&r);
         got.sort_unstable();
         assert_eq!(got, ["a", "b"]);
-        assert!(roles.warnings().iter().any(|w| matches!(w, RolesWarning::IncludesCycle { cycle } if cycle.len() == 3)));
+        assert!(
+            roles
+                .warnings()
+                .iter()
+                .any(|w| matches!(w, RolesWarning::IncludesCycle { cycle } if cycle.len() == 3))
+        );
     }
 
     #[test]
@@ -381,7 +425,10 @@ mod tests {
             used_in: "privilege high".into(),
             name: "ghost".into()
         }));
-        assert!(roles.warnings().contains(&RolesWarning::UndeclaredName { used_in: "role Boss".into(), name: "nope".into() }));
+        assert!(roles.warnings().contains(&RolesWarning::UndeclaredName {
+            used_in: "role Boss".into(),
+            name: "nope".into()
+        }));
         let r = roles.resolve(&["Nobody".into()], &["zz".into(), "simple".into()]);
         assert_eq!(names(&r), ["simple"]);
         assert_eq!(r.unknown, ["Nobody", "zz"]);
@@ -390,24 +437,53 @@ mod tests {
     #[test]
     fn web_admin_is_built_in() {
         let roles = Roles::default();
-        assert_eq!(names(&roles.resolve(&[], &["webadmin".into()])), ["WebAdmin"]);
-        let declared = Roles::parse(r#"{"privileges":[{"privilege":"WebAdmin","includes":["x"]},{"privilege":"x"}]}"#, "r").unwrap();
-        assert!(declared.warnings().contains(&RolesWarning::ReservedWebAdmin));
+        assert_eq!(
+            names(&roles.resolve(&[], &["webadmin".into()])),
+            ["WebAdmin"]
+        );
+        let declared = Roles::parse(
+            r#"{"privileges":[{"privilege":"WebAdmin","includes":["x"]},{"privilege":"x"}]}"#,
+            "r",
+        )
+        .unwrap();
+        assert!(
+            declared
+                .warnings()
+                .contains(&RolesWarning::ReservedWebAdmin)
+        );
     }
 
     #[test]
     fn malformed_file_names_file_line_and_column() {
-        let err = Roles::parse("{\n  \"privileges\": [\n    {\"privilege\": 3}\n  ]\n}", "/p/roles.json").unwrap_err();
+        let err = Roles::parse(
+            "{\n  \"privileges\": [\n    {\"privilege\": 3}\n  ]\n}",
+            "/p/roles.json",
+        )
+        .unwrap_err();
         match err {
-            Error::RolesFile { file, line, column, .. } => {
+            Error::RolesFile {
+                file, line, column, ..
+            } => {
                 assert_eq!(file, "/p/roles.json");
                 assert_eq!(line, 3);
                 assert!(column > 0);
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(Roles::parse("{\"privileges\": [], \"forcelogin\": true}", "r").is_err(), "unknown keys are refused");
-        assert!(Roles::parse("{\"roles\": []}", "r").is_err(), "privileges is mandatory");
-        assert!(Roles::parse("{\"privileges\": [{\"privilege\":\"a\"},{\"privilege\":\"A\"}]}", "r").is_err());
+        assert!(
+            Roles::parse("{\"privileges\": [], \"forcelogin\": true}", "r").is_err(),
+            "unknown keys are refused"
+        );
+        assert!(
+            Roles::parse("{\"roles\": []}", "r").is_err(),
+            "privileges is mandatory"
+        );
+        assert!(
+            Roles::parse(
+                "{\"privileges\": [{\"privilege\":\"a\"},{\"privilege\":\"A\"}]}",
+                "r"
+            )
+            .is_err()
+        );
     }
 }

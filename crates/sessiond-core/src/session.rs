@@ -35,7 +35,9 @@ impl SessionKind {
 
     /// Parses an `info.type` text.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Web, Self::Remote, Self::StoredProcedure].into_iter().find(|k| k.as_str() == s)
+        [Self::Web, Self::Remote, Self::StoredProcedure]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 
     /// Desktop sessions (remote, stored procedure) in 4D's wording.
@@ -155,7 +157,9 @@ impl SessionRecord {
     /// for desktop sessions without a cap (their life cycle follows the connection).
     pub fn deadline(&self, last_activity: Timestamp) -> Option<Timestamp> {
         let idle = match self.kind {
-            SessionKind::Web => Some(last_activity.plus(Duration::from_secs(u64::from(self.idle_timeout) * 60))),
+            SessionKind::Web => {
+                Some(last_activity.plus(Duration::from_secs(u64::from(self.idle_timeout) * 60)))
+            }
             _ => None,
         };
         match (idle, self.hard_deadline) {
@@ -193,7 +197,11 @@ impl SessionRecord {
     pub fn has_privilege(&self, name: &str, promoted: &[Arc<str>]) -> bool {
         match self.kind {
             SessionKind::StoredProcedure => true,
-            _ => self.privileges.iter().chain(promoted).any(|p| names_eq(p, name)),
+            _ => self
+                .privileges
+                .iter()
+                .chain(promoted)
+                .any(|p| names_eq(p, name)),
         }
     }
 
@@ -208,7 +216,12 @@ impl SessionRecord {
 
     /// `Session.setPrivileges(...)`. Undeclared names are ignored and reported.
     /// Stored procedure: no-op returning false; remote: works, `userName` ignored.
-    pub fn set_privileges(&mut self, roles: &Roles, input: &PrivilegeInput, policy: &SessionPolicy) -> SetPrivilegesOutcome {
+    pub fn set_privileges(
+        &mut self,
+        roles: &Roles,
+        input: &PrivilegeInput,
+        policy: &SessionPolicy,
+    ) -> SetPrivilegesOutcome {
         if self.kind == SessionKind::StoredProcedure {
             return SetPrivilegesOutcome::default();
         }
@@ -232,7 +245,10 @@ impl SessionRecord {
                 self.user_name = name.as_str().into();
             }
         }
-        SetPrivilegesOutcome { applied: true, unknown: resolved.unknown }
+        SetPrivilegesOutcome {
+            applied: true,
+            unknown: resolved.unknown,
+        }
     }
 
     /// `Session.clearPrivileges()`: true. Stored procedure: no-op. Does not make a
@@ -251,9 +267,15 @@ impl SessionRecord {
     /// Only web sessions have an idle timeout.
     pub fn set_idle_timeout(&mut self, minutes: u32, policy: &SessionPolicy) -> Result<u32, Error> {
         if self.kind != SessionKind::Web {
-            return Err(Error::NotSupported { member: "idleTimeout", kind: self.kind });
+            return Err(Error::NotSupported {
+                member: "idleTimeout",
+                kind: self.kind,
+            });
         }
-        self.idle_timeout = minutes.clamp(policy.min_idle_timeout_minutes, policy.max_idle_timeout_minutes);
+        self.idle_timeout = minutes.clamp(
+            policy.min_idle_timeout_minutes,
+            policy.max_idle_timeout_minutes,
+        );
         Ok(self.idle_timeout)
     }
 
@@ -268,15 +290,28 @@ impl SessionRecord {
     /// Adds a current token (a new client of this session); drops expired grace slots
     /// and, past [`SessionPolicy::max_tokens_per_session`], the oldest slots.
     pub fn add_token(&mut self, token: TokenHash, now: Timestamp, policy: &SessionPolicy) {
-        self.tokens.retain(|s| s.retired_until.is_none_or(|t| now < t));
-        self.tokens.push(TokenSlot { hash: token, retired_until: None });
-        let excess = self.tokens.len().saturating_sub(policy.max_tokens_per_session.max(1));
+        self.tokens
+            .retain(|s| s.retired_until.is_none_or(|t| now < t));
+        self.tokens.push(TokenSlot {
+            hash: token,
+            retired_until: None,
+        });
+        let excess = self
+            .tokens
+            .len()
+            .saturating_sub(policy.max_tokens_per_session.max(1));
         self.tokens.drain(..excess);
     }
 
     /// Rotates tokens after a privilege change (fixation protection): `old` (or, when
     /// `None`, every current token) enters its grace window, and `new` becomes current.
-    pub fn rotate_token(&mut self, old: Option<&TokenHash>, new: TokenHash, now: Timestamp, policy: &SessionPolicy) {
+    pub fn rotate_token(
+        &mut self,
+        old: Option<&TokenHash>,
+        new: TokenHash,
+        now: Timestamp,
+        policy: &SessionPolicy,
+    ) {
         let until = now.plus(policy.token_grace);
         for slot in &mut self.tokens {
             if slot.retired_until.is_none() && old.is_none_or(|o| slot.hash.ct_eq(o)) {
@@ -307,7 +342,14 @@ impl SessionRecord {
                 let d = desktop.as_deref().cloned().unwrap_or_default();
                 map.insert("machineName".into(), d.machine_name.into());
                 map.insert("hostType".into(), d.host_type.into());
-                map.insert("state".into(), if d.state.is_empty() { "active".into() } else { d.state.into() });
+                map.insert(
+                    "state".into(),
+                    if d.state.is_empty() {
+                        "active".into()
+                    } else {
+                        d.state.into()
+                    },
+                );
                 if *kind == SessionKind::Remote {
                     map.insert("systemUserName".into(), d.system_user_name.into());
                     map.insert("IPAddress".into(), ip.into());

@@ -76,7 +76,11 @@ fn case_10_case_insensitive() {
     let mut s = web();
     set(&mut s, json!("admin"));
     assert!(s.has_privilege("ADMIN", &[]));
-    assert_eq!(s.get_privileges(), ["Admin"], "the declared spelling is kept");
+    assert_eq!(
+        s.get_privileges(),
+        ["Admin"],
+        "the declared spelling is kept"
+    );
 }
 
 #[test]
@@ -138,13 +142,23 @@ fn case_17_otp_lifespan_clamp_and_expiry() {
     assert!(otp.is_valid(now.plus(Duration::from_millis(9_999))));
     assert!(!otp.is_valid(now.plus(Duration::from_secs(10))));
     let (_, default) = OtpRecord::create(&s, None, now, &policy).unwrap();
-    assert_eq!(default.expires, now.plus(Duration::from_secs(3600)), "default = idleTimeout");
+    assert_eq!(
+        default.expires,
+        now.plus(Duration::from_secs(3600)),
+        "default = idleTimeout"
+    );
 }
 
 #[test]
 fn case_18_stored_procedure_privilege_matrix_4d_21() {
     let policy = SessionPolicy::default();
-    let mut sp = SessionRecord::new(SessionKind::StoredProcedure, Timestamp(0), &policy, None, None);
+    let mut sp = SessionRecord::new(
+        SessionKind::StoredProcedure,
+        Timestamp(0),
+        &policy,
+        None,
+        None,
+    );
     let input = PrivilegeInput::names(["a"]);
     assert!(!sp.set_privileges(&roles(), &input, &policy).applied);
     assert!(sp.clear_privileges(&policy));
@@ -161,21 +175,39 @@ fn case_18_stored_procedure_privilege_matrix_4d_21() {
 fn remote_session_privilege_matrix_4d_21() {
     let policy = SessionPolicy::default();
     let mut rem = SessionRecord::new(SessionKind::Remote, Timestamp(0), &policy, None, None);
-    let input = PrivilegeInput { privileges: vec!["a".into()], user_name: Some("x".into()), ..Default::default() };
+    let input = PrivilegeInput {
+        privileges: vec!["a".into()],
+        user_name: Some("x".into()),
+        ..Default::default()
+    };
     assert!(rem.set_privileges(&roles(), &input, &policy).applied);
-    assert_eq!(&*rem.user_name, "", "userName in setPrivileges is ignored for remote sessions");
+    assert_eq!(
+        &*rem.user_name, "",
+        "userName in setPrivileges is ignored for remote sessions"
+    );
     assert!(rem.has_privilege("a", &[]) && !rem.has_privilege("b", &[]));
     assert_eq!(rem.get_privileges(), ["a"]);
     assert!(!rem.is_guest(false));
     assert_eq!(Promotions::default().promote(&rem, &roles(), "p"), 0);
     let (_, otp) = OtpRecord::create(&rem, None, Timestamp(0), &policy).unwrap();
-    assert_eq!(otp.expires, Timestamp(10_000), "desktop OTP default lifespan is 10 s");
-    assert!(rem.deadline(Timestamp(0)).is_none(), "no idle expiry for remote sessions");
+    assert_eq!(
+        otp.expires,
+        Timestamp(10_000),
+        "desktop OTP default lifespan is 10 s"
+    );
+    assert!(
+        rem.deadline(Timestamp(0)).is_none(),
+        "no idle expiry for remote sessions"
+    );
 }
 
 #[test]
 fn web_info_has_the_21_r4_shape() {
-    let s = SessionRecord::new_web(Timestamp(0), &SessionPolicy::default(), Some("127.0.0.1".parse().unwrap()));
+    let s = SessionRecord::new_web(
+        Timestamp(0),
+        &SessionPolicy::default(),
+        Some("127.0.0.1".parse().unwrap()),
+    );
     let info = s.info();
     assert_eq!(info["type"], "web");
     assert_eq!(info["hostType"], "browser");
@@ -192,17 +224,28 @@ fn set_privileges_replace_and_merge_modes() {
     set(&mut s, json!("a"));
     set(&mut s, json!("b"));
     assert_eq!(s.get_privileges(), ["b"], "default: replace");
-    let merge = SessionPolicy { set_privileges_mode: SetPrivilegesMode::Merge, ..SessionPolicy::default() };
+    let merge = SessionPolicy {
+        set_privileges_mode: SetPrivilegesMode::Merge,
+        ..SessionPolicy::default()
+    };
     s.set_privileges(&roles(), &PrivilegeInput::names(["a"]), &merge);
     assert_eq!(s.get_privileges(), ["b", "a"]);
 }
 
 #[test]
 fn absolute_lifetime_caps_the_deadline() {
-    let policy = SessionPolicy { absolute_lifetime: Some(Duration::from_secs(600)), min_idle_timeout_minutes: 1, ..SessionPolicy::default() };
+    let policy = SessionPolicy {
+        absolute_lifetime: Some(Duration::from_secs(600)),
+        min_idle_timeout_minutes: 1,
+        ..SessionPolicy::default()
+    };
     let s = SessionRecord::new_web(Timestamp(0), &policy, None);
     assert_eq!(s.deadline(Timestamp(0)), Some(Timestamp(600_000)));
-    assert_eq!(s.deadline(Timestamp(3_000_000)), Some(Timestamp(600_000)), "activity never extends the cap");
+    assert_eq!(
+        s.deadline(Timestamp(3_000_000)),
+        Some(Timestamp(600_000)),
+        "activity never extends the cap"
+    );
 }
 
 #[test]

@@ -20,7 +20,9 @@ pub const MAX_PATH_DEPTH: usize = 32;
 /// ```
 pub fn merge_patch(storage: &mut Map<String, Value>, patch: &Value) -> Result<(), Error> {
     if !patch.is_object() {
-        return Err(Error::InvalidStorage("a storage patch must be a JSON object".into()));
+        return Err(Error::InvalidStorage(
+            "a storage patch must be a JSON object".into(),
+        ));
     }
     let mut doc = Value::Object(std::mem::take(storage));
     json_patch::merge(&mut doc, patch);
@@ -60,7 +62,11 @@ pub fn increment(storage: &mut Map<String, Value>, path: &str, by: &Value) -> Re
             Some(Value::Number(_)) if i + 1 == segments.len() => {}
             Some(_) => {
                 let at = segments[..=i].join(".");
-                let want = if i + 1 == segments.len() { "a number" } else { "an object" };
+                let want = if i + 1 == segments.len() {
+                    "a number"
+                } else {
+                    "an object"
+                };
                 return Err(Error::InvalidStorage(format!("{at} is not {want}")));
             }
         }
@@ -88,7 +94,8 @@ fn add(a: &Number, b: &Number) -> Result<Number, Error> {
         }
     }
     let s = a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0);
-    Number::from_f64(s).ok_or_else(|| Error::InvalidStorage("the result is not a finite number".into()))
+    Number::from_f64(s)
+        .ok_or_else(|| Error::InvalidStorage("the result is not a finite number".into()))
 }
 
 #[cfg(test)]
@@ -98,7 +105,10 @@ mod tests {
 
     #[test]
     fn increment_refuses_non_numbers_and_changes_nothing() {
-        let mut s = json!({"a": {"b": "text"}, "n": 1}).as_object().unwrap().clone();
+        let mut s = json!({"a": {"b": "text"}, "n": 1})
+            .as_object()
+            .unwrap()
+            .clone();
         let before = s.clone();
         assert!(increment(&mut s, "a.b", &json!(1)).is_err());
         assert!(increment(&mut s, "a.b.c", &json!(1)).is_err());

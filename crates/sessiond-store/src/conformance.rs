@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use sessiond_core::{Error as CoreError, OtpRecord, SessionPolicy, SessionRecord, Timestamp, storage};
+use sessiond_core::{
+    Error as CoreError, OtpRecord, SessionPolicy, SessionRecord, Timestamp, storage,
+};
 
 use crate::{Cas, SessionStore, Update};
 
@@ -17,7 +19,11 @@ const T0: Timestamp = Timestamp(1_700_000_000_000);
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn web() -> SessionRecord {
-    SessionRecord::new_web(T0, &SessionPolicy::default(), Some("127.0.0.1".parse().unwrap()))
+    SessionRecord::new_web(
+        T0,
+        &SessionPolicy::default(),
+        Some("127.0.0.1".parse().unwrap()),
+    )
 }
 
 /// Generates the conformance tests for a store; `$make` is an expression evaluating
@@ -51,7 +57,13 @@ pub async fn create_then_load(store: Store) {
     let got = store.get(&id, T0).await.unwrap().expect("stored");
     assert_eq!(*got.record, r);
     assert_eq!(got.last_activity, T0);
-    assert!(store.get(&sessiond_core::SessionId::random(), T0).await.unwrap().is_none());
+    assert!(
+        store
+            .get(&sessiond_core::SessionId::random(), T0)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// `touch` moves the idle deadline and leaves the record (and its version) alone.
@@ -64,7 +76,10 @@ pub async fn touch_extends_idle_without_rewriting(store: Store) {
     assert_eq!(touched.last_activity, later);
     assert_eq!(touched.record.version, 1);
     let past_first_deadline = T0.plus(HOUR).plus(Duration::from_secs(1));
-    assert!(store.get(&id, past_first_deadline).await.unwrap().is_some(), "activity extended the deadline");
+    assert!(
+        store.get(&id, past_first_deadline).await.unwrap().is_some(),
+        "activity extended the deadline"
+    );
     assert!(store.get(&id, later.plus(HOUR)).await.unwrap().is_none());
 }
 
@@ -76,20 +91,36 @@ pub async fn idle_expiry(store: Store) {
     let almost = T0.plus(HOUR - Duration::from_millis(1));
     assert!(store.get(&id, almost).await.unwrap().is_some());
     assert!(store.get(&id, T0.plus(HOUR)).await.unwrap().is_none());
-    assert!(store.touch(&id, T0.plus(HOUR)).await.unwrap().is_none(), "an expired session cannot be revived");
+    assert!(
+        store.touch(&id, T0.plus(HOUR)).await.unwrap().is_none(),
+        "an expired session cannot be revived"
+    );
     assert_eq!(store.purge_expired(T0.plus(HOUR)).await.unwrap(), 1);
     assert!(store.list(T0).await.unwrap().is_empty());
 }
 
 /// The absolute lifetime cap is never extended by activity.
 pub async fn absolute_deadline(store: Store) {
-    let policy = SessionPolicy { absolute_lifetime: Some(Duration::from_secs(90 * 60)), ..SessionPolicy::default() };
+    let policy = SessionPolicy {
+        absolute_lifetime: Some(Duration::from_secs(90 * 60)),
+        ..SessionPolicy::default()
+    };
     let mut r = SessionRecord::new_web(T0, &policy, None);
     r.idle_timeout = 120;
     let id = r.id;
     store.insert(r, T0).await.unwrap();
-    store.touch(&id, T0.plus(Duration::from_secs(80 * 60))).await.unwrap().unwrap();
-    assert!(store.get(&id, T0.plus(Duration::from_secs(90 * 60))).await.unwrap().is_none());
+    store
+        .touch(&id, T0.plus(Duration::from_secs(80 * 60)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store
+            .get(&id, T0.plus(Duration::from_secs(90 * 60)))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// 64 concurrent writers × 100 increments of one counter → exactly 6,400.
@@ -102,8 +133,13 @@ pub async fn concurrent_updates_lose_nothing(store: Store) {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..100 {
-                let mut f = |rec: &mut SessionRecord| storage::increment(rec.storage_mut(), "n", &json!(1)).map(|_| ());
-                assert!(matches!(store.update(&id, T0, &mut f).await.unwrap(), Update::Updated(_)));
+                let mut f = |rec: &mut SessionRecord| {
+                    storage::increment(rec.storage_mut(), "n", &json!(1)).map(|_| ())
+                };
+                assert!(matches!(
+                    store.update(&id, T0, &mut f).await.unwrap(),
+                    Update::Updated(_)
+                ));
             }
         }));
     }
@@ -123,12 +159,21 @@ pub async fn compare_and_swap_detects_conflicts(store: Store) {
     let mut a = r.clone();
     a.version = 2;
     a.user_name = "a".into();
-    assert!(matches!(store.compare_and_swap(a, 1, T0).await.unwrap(), Cas::Swapped(_)));
+    assert!(matches!(
+        store.compare_and_swap(a, 1, T0).await.unwrap(),
+        Cas::Swapped(_)
+    ));
     let mut b = r;
     b.version = 2;
     b.user_name = "b".into();
-    assert!(matches!(store.compare_and_swap(b, 1, T0).await.unwrap(), Cas::Conflict));
-    assert_eq!(&*store.get(&id, T0).await.unwrap().unwrap().record.user_name, "a");
+    assert!(matches!(
+        store.compare_and_swap(b, 1, T0).await.unwrap(),
+        Cas::Conflict
+    ));
+    assert_eq!(
+        &*store.get(&id, T0).await.unwrap().unwrap().record.user_name,
+        "a"
+    );
 }
 
 /// A change that fails leaves the session as it was.
@@ -140,11 +185,17 @@ pub async fn rejected_update_writes_nothing(store: Store) {
         rec.user_name = "changed".into();
         Err(CoreError::InvalidStorage("no".into()))
     };
-    assert!(matches!(store.update(&id, T0, &mut f).await.unwrap(), Update::Rejected(_)));
+    assert!(matches!(
+        store.update(&id, T0, &mut f).await.unwrap(),
+        Update::Rejected(_)
+    ));
     assert_eq!(*store.get(&id, T0).await.unwrap().unwrap().record, r);
     let mut g = |_: &mut SessionRecord| Ok(());
     let unknown = sessiond_core::SessionId::random();
-    assert!(matches!(store.update(&unknown, T0, &mut g).await.unwrap(), Update::NotFound));
+    assert!(matches!(
+        store.update(&unknown, T0, &mut g).await.unwrap(),
+        Update::NotFound
+    ));
 }
 
 /// Lowering the idle timeout brings expiry (and its purge) forward.
@@ -153,7 +204,10 @@ pub async fn shorter_idle_timeout_expires_sooner(store: Store) {
     r.idle_timeout = 120;
     let id = r.id;
     store.insert(r, T0).await.unwrap();
-    let mut f = |rec: &mut SessionRecord| rec.set_idle_timeout(60, &SessionPolicy::default()).map(|_| ());
+    let mut f = |rec: &mut SessionRecord| {
+        rec.set_idle_timeout(60, &SessionPolicy::default())
+            .map(|_| ())
+    };
     store.update(&id, T0, &mut f).await.unwrap();
     assert!(store.get(&id, T0.plus(HOUR)).await.unwrap().is_none());
     assert_eq!(store.purge_expired(T0.plus(HOUR)).await.unwrap(), 1);
@@ -175,10 +229,25 @@ pub async fn otp_is_single_use(store: Store) {
 /// An OTP past its lifespan is refused.
 pub async fn otp_expires(store: Store) {
     let r = web();
-    let (token, otp) = OtpRecord::create(&r, Some(Duration::from_secs(10)), T0, &SessionPolicy::default()).unwrap();
+    let (token, otp) = OtpRecord::create(
+        &r,
+        Some(Duration::from_secs(10)),
+        T0,
+        &SessionPolicy::default(),
+    )
+    .unwrap();
     store.insert_otp(otp).await.unwrap();
-    store.purge_expired(T0.plus(Duration::from_secs(5))).await.unwrap();
-    assert!(store.take_otp(&token.hash(), T0.plus(Duration::from_secs(10))).await.unwrap().is_none());
+    store
+        .purge_expired(T0.plus(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .take_otp(&token.hash(), T0.plus(Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// `remove` deletes at once.
@@ -197,9 +266,18 @@ pub async fn list_shows_live_sessions(store: Store) {
     for i in 0..10u64 {
         let r = web();
         ids.push(r.id);
-        store.insert(r, T0.plus(Duration::from_secs(i * 60))).await.unwrap();
+        store
+            .insert(r, T0.plus(Duration::from_secs(i * 60)))
+            .await
+            .unwrap();
     }
-    let mut listed: Vec<_> = store.list(T0.plus(HOUR)).await.unwrap().into_iter().map(|s| s.record.id).collect();
+    let mut listed: Vec<_> = store
+        .list(T0.plus(HOUR))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.record.id)
+        .collect();
     listed.sort();
     let mut want = ids[1..].to_vec();
     want.sort();

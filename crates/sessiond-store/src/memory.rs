@@ -55,7 +55,10 @@ struct Entry {
 
 impl Entry {
     fn snapshot(&self) -> Snapshot {
-        Snapshot { record: self.record.clone(), last_activity: self.last_activity }
+        Snapshot {
+            record: self.record.clone(),
+            last_activity: self.last_activity,
+        }
     }
 
     fn live(&self, now: Timestamp) -> bool {
@@ -89,7 +92,9 @@ pub struct MemoryStore(Arc<Inner>);
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryStore").field("sessions", &self.len()).finish()
+        f.debug_struct("MemoryStore")
+            .field("sessions", &self.len())
+            .finish()
     }
 }
 
@@ -102,7 +107,10 @@ impl Default for MemoryStore {
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
-        let inner = Inner { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), ..Inner::default() };
+        let inner = Inner {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            ..Inner::default()
+        };
         Self(Arc::new(inner))
     }
 
@@ -146,7 +154,11 @@ impl SessionStore for MemoryStore {
     async fn insert(&self, record: SessionRecord, now: Timestamp) -> Result<(), StoreError> {
         let id = record.id;
         let deadline = record.deadline(now);
-        let entry = Entry { record: Arc::new(record), last_activity: now, scheduled: deadline.map_or(0, |d| d.0) };
+        let entry = Entry {
+            record: Arc::new(record),
+            last_activity: now,
+            scheduled: deadline.map_or(0, |d| d.0),
+        };
         {
             let mut shard = self.shard(&id).lock();
             if shard.get(&id).is_some_and(|e| e.live(now)) {
@@ -173,10 +185,17 @@ impl SessionStore for MemoryStore {
         }))
     }
 
-    async fn compare_and_swap(&self, record: SessionRecord, expected_version: u64, now: Timestamp) -> Result<Cas, StoreError> {
+    async fn compare_and_swap(
+        &self,
+        record: SessionRecord,
+        expected_version: u64,
+        now: Timestamp,
+    ) -> Result<Cas, StoreError> {
         let id = record.id;
         let mut shard = self.shard(&id).lock();
-        let Some(entry) = shard.get_mut(&id).filter(|e| e.live(now)) else { return Ok(Cas::NotFound) };
+        let Some(entry) = shard.get_mut(&id).filter(|e| e.live(now)) else {
+            return Ok(Cas::NotFound);
+        };
         if entry.record.version != expected_version {
             return Ok(Cas::Conflict);
         }
@@ -186,9 +205,16 @@ impl SessionStore for MemoryStore {
         Ok(Cas::Swapped(entry.snapshot()))
     }
 
-    async fn update(&self, id: &SessionId, now: Timestamp, change: &mut UpdateFn<'_>) -> Result<Update, StoreError> {
+    async fn update(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        change: &mut UpdateFn<'_>,
+    ) -> Result<Update, StoreError> {
         let mut shard = self.shard(id).lock();
-        let Some(entry) = shard.get_mut(id).filter(|e| e.live(now)) else { return Ok(Update::NotFound) };
+        let Some(entry) = shard.get_mut(id).filter(|e| e.live(now)) else {
+            return Ok(Update::NotFound);
+        };
         let mut next = SessionRecord::clone(&entry.record);
         if let Err(e) = change(&mut next) {
             return Ok(Update::Rejected(e));
@@ -207,18 +233,31 @@ impl SessionStore for MemoryStore {
     async fn list(&self, now: Timestamp) -> Result<Vec<Snapshot>, StoreError> {
         let mut out = Vec::new();
         for shard in &self.0.shards {
-            out.extend(shard.lock().values().filter(|e| e.live(now)).map(Entry::snapshot));
+            out.extend(
+                shard
+                    .lock()
+                    .values()
+                    .filter(|e| e.live(now))
+                    .map(Entry::snapshot),
+            );
         }
         Ok(out)
     }
 
     async fn insert_otp(&self, otp: OtpRecord) -> Result<(), StoreError> {
-        self.0.otp_deadlines.lock().push(Reverse((otp.expires.0, otp.hash)));
+        self.0
+            .otp_deadlines
+            .lock()
+            .push(Reverse((otp.expires.0, otp.hash)));
         self.0.otps.lock().insert(otp.hash, otp);
         Ok(())
     }
 
-    async fn take_otp(&self, hash: &TokenHash, now: Timestamp) -> Result<Option<OtpRecord>, StoreError> {
+    async fn take_otp(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> Result<Option<OtpRecord>, StoreError> {
         Ok(self.0.otps.lock().remove(hash).filter(|o| o.is_valid(now)))
     }
 
@@ -234,7 +273,9 @@ impl SessionStore for MemoryStore {
             };
             let Some((at, id)) = due else { break };
             let mut shard = self.shard(&id).lock();
-            let Some(entry) = shard.get_mut(&id) else { continue };
+            let Some(entry) = shard.get_mut(&id) else {
+                continue;
+            };
             if entry.scheduled != at {
                 continue; // stale index entry: the session was filed again since
             }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use sessiond_core::{
-    Clock, CookieToken, Error as CoreError, OtpRecord, OtpToken, PrivilegeInput, Roles, SessionId, SessionKind,
-    SessionPolicy, SessionRecord, SetPrivilegesOutcome, Timestamp, TokenHash,
+    Clock, CookieToken, Error as CoreError, OtpRecord, OtpToken, PrivilegeInput, Roles, SessionId,
+    SessionKind, SessionPolicy, SessionRecord, SetPrivilegesOutcome, Timestamp, TokenHash,
 };
 
 use crate::store::{SessionStore, Snapshot, StoreError, Update};
@@ -89,7 +89,9 @@ pub struct Sessions(Arc<Inner>);
 
 impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sessions").field("store", &self.0.store).finish_non_exhaustive()
+        f.debug_struct("Sessions")
+            .field("store", &self.0.store)
+            .finish_non_exhaustive()
     }
 }
 
@@ -99,8 +101,18 @@ const TOUCH_GRANULARITY: Duration = Duration::from_secs(1);
 
 impl Sessions {
     /// Sessions in `store`, governed by `roles` and `policy`, timed by `clock`.
-    pub fn new(store: Arc<dyn SessionStore>, roles: Arc<Roles>, clock: Arc<dyn Clock>, policy: SessionPolicy) -> Self {
-        Self(Arc::new(Inner { store, roles, clock, policy }))
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        roles: Arc<Roles>,
+        clock: Arc<dyn Clock>,
+        policy: SessionPolicy,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            store,
+            roles,
+            clock,
+            policy,
+        }))
     }
 
     /// The store.
@@ -124,12 +136,18 @@ impl Sessions {
     }
 
     /// Creates a guest web session and the cookie token of its first client.
-    pub async fn create_web(&self, ip: Option<std::net::IpAddr>) -> Result<(Snapshot, CookieToken), SessionsError> {
+    pub async fn create_web(
+        &self,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<(Snapshot, CookieToken), SessionsError> {
         let now = self.now();
         let mut record = SessionRecord::new_web(now, &self.0.policy, ip);
         let token = CookieToken::issue(record.id);
         record.add_token(token.hash(), now, &self.0.policy);
-        let snapshot = Snapshot { record: Arc::new(record.clone()), last_activity: now };
+        let snapshot = Snapshot {
+            record: Arc::new(record.clone()),
+            last_activity: now,
+        };
         self.0.store.insert(record, now).await?;
         Ok((snapshot, token))
     }
@@ -137,18 +155,28 @@ impl Sessions {
     /// Stores a session built by the caller (remote and stored-procedure sessions).
     pub async fn insert(&self, record: SessionRecord) -> Result<Snapshot, SessionsError> {
         let now = self.now();
-        let snapshot = Snapshot { record: Arc::new(record.clone()), last_activity: now };
+        let snapshot = Snapshot {
+            record: Arc::new(record.clone()),
+            last_activity: now,
+        };
         self.0.store.insert(record, now).await?;
         Ok(snapshot)
     }
 
     /// Finds the live session a cookie value opens, records the activity, and returns
     /// it with the token's hash. Malformed, unknown, expired or retired tokens → `None`.
-    pub async fn resolve_cookie(&self, value: &str) -> Result<Option<(Snapshot, TokenHash)>, SessionsError> {
-        let Ok(token) = value.parse::<CookieToken>() else { return Ok(None) };
+    pub async fn resolve_cookie(
+        &self,
+        value: &str,
+    ) -> Result<Option<(Snapshot, TokenHash)>, SessionsError> {
+        let Ok(token) = value.parse::<CookieToken>() else {
+            return Ok(None);
+        };
         let now = self.now();
         let id = token.session_id();
-        let Some(snapshot) = self.0.store.get(&id, now).await? else { return Ok(None) };
+        let Some(snapshot) = self.0.store.get(&id, now).await? else {
+            return Ok(None);
+        };
         let hash = token.hash();
         if !snapshot.record.accepts_token(&hash, now) {
             return Ok(None);
@@ -199,7 +227,10 @@ impl Sessions {
         self.update(id, |rec| {
             if let Some(expected) = if_match {
                 if rec.storage_version != expected {
-                    return Err(CoreError::VersionMismatch { expected, actual: rec.storage_version });
+                    return Err(CoreError::VersionMismatch {
+                        expected,
+                        actual: rec.storage_version,
+                    });
                 }
             }
             let mut storage = Map::clone(&rec.storage);
@@ -211,21 +242,38 @@ impl Sessions {
     }
 
     /// `setPrivileges()`; rotates the cookie token of a web session.
-    pub async fn set_privileges(&self, id: &SessionId, input: &PrivilegeInput, rotation: Rotation<'_>) -> Result<PrivilegeChange, SessionsError> {
-        self.change_privileges(id, rotation, |rec, roles, policy| rec.set_privileges(roles, input, policy)).await
+    pub async fn set_privileges(
+        &self,
+        id: &SessionId,
+        input: &PrivilegeInput,
+        rotation: Rotation<'_>,
+    ) -> Result<PrivilegeChange, SessionsError> {
+        self.change_privileges(id, rotation, |rec, roles, policy| {
+            rec.set_privileges(roles, input, policy)
+        })
+        .await
     }
 
     /// `clearPrivileges()`; rotates the cookie token of a web session.
-    pub async fn clear_privileges(&self, id: &SessionId, rotation: Rotation<'_>) -> Result<PrivilegeChange, SessionsError> {
-        self.change_privileges(id, rotation, |rec, _, policy| SetPrivilegesOutcome { applied: rec.clear_privileges(policy), unknown: Vec::new() })
-            .await
+    pub async fn clear_privileges(
+        &self,
+        id: &SessionId,
+        rotation: Rotation<'_>,
+    ) -> Result<PrivilegeChange, SessionsError> {
+        self.change_privileges(id, rotation, |rec, _, policy| SetPrivilegesOutcome {
+            applied: rec.clear_privileges(policy),
+            unknown: Vec::new(),
+        })
+        .await
     }
 
     async fn change_privileges(
         &self,
         id: &SessionId,
         rotation: Rotation<'_>,
-        change: impl Fn(&mut SessionRecord, &Roles, &SessionPolicy) -> SetPrivilegesOutcome + Send + Sync,
+        change: impl Fn(&mut SessionRecord, &Roles, &SessionPolicy) -> SetPrivilegesOutcome
+        + Send
+        + Sync,
     ) -> Result<PrivilegeChange, SessionsError> {
         let cookie = CookieToken::issue(*id);
         let new_hash = cookie.hash();
@@ -247,19 +295,41 @@ impl Sessions {
             tracing::warn!(session = %id, unknown = ?outcome.unknown, "setPrivileges: names not declared in roles.json were ignored");
         }
         let cookie = (snapshot.record.kind == SessionKind::Web).then_some(cookie);
-        Ok(PrivilegeChange { snapshot, outcome, cookie })
+        Ok(PrivilegeChange {
+            snapshot,
+            outcome,
+            cookie,
+        })
     }
 
     /// Sets `idleTimeout` (minutes, clamped by the policy).
-    pub async fn set_idle_timeout(&self, id: &SessionId, minutes: u32) -> Result<Snapshot, SessionsError> {
-        Ok(self.update(id, |rec| rec.set_idle_timeout(minutes, &self.0.policy)).await?.0)
+    pub async fn set_idle_timeout(
+        &self,
+        id: &SessionId,
+        minutes: u32,
+    ) -> Result<Snapshot, SessionsError> {
+        Ok(self
+            .update(id, |rec| rec.set_idle_timeout(minutes, &self.0.policy))
+            .await?
+            .0)
     }
 
     /// `createOTP({lifespan})`: the token, or `None` where 4D returns `""`.
-    pub async fn create_otp(&self, id: &SessionId, lifespan: Option<Duration>) -> Result<Option<OtpToken>, SessionsError> {
+    pub async fn create_otp(
+        &self,
+        id: &SessionId,
+        lifespan: Option<Duration>,
+    ) -> Result<Option<OtpToken>, SessionsError> {
         let now = self.now();
-        let snapshot = self.0.store.get(id, now).await?.ok_or(SessionsError::NotFound)?;
-        let Some((token, record)) = OtpRecord::create(&snapshot.record, lifespan, now, &self.0.policy) else {
+        let snapshot = self
+            .0
+            .store
+            .get(id, now)
+            .await?
+            .ok_or(SessionsError::NotFound)?;
+        let Some((token, record)) =
+            OtpRecord::create(&snapshot.record, lifespan, now, &self.0.policy)
+        else {
             return Ok(None);
         };
         self.0.store.insert_otp(record).await?;
@@ -269,20 +339,31 @@ impl Sessions {
     /// Consumes an OTP (`restore()` / `$4DSID`): the session it opens and a new cookie
     /// token for the restoring client. `None` when the token is malformed, unknown,
     /// used, expired, or its session expired; the OTP is spent in every case.
-    pub async fn restore_otp(&self, token: &str) -> Result<Option<(Snapshot, CookieToken)>, SessionsError> {
-        let Ok(token) = token.trim().parse::<OtpToken>() else { return Ok(None) };
+    pub async fn restore_otp(
+        &self,
+        token: &str,
+    ) -> Result<Option<(Snapshot, CookieToken)>, SessionsError> {
+        let Ok(token) = token.trim().parse::<OtpToken>() else {
+            return Ok(None);
+        };
         let now = self.now();
-        let Some(otp) = self.0.store.take_otp(&token.hash(), now).await? else { return Ok(None) };
+        let Some(otp) = self.0.store.take_otp(&token.hash(), now).await? else {
+            return Ok(None);
+        };
         let cookie = CookieToken::issue(otp.session);
         let hash = cookie.hash();
-        match self.update(&otp.session, |rec| {
-            if rec.kind != SessionKind::Web {
-                return Err(CoreError::NotSupported { member: "restore", kind: rec.kind });
-            }
-            rec.add_token(hash, now, &self.0.policy);
-            Ok(())
-        })
-        .await
+        match self
+            .update(&otp.session, |rec| {
+                if rec.kind != SessionKind::Web {
+                    return Err(CoreError::NotSupported {
+                        member: "restore",
+                        kind: rec.kind,
+                    });
+                }
+                rec.add_token(hash, now, &self.0.policy);
+                Ok(())
+            })
+            .await
         {
             Ok((snapshot, ())) => Ok(Some((snapshot, cookie))),
             Err(SessionsError::NotFound | SessionsError::Invalid(_)) => Ok(None),
@@ -300,7 +381,10 @@ impl Sessions {
         let now = self.now();
         if let Some(id) = filter.session {
             let one = self.0.store.get(&id, now).await?;
-            return Ok(one.into_iter().filter(|s| matches(filter, &s.record)).collect());
+            return Ok(one
+                .into_iter()
+                .filter(|s| matches(filter, &s.record))
+                .collect());
         }
         let mut all = self.0.store.list(now).await?;
         all.retain(|s| matches(filter, &s.record));
@@ -310,7 +394,10 @@ impl Sessions {
 
     /// Ends every session of one user; returns how many.
     pub async fn remove_user(&self, user_name: &str) -> Result<usize, SessionsError> {
-        let filter = ActivityFilter { user_name: Some(user_name.to_string()), ..ActivityFilter::default() };
+        let filter = ActivityFilter {
+            user_name: Some(user_name.to_string()),
+            ..ActivityFilter::default()
+        };
         let mut n = 0;
         for s in self.activity(&filter).await? {
             n += usize::from(self.remove(&s.record.id).await?);

@@ -10,7 +10,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sessiond_core::{Error as CoreError, OtpRecord, SessionId, SessionRecord, Timestamp, TokenHash};
+use sessiond_core::{
+    Error as CoreError, OtpRecord, SessionId, SessionRecord, Timestamp, TokenHash,
+};
 
 /// A consistent view of one session.
 #[derive(Debug, Clone)]
@@ -99,19 +101,34 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Writes `record` (whose `version` must be `expected_version + 1`) if the stored
     /// version is still `expected_version`; records activity at `now`.
-    async fn compare_and_swap(&self, record: SessionRecord, expected_version: u64, now: Timestamp) -> Result<Cas, StoreError>;
+    async fn compare_and_swap(
+        &self,
+        record: SessionRecord,
+        expected_version: u64,
+        now: Timestamp,
+    ) -> Result<Cas, StoreError>;
 
     /// Applies `change` atomically: no concurrent update is lost, and a rejected change
     /// writes nothing. Records activity at `now`.
-    async fn update(&self, id: &SessionId, now: Timestamp, change: &mut UpdateFn<'_>) -> Result<Update, StoreError> {
+    async fn update(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        change: &mut UpdateFn<'_>,
+    ) -> Result<Update, StoreError> {
         for _ in 0..MAX_CAS_RETRIES {
-            let Some(current) = self.get(id, now).await? else { return Ok(Update::NotFound) };
+            let Some(current) = self.get(id, now).await? else {
+                return Ok(Update::NotFound);
+            };
             let mut next = SessionRecord::clone(&current.record);
             if let Err(e) = change(&mut next) {
                 return Ok(Update::Rejected(e));
             }
             next.version = current.record.version + 1;
-            match self.compare_and_swap(next, current.record.version, now).await? {
+            match self
+                .compare_and_swap(next, current.record.version, now)
+                .await?
+            {
                 Cas::Swapped(s) => return Ok(Update::Updated(s)),
                 Cas::NotFound => return Ok(Update::NotFound),
                 Cas::Conflict => tokio::task::yield_now().await,
@@ -131,7 +148,11 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Consumes an OTP: returns it (if valid at `now`) and deletes it, atomically, so
     /// that two concurrent uses cannot both succeed.
-    async fn take_otp(&self, hash: &TokenHash, now: Timestamp) -> Result<Option<OtpRecord>, StoreError>;
+    async fn take_otp(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> Result<Option<OtpRecord>, StoreError>;
 
     /// Frees what expired before `now`; returns how many sessions were removed. Stores
     /// with native expiry (Redis TTLs) may do nothing.

@@ -1,0 +1,194 @@
+//! Turns flags, environment variables and `sessiond.toml` into one validated
+//! [`Config`] (precedence: flag > environment > file > default).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sessiond_core::{SessionPolicy, SetPrivilegesMode};
+use sessiond_server::{SameSite, SecureMode, ServerConfig};
+
+use crate::cli::ServeArgs;
+
+/// `sessiond.toml`. Every key is optional; unknown keys are refused.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    listen: Option<SocketAddr>,
+    data: Option<PathBuf>,
+    roles: Option<PathBuf>,
+    app_name: Option<String>,
+    store: Option<String>,
+    trust_proxy_headers: Option<bool>,
+    max_body_bytes: Option<usize>,
+    #[serde(default)]
+    cookie: CookieSection,
+    #[serde(default)]
+    sessions: SessionsSection,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CookieSection {
+    same_site: Option<SameSite>,
+    secure: Option<SecureMode>,
+    domain: Option<String>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionsSection {
+    idle_timeout_minutes: Option<u32>,
+    min_idle_timeout_minutes: Option<u32>,
+    absolute_lifetime_minutes: Option<u64>,
+    set_privileges: Option<SetPrivilegesMode>,
+    split_roles_on_commas: Option<bool>,
+    clear_privileges_keeps_user_name: Option<bool>,
+    token_grace_seconds: Option<u64>,
+    otp_min_lifespan_seconds: Option<u64>,
+}
+
+/// Where sessions are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// In memory (volatile).
+    Memory,
+}
+
+/// The validated settings of `sessiond serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Data folder.
+    pub data: PathBuf,
+    /// roles.json, if any.
+    pub roles: Option<PathBuf>,
+    /// Session store.
+    pub store: StoreChoice,
+    /// HTTP-side settings.
+    pub server: ServerConfig,
+}
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8044";
+
+impl Config {
+    /// Builds the configuration from parsed flags (which already include the
+    /// environment) and the config file they name, if any.
+    pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None if Path::new("sessiond.toml").exists() => read_file(Path::new("sessiond.toml"))?,
+            None => FileConfig::default(),
+        };
+        let listen = match args.listen {
+            Some(a) => a,
+            None => file
+                .listen
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
+        };
+        let data = args
+            .data
+            .clone()
+            .or(file.data)
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        let roles = match args.roles.clone().or(file.roles) {
+            Some(p) => Some(p),
+            None => Some(data.join("roles.json")).filter(|p| p.exists()),
+        };
+        let store = match args
+            .store
+            .as_deref()
+            .or(file.store.as_deref())
+            .unwrap_or("memory")
+        {
+            "memory" => StoreChoice::Memory,
+            other => bail!("unknown store {other:?}: the available store is \"memory\""),
+        };
+        let app_name = args
+            .app_name
+            .clone()
+            .or(file.app_name)
+            .unwrap_or_else(|| "sessiond".into());
+        let mut server = ServerConfig::new(&app_name).map_err(anyhow::Error::msg)?;
+        if let Some(v) = file.trust_proxy_headers {
+            server.trust_proxy_headers = v;
+        }
+        if let Some(v) = file.max_body_bytes {
+            if v < 1024 {
+                bail!("max_body_bytes must be at least 1024");
+            }
+            server.max_body_bytes = v;
+        }
+        let c = file.cookie;
+        server.cookie.same_site = c.same_site.unwrap_or_default();
+        server.cookie.secure = c.secure.unwrap_or_default();
+        if server.cookie.same_site == SameSite::None && server.cookie.secure == SecureMode::Never {
+            bail!("cookie.same_site = \"None\" needs a Secure cookie: browsers drop it otherwise");
+        }
+        if let Some(d) = c.domain {
+            if d.is_empty()
+                || !d
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+            {
+                bail!("cookie.domain {d:?} is not a domain name");
+            }
+            server.cookie.domain = Some(d);
+        }
+        server.policy = policy(file.sessions)?;
+        Ok(Self {
+            listen,
+            data,
+            roles,
+            store,
+            server,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+}
+
+fn policy(s: SessionsSection) -> anyhow::Result<SessionPolicy> {
+    let mut p = SessionPolicy::default();
+    if let Some(v) = s.min_idle_timeout_minutes {
+        if v == 0 {
+            bail!("sessions.min_idle_timeout_minutes must be at least 1");
+        }
+        p.min_idle_timeout_minutes = v;
+    }
+    if let Some(v) = s.idle_timeout_minutes {
+        p.default_idle_timeout_minutes = v;
+    }
+    p.default_idle_timeout_minutes = p
+        .default_idle_timeout_minutes
+        .clamp(p.min_idle_timeout_minutes, p.max_idle_timeout_minutes);
+    if let Some(v) = s.absolute_lifetime_minutes {
+        p.absolute_lifetime = (v > 0).then(|| Duration::from_secs(v * 60));
+    }
+    if let Some(v) = s.set_privileges {
+        p.set_privileges_mode = v;
+    }
+    if let Some(v) = s.split_roles_on_commas {
+        p.split_roles_on_commas = v;
+    }
+    if let Some(v) = s.clear_privileges_keeps_user_name {
+        p.clear_privileges_keeps_user_name = v;
+    }
+    if let Some(v) = s.token_grace_seconds {
+        if v > 3600 {
+            bail!("sessions.token_grace_seconds must be at most 3600");
+        }
+        p.token_grace = Duration::from_secs(v);
+    }
+    if let Some(v) = s.otp_min_lifespan_seconds {
+        p.otp_min_lifespan = Duration::from_secs(v.max(1));
+    }
+    Ok(p)
+}

@@ -1,0 +1,161 @@
+//! The `sessiond` binary: parse flags into a validated [`config::Config`], set up
+//! tracing, bind the listener, and hand over to [`sessiond_server::run`].
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | `cli` | the clap command line |
+//! | `config` | flags + environment + `sessiond.toml` → [`config::Config`] |
+
+mod cli;
+mod config;
+
+use std::io::BufRead;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use sessiond_core::{Roles, SystemClock};
+use sessiond_server::credentials::Credentials;
+use sessiond_server::users::Users;
+use sessiond_server::{AppState, run};
+use sessiond_store::{MemoryStore, Sessions};
+use tokio::net::TcpListener;
+
+use crate::cli::{AdminCommand, Cli, Command, UserCommand};
+use crate::config::{Config, StoreChoice};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SESSIOND_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => Config::from_args(&args).and_then(serve),
+        Command::User(UserCommand::Add {
+            name,
+            roles,
+            privileges,
+            data,
+        }) => read_secret("SESSIOND_USER_PASSWORD").and_then(|pw| {
+            std::fs::create_dir_all(&data)?;
+            Users::add(&data.join("users.json"), &name, &pw, roles, privileges)?;
+            println!(
+                "user {name:?} saved in {}",
+                data.join("users.json").display()
+            );
+            Ok(())
+        }),
+        Command::Admin(AdminCommand::Password { data }) => read_secret("SESSIOND_ADMIN_PASSWORD")
+            .and_then(|pw| {
+                Credentials::set_admin_password(&data, &pw)?;
+                println!("admin password changed");
+                Ok(())
+            }),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sessiond: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// A secret from the environment, or the first line of standard input.
+fn read_secret(var: &str) -> anyhow::Result<String> {
+    if let Ok(v) = std::env::var(var) {
+        return Ok(v);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data)
+        .with_context(|| format!("cannot create data folder {}", config.data.display()))?;
+    let roles = match &config.roles {
+        Some(path) => Roles::load(path)
+            .context("roles.json is invalid; sessiond does not start without valid roles")?,
+        None => Roles::default(),
+    };
+    for w in roles.warnings() {
+        tracing::warn!("roles.json: {w}");
+    }
+    let api_key = std::env::var("SESSIOND_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
+    let admin_password = std::env::var("SESSIOND_ADMIN_PASSWORD")
+        .ok()
+        .filter(|k| !k.is_empty());
+    let (_, key, generated) =
+        Credentials::ensure(&config.data, api_key.as_deref(), admin_password.as_deref())?;
+    if let Some(k) = generated.api_key {
+        println!(
+            "New service API key (shown once; its hash is in {}):\n  {k}",
+            config.data.join("credentials.json").display()
+        );
+    }
+    if let Some(p) = generated.admin_password {
+        println!(
+            "New admin password (shown once; change it with `sessiond admin password`):\n  {p}"
+        );
+    }
+    let store = match config.store {
+        StoreChoice::Memory => Arc::new(MemoryStore::new()),
+    };
+    let sessions = Sessions::new(
+        store,
+        Arc::new(roles),
+        Arc::new(SystemClock),
+        config.server.policy.clone(),
+    );
+    let state = AppState {
+        sessions,
+        config: Arc::new(config.server),
+        api_key: key,
+        users_file: Some(config.data.join("users.json")),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, app = %state.config.app_name, "sessiond listening");
+        println!("sessiond listening on http://{addr}");
+        run(listener, state, shutdown_signal()).await?;
+        tracing::info!("sessiond stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

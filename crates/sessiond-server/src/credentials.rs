@@ -1,0 +1,200 @@
+//! The server's own secrets: the service API key and the admin credential, created
+//! on first start in `credentials.json` (mode 0600) and shown once. Only hashes are
+//! stored: SHA-256 of the API key (a 256-bit random key needs no slow hash, and the
+//! hot path compares it on every service call), argon2id of the admin password.
+
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::fs::atomic_write;
+use crate::users::{UsersError, hash_password};
+
+/// Name of the credentials file in the data folder.
+pub const FILE: &str = "credentials.json";
+
+/// The stored credentials.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Credentials {
+    /// Hex SHA-256 of the service API key.
+    pub api_key_sha256: String,
+    /// argon2id hash of the admin password.
+    pub admin_password: String,
+}
+
+/// Secrets created by [`Credentials::ensure`], to show the operator once.
+#[derive(Debug, Default)]
+pub struct Generated {
+    /// A new API key.
+    pub api_key: Option<String>,
+    /// A new admin password.
+    pub admin_password: Option<String>,
+}
+
+/// A verifier of the service API key (constant-time).
+#[derive(Clone)]
+pub struct ApiKey([u8; 32]);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(..)")
+    }
+}
+
+impl ApiKey {
+    /// The verifier of `key`.
+    pub fn from_key(key: &str) -> Self {
+        Self(Sha256::digest(key.as_bytes()).into())
+    }
+
+    fn from_hex(hex: &str) -> Option<Self> {
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| {
+                hex.get(i..i + 2)
+                    .and_then(|b| u8::from_str_radix(b, 16).ok())
+            })
+            .collect::<Option<_>>()?;
+        bytes.try_into().ok().map(Self)
+    }
+
+    /// Whether `presented` is the key.
+    pub fn verify(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        digest.ct_eq(&self.0).into()
+    }
+}
+
+fn new_secret() -> String {
+    URL_SAFE_NO_PAD.encode(sessiond_core::id::random_bytes::<32>())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Credentials {
+    /// Loads `credentials.json` from `data_dir`, creating it (and any missing
+    /// secret) on first start. `api_key` / `admin_password` given by the operator
+    /// (environment) take precedence and are stored hashed.
+    pub fn ensure(
+        data_dir: &Path,
+        api_key: Option<&str>,
+        admin_password: Option<&str>,
+    ) -> Result<(Self, ApiKey, Generated), UsersError> {
+        let path = data_dir.join(FILE);
+        let io = |source| UsersError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let existing: Option<Self> = match std::fs::read_to_string(&path) {
+            Ok(text) => Some(
+                serde_json::from_str(&text).map_err(|e| UsersError::Invalid {
+                    path: path.display().to_string(),
+                    line: e.line(),
+                    column: e.column(),
+                    message: e.to_string(),
+                })?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(e)),
+        };
+        let mut generated = Generated::default();
+        let (key_hash, key) = match (api_key, &existing) {
+            (Some(k), _) => (hex(&Sha256::digest(k.as_bytes())), ApiKey::from_key(k)),
+            (None, Some(c)) => {
+                let key =
+                    ApiKey::from_hex(&c.api_key_sha256).ok_or_else(|| UsersError::Invalid {
+                        path: path.display().to_string(),
+                        line: 0,
+                        column: 0,
+                        message: "apiKeySha256 is not 64 hex digits".into(),
+                    })?;
+                (c.api_key_sha256.clone(), key)
+            }
+            (None, None) => {
+                let k = new_secret();
+                let v = (hex(&Sha256::digest(k.as_bytes())), ApiKey::from_key(&k));
+                generated.api_key = Some(k);
+                v
+            }
+        };
+        let admin = match (admin_password, &existing) {
+            (Some(p), Some(c)) if crate::users::verify_password(p, &c.admin_password) => {
+                c.admin_password.clone()
+            }
+            (Some(p), _) => hash_password(p)?,
+            (None, Some(c)) => c.admin_password.clone(),
+            (None, None) => {
+                let p = new_secret();
+                let h = hash_password(&p)?;
+                generated.admin_password = Some(p);
+                h
+            }
+        };
+        let creds = Self {
+            api_key_sha256: key_hash,
+            admin_password: admin,
+        };
+        if existing.as_ref() != Some(&creds) {
+            std::fs::create_dir_all(data_dir).map_err(io)?;
+            atomic_write(
+                &path,
+                &serde_json::to_vec_pretty(&creds).expect("serializable"),
+                true,
+            )
+            .map_err(io)?;
+        }
+        Ok((creds, key, generated))
+    }
+
+    /// Replaces the admin password in `data_dir`'s credentials file.
+    pub fn set_admin_password(data_dir: &Path, password: &str) -> Result<(), UsersError> {
+        if password.len() < 8 {
+            return Err(UsersError::Rejected(
+                "password must have at least 8 characters".into(),
+            ));
+        }
+        let (mut creds, _, _) = Self::ensure(data_dir, None, None)?;
+        creds.admin_password = hash_password(password)?;
+        let path = data_dir.join(FILE);
+        atomic_write(
+            &path,
+            &serde_json::to_vec_pretty(&creds).expect("serializable"),
+            true,
+        )
+        .map_err(|source| UsersError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_start_generates_then_keeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c1, key, generated) = Credentials::ensure(dir.path(), None, None).unwrap();
+        let api_key = generated.api_key.unwrap();
+        assert!(key.verify(&api_key) && !key.verify("nope"));
+        assert!(generated.admin_password.is_some());
+        let (c2, key2, again) = Credentials::ensure(dir.path(), None, None).unwrap();
+        assert_eq!(c1, c2);
+        assert!(again.api_key.is_none() && again.admin_password.is_none());
+        assert!(key2.verify(&api_key));
+        let (_, key3, _) = Credentials::ensure(dir.path(), Some("from-env"), None).unwrap();
+        assert!(key3.verify("from-env"));
+        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert!(
+            !text.contains("from-env") && !text.contains(&api_key),
+            "only hashes are stored"
+        );
+    }
+}

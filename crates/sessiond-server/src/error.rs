@@ -1,0 +1,147 @@
+//! [`ApiError`]: the one error type of every HTTP surface. Each maps to a status
+//! code and a JSON body `{"error": <code>, "message": <text>}`.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use sessiond_core::Error as CoreError;
+use sessiond_store::{SessionsError, StoreError};
+
+/// An error answered to an HTTP client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl ApiError {
+    /// A new error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 `bad_request`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 404 `session_not_found`.
+    pub fn session_not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "session_not_found",
+            "no such session (unknown or expired)",
+        )
+    }
+
+    /// 401 `unauthorized`.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 404 `not_found` for unknown routes.
+    pub fn no_route() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    }
+
+    /// 500 for a fault of the server (details go to the log, not the client).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": self.code, "message": self.message});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "session store failure");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        )
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        match &e {
+            CoreError::VersionMismatch { .. } => {
+                Self::new(StatusCode::CONFLICT, "version_mismatch", e.to_string())
+            }
+            CoreError::InvalidId => {
+                Self::new(StatusCode::NOT_FOUND, "session_not_found", e.to_string())
+            }
+            CoreError::InvalidPrivileges(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_privileges", e.to_string())
+            }
+            CoreError::InvalidStorage(_) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_storage_update",
+                e.to_string(),
+            ),
+            CoreError::NotSupported { .. } => {
+                Self::new(StatusCode::CONFLICT, "not_supported", e.to_string())
+            }
+            CoreError::InvalidToken | CoreError::RolesFile { .. } => {
+                Self::bad_request(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<SessionsError> for ApiError {
+    fn from(e: SessionsError) -> Self {
+        match e {
+            SessionsError::NotFound => Self::session_not_found(),
+            SessionsError::Invalid(e) => e.into(),
+            SessionsError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let status = r.status();
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            _ => "invalid_json",
+        };
+        Self::new(status, code, r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::bad_request(r.body_text())
+    }
+}

@@ -1,0 +1,234 @@
+//! [`SessionLayer`]: the tower layer that gives every request its web session
+//! (spec §2.3): the cookie `4DSID_<AppName>` names a live session → that session;
+//! no cookie, or an unknown, expired or retired one → a new guest session and a new
+//! cookie; `?$4DSID=<otp>` → the OTP's session when the OTP is valid (and its cookie
+//! is re-issued), the normal path when it is not.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::response::{IntoResponse, Response};
+use cookie::Cookie;
+use http::{HeaderValue, Request, header};
+use sessiond_store::Sessions;
+use tower::{Layer, Service};
+
+use crate::config::{CookieConfig, SameSite, SecureMode};
+use crate::error::ApiError;
+use crate::session::{CookieChange, Session};
+
+/// The reserved query parameter that carries an OTP (4D's `$4DSID`).
+pub const OTP_PARAM: &str = "$4DSID";
+
+#[derive(Debug)]
+struct Shared {
+    sessions: Sessions,
+    cookie: CookieConfig,
+    trust_proxy_headers: bool,
+}
+
+/// Adds web sessions to a service: puts a [`Session`] in the request's extensions
+/// (see the [`Session`] extractor), runs the inner service with it as
+/// [`Session::current()`], and sets the cookie on the response when needed.
+///
+/// ```
+/// use std::sync::Arc;
+/// use axum::{Router, routing::get};
+/// use sessiond_core::{Roles, SessionPolicy, SystemClock};
+/// use sessiond_server::{CookieConfig, Session, SessionLayer};
+/// use sessiond_store::{MemoryStore, Sessions};
+///
+/// let sessions = Sessions::new(Arc::new(MemoryStore::new()), Arc::new(Roles::default()), Arc::new(SystemClock), SessionPolicy::default());
+/// let app: Router = Router::new()
+///     .route("/", get(|s: Session| async move { s.id().to_string() }))
+///     .layer(SessionLayer::new(sessions, CookieConfig::for_app("MyApp")));
+/// ```
+#[derive(Debug, Clone)]
+pub struct SessionLayer(Arc<Shared>);
+
+impl SessionLayer {
+    /// A layer over `sessions` with cookie settings `cookie`.
+    pub fn new(sessions: Sessions, cookie: CookieConfig) -> Self {
+        Self(Arc::new(Shared {
+            sessions,
+            cookie,
+            trust_proxy_headers: false,
+        }))
+    }
+
+    /// Believe `X-Forwarded-For` / `X-Forwarded-Proto` (only behind a reverse proxy
+    /// that sets them).
+    #[must_use]
+    pub fn trust_proxy_headers(self, yes: bool) -> Self {
+        let s = &self.0;
+        Self(Arc::new(Shared {
+            sessions: s.sessions.clone(),
+            cookie: s.cookie.clone(),
+            trust_proxy_headers: yes,
+        }))
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            shared: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service made by [`SessionLayer`].
+#[derive(Debug, Clone)]
+pub struct SessionService<S> {
+    shared: Arc<Shared>,
+    inner: S,
+}
+
+impl<S> Service<Request<Body>> for SessionService<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let shared = self.shared.clone();
+        // Take the service that was driven to readiness; leave a clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        // Read what the session lookup needs now: the request body is not `Sync`, so
+        // the request cannot be borrowed across an `.await`.
+        let cookie = find_cookie(&req, &shared.cookie.name).map(str::to_owned);
+        let otp = otp_param(&req);
+        let ip = client_ip(&req, shared.trust_proxy_headers);
+        Box::pin(async move {
+            let session = match open(&shared, cookie.as_deref(), otp.as_deref(), ip).await {
+                Ok(s) => s,
+                Err(e) => return Ok(e.into_response()),
+            };
+            let secure = match shared.cookie.secure {
+                SecureMode::Always => true,
+                SecureMode::Never => false,
+                SecureMode::Auto => is_tls(&req, shared.trust_proxy_headers),
+            };
+            req.extensions_mut().insert(session.clone());
+            let mut response = session.clone().scope(inner.call(req)).await?;
+            if let Some(value) = cookie_header(&shared.cookie, session.take_cookie_change(), secure)
+            {
+                response.headers_mut().append(header::SET_COOKIE, value);
+            }
+            Ok(response)
+        })
+    }
+}
+
+async fn open(
+    shared: &Shared,
+    cookie: Option<&str>,
+    otp: Option<&str>,
+    ip: Option<IpAddr>,
+) -> Result<Session, ApiError> {
+    let sessions = &shared.sessions;
+    if let Some(otp) = otp {
+        if let Some((snapshot, cookie)) = sessions.restore_otp(otp).await? {
+            let session = Session::new(sessions.clone(), snapshot, Some(cookie.hash()));
+            session.set_cookie(CookieChange::Set(cookie));
+            return Ok(session);
+        }
+    }
+    if let Some(value) = cookie {
+        if let Some((snapshot, hash)) = sessions.resolve_cookie(value).await? {
+            return Ok(Session::new(sessions.clone(), snapshot, Some(hash)));
+        }
+    }
+    let (snapshot, cookie) = sessions.create_web(ip).await?;
+    let session = Session::new(sessions.clone(), snapshot, Some(cookie.hash()));
+    session.set_cookie(CookieChange::Set(cookie));
+    Ok(session)
+}
+
+fn find_cookie<'r>(req: &'r Request<Body>, name: &str) -> Option<&'r str> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+fn otp_param(req: &Request<Body>) -> Option<String> {
+    let query = req.uri().query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == OTP_PARAM)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The client's address: the socket peer, or — only when trusted — the first
+/// address of `X-Forwarded-For`.
+pub(crate) fn client_ip(req: &Request<Body>, trust_proxy_headers: bool) -> Option<IpAddr> {
+    if trust_proxy_headers {
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+fn cookie_header(config: &CookieConfig, change: CookieChange, secure: bool) -> Option<HeaderValue> {
+    let mut cookie = match change {
+        CookieChange::Keep => return None,
+        CookieChange::Set(token) => Cookie::new(config.name.clone(), token.encode()),
+        CookieChange::Remove => {
+            let mut c = Cookie::new(config.name.clone(), "");
+            c.make_removal();
+            c
+        }
+    };
+    cookie.set_http_only(true);
+    cookie.set_path("/");
+    cookie.set_same_site(match config.same_site {
+        SameSite::Strict => cookie::SameSite::Strict,
+        SameSite::Lax => cookie::SameSite::Lax,
+        SameSite::None => cookie::SameSite::None,
+    });
+    cookie.set_secure(secure);
+    if let Some(domain) = &config.domain {
+        cookie.set_domain(domain.clone());
+    }
+    HeaderValue::from_str(&cookie.to_string()).ok()
+}
+
+/// Whether the request arrived over TLS ([`SecureMode::Auto`]).
+fn is_tls(req: &Request<Body>, trust_proxy_headers: bool) -> bool {
+    req.uri().scheme_str() == Some("https")
+        || (trust_proxy_headers
+            && req
+                .headers()
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                == Some("https"))
+}

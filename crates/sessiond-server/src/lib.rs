@@ -1,0 +1,29 @@
+//! The HTTP side of sessiond.
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | [`session`] | [`Session`]: the handle with 4D's `Session` members, [`Session::current()`], the axum extractor |
+//! | [`layer`] | [`SessionLayer`]: cookie `4DSID_<AppName>`, guest creation, `$4DSID` OTP restore, token rotation on the response |
+//! | [`routes`] | `/api` (browser), `/service/v1` (service API with its API key) |
+//! | [`app`] | [`AppState`], [`app()`] (the router), [`run()`] (serve with graceful shutdown) |
+//! | [`config`] | [`ServerConfig`], [`CookieConfig`] |
+//! | [`users`] | the users file of the built-in login (argon2id) |
+//! | [`credentials`] | the API key and admin credential created on first start |
+//! | [`error`] | [`ApiError`]: status code + `{"error", "message"}` |
+//! | [`fs`] | atomic file writes |
+
+pub mod app;
+pub mod config;
+pub mod credentials;
+pub mod error;
+pub mod fs;
+pub mod layer;
+pub mod routes;
+pub mod session;
+pub mod users;
+
+pub use app::{AppState, app, run};
+pub use config::{CookieConfig, SameSite, SecureMode, ServerConfig};
+pub use error::ApiError;
+pub use layer::SessionLayer;
+pub use session::Session;

@@ -1,0 +1,55 @@
+//! The HTTP routes of `sessiond serve`, and what they share.
+
+pub mod browser;
+pub mod service;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts};
+use serde_json::{Value, json};
+use sessiond_core::SessionId;
+use sessiond_store::Snapshot;
+
+use crate::error::ApiError;
+
+/// `axum::Json` whose rejections are [`ApiError`]s (JSON bodies).
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// `axum::extract::Path` whose rejections are [`ApiError`]s.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::bad_request(r.body_text())
+    }
+}
+
+impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
+    fn into_response(self) -> axum::response::Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Parses a session id from a URL; a malformed one is answered like an unknown one.
+pub fn parse_id(text: &str) -> Result<SessionId, ApiError> {
+    text.parse().map_err(|_| ApiError::session_not_found())
+}
+
+/// The JSON view of a session: `{id, userName, isGuest, privileges, expirationDate,
+/// idleTimeout, info}`.
+pub fn session_json(s: &Snapshot, force_login: bool) -> Value {
+    let r = &s.record;
+    let web = r.kind == sessiond_core::SessionKind::Web;
+    json!({
+        "id": r.id.to_string(),
+        "userName": &*r.user_name,
+        "isGuest": r.is_guest(force_login),
+        "privileges": r.get_privileges(),
+        "expirationDate": s.expiration_date(),
+        "idleTimeout": web.then_some(r.idle_timeout),
+        "info": r.info(),
+    })
+}

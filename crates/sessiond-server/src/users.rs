@@ -1,0 +1,199 @@
+//! The users file (`users.json` in the data folder) of the built-in login: each user
+//! has an argon2id password hash and the roles/privileges a login grants.
+//!
+//! ```json
+//! {"users": [{"userName": "ann", "password": "$argon2id$v=19$...", "roles": ["Medium"], "privileges": []}]}
+//! ```
+
+use std::path::Path;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+
+use crate::fs::atomic_write;
+
+/// Errors of the users file.
+#[derive(Debug, thiserror::Error)]
+pub enum UsersError {
+    /// The file cannot be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid users file.
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A user name or password is not acceptable.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// One user of the built-in login.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct User {
+    /// The login name (becomes `Session.userName`).
+    pub user_name: String,
+    /// argon2id hash in PHC format.
+    pub password: String,
+    /// Roles granted at login.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Privileges granted at login.
+    #[serde(default)]
+    pub privileges: Vec<String>,
+}
+
+/// The users file's content.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Users {
+    /// The users.
+    pub users: Vec<User>,
+}
+
+/// A valid argon2id hash of a random password, verified against when a user name is
+/// unknown, so that a failed login takes the same time either way.
+static DUMMY_HASH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| hash_password("sessiond-dummy-password").expect("hashing works"));
+
+/// Hashes a password with argon2id (default parameters: 19 MiB, 2 passes).
+pub fn hash_password(password: &str) -> Result<String, UsersError> {
+    let salt = SaltString::encode_b64(&sessiond_core::id::random_bytes::<16>())
+        .map_err(|e| UsersError::Rejected(format!("cannot make a salt: {e}")))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| UsersError::Rejected(format!("cannot hash password: {e}")))
+}
+
+/// Checks a password against a PHC hash (false for a malformed hash).
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
+impl Users {
+    /// Reads the file; a missing file is an empty list.
+    pub fn load(path: &Path) -> Result<Self, UsersError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => {
+                return Err(UsersError::Io {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        let users: Self = serde_json::from_str(&text).map_err(|e| UsersError::Invalid {
+            path: path.display().to_string(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        for u in &users.users {
+            if PasswordHash::new(&u.password).is_err() {
+                return Err(UsersError::Invalid {
+                    path: path.display().to_string(),
+                    line: 0,
+                    column: 0,
+                    message: format!("user {:?}: password is not a PHC hash", u.user_name),
+                });
+            }
+        }
+        Ok(users)
+    }
+
+    /// Adds or replaces a user, hashing `password`, and writes the file atomically.
+    pub fn add(
+        path: &Path,
+        user_name: &str,
+        password: &str,
+        roles: Vec<String>,
+        privileges: Vec<String>,
+    ) -> Result<(), UsersError> {
+        if user_name.trim().is_empty() || user_name.len() > sessiond_core::privileges::MAX_NAME_LEN
+        {
+            return Err(UsersError::Rejected(
+                "user name must be 1 to 255 bytes".into(),
+            ));
+        }
+        if password.len() < 8 {
+            return Err(UsersError::Rejected(
+                "password must have at least 8 characters".into(),
+            ));
+        }
+        let mut users = Self::load(path)?;
+        let user = User {
+            user_name: user_name.to_string(),
+            password: hash_password(password)?,
+            roles,
+            privileges,
+        };
+        users.users.retain(|u| u.user_name != user_name);
+        users.users.push(user);
+        let json = serde_json::to_vec_pretty(&users).expect("serializable");
+        atomic_write(path, &json, true).map_err(|source| UsersError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// The user whose name and password match (CPU-heavy: run off the async threads).
+    pub fn verify(&self, user_name: &str, password: &str) -> Option<&User> {
+        match self.users.iter().find(|u| u.user_name == user_name) {
+            Some(u) => verify_password(password, &u.password).then_some(u),
+            None => {
+                verify_password(password, &DUMMY_HASH);
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_then_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        Users::add(&path, "ann", "correct horse", vec!["Medium".into()], vec![]).unwrap();
+        let users = Users::load(&path).unwrap();
+        assert_eq!(
+            users.verify("ann", "correct horse").unwrap().roles,
+            ["Medium"]
+        );
+        assert!(users.verify("ann", "wrong").is_none());
+        assert!(users.verify("bob", "correct horse").is_none());
+        assert!(users.users[0].password.starts_with("$argon2id$"));
+        assert!(Users::add(&path, "x", "short", vec![], vec![]).is_err());
+    }
+
+    #[test]
+    fn malformed_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        std::fs::write(&path, "{\"users\": [{\"userName\": 1}]}").unwrap();
+        let e = Users::load(&path).unwrap_err().to_string();
+        assert!(e.contains("users.json:1:"), "{e}");
+    }
+}
