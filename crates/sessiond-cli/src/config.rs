@@ -138,7 +138,7 @@ impl Config {
             }
             server.cookie.domain = Some(d);
         }
-        server.policy = policy(file.sessions)?;
+        server.policy = policy(&file.sessions)?;
         Ok(Self {
             listen,
             data,
@@ -155,7 +155,7 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
 }
 
-fn policy(s: SessionsSection) -> anyhow::Result<SessionPolicy> {
+fn policy(s: &SessionsSection) -> anyhow::Result<SessionPolicy> {
     let mut p = SessionPolicy::default();
     if let Some(v) = s.min_idle_timeout_minutes {
         if v == 0 {
@@ -191,4 +191,24 @@ fn policy(s: SessionsSection) -> anyhow::Result<SessionPolicy> {
         p.otp_min_lifespan = Duration::from_secs(v.max(1));
     }
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_without_flags_or_file() {
+        let dir = std::env::temp_dir();
+        let args = ServeArgs {
+            data: Some(dir.join("sessiond-config-test-data")),
+            ..ServeArgs::default()
+        };
+        let c = Config::from_args(&args).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.server.app_name, "sessiond");
+        assert_eq!(c.server.cookie.name, "4DSID_sessiond");
+        assert_eq!(c.store, StoreChoice::Memory);
+        assert_eq!(c.server.policy, SessionPolicy::default());
+    }
 }

@@ -56,7 +56,7 @@ impl PrivilegeInput {
                         "roles" => out.roles = names(v, "roles", split_roles_on_commas)?,
                         "userName" => match v {
                             Value::String(s) if s.len() <= MAX_NAME_LEN => {
-                                out.user_name = Some(s.clone())
+                                out.user_name = Some(s.clone());
                             }
                             Value::String(_) => {
                                 return Err(bad(format!(

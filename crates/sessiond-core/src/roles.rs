@@ -124,7 +124,7 @@ struct Role {
 pub struct Roles {
     privileges: Vec<Privilege>,
     by_key: HashMap<String, usize>,
-    roles: HashMap<String, Role>,
+    role_map: HashMap<String, Role>,
     force_login: bool,
     restricted_by_default: Option<bool>,
     permissions: Option<serde_json::Value>,
@@ -244,7 +244,7 @@ impl Roles {
         let mut this = Self {
             privileges,
             by_key,
-            roles,
+            role_map: roles,
             force_login: raw.force_login,
             restricted_by_default: raw.restricted_by_default,
             permissions: raw.permissions,
@@ -332,7 +332,7 @@ impl Roles {
         let mut unknown = Vec::new();
         let mut wanted = vec![false; self.privileges.len()];
         for r in roles {
-            match self.roles.get(&key(r)) {
+            match self.role_map.get(&key(r)) {
                 Some(role) => role.privileges.iter().for_each(|&i| wanted[i] = true),
                 None => unknown.push(r.clone()),
             }

@@ -210,7 +210,7 @@ impl SessionRecord {
     pub fn get_privileges(&self) -> Vec<String> {
         match self.kind {
             SessionKind::StoredProcedure => vec![WEB_ADMIN.to_string()],
-            _ => self.privileges.iter().map(|p| p.to_string()).collect(),
+            _ => self.privileges.iter().map(ToString::to_string).collect(),
         }
     }
 

@@ -26,8 +26,8 @@ fn web() -> SessionRecord {
     SessionRecord::new_web(Timestamp(1_000_000), &SessionPolicy::default(), None)
 }
 
-fn set(s: &mut SessionRecord, v: serde_json::Value) -> SetPrivilegesOutcome {
-    let input = PrivilegeInput::from_json(&v, true).unwrap();
+fn set(s: &mut SessionRecord, v: &serde_json::Value) -> SetPrivilegesOutcome {
+    let input = PrivilegeInput::from_json(v, true).unwrap();
     s.set_privileges(&roles(), &input, &SessionPolicy::default())
 }
 
@@ -50,14 +50,14 @@ fn case_05_expiration_date_recompute() {
 #[test]
 fn case_07_comma_list() {
     let mut s = web();
-    assert!(set(&mut s, json!("a,b")).applied);
+    assert!(set(&mut s, &json!("a,b")).applied);
     assert!(s.has_privilege("a", &[]) && s.has_privilege("b", &[]));
 }
 
 #[test]
 fn case_08_unknown_name_ignored() {
     let mut s = web();
-    let out = set(&mut s, json!(["a", "nope"]));
+    let out = set(&mut s, &json!(["a", "nope"]));
     assert!(out.applied);
     assert_eq!(out.unknown, ["nope"]);
     assert!(!s.has_privilege("nope", &[]));
@@ -67,14 +67,14 @@ fn case_08_unknown_name_ignored() {
 #[test]
 fn case_09_role_expansion() {
     let mut s = web();
-    set(&mut s, json!({"roles": "Medium"}));
+    set(&mut s, &json!({"roles": "Medium"}));
     assert_eq!(s.get_privileges(), ["simple", "medium"]);
 }
 
 #[test]
 fn case_10_case_insensitive() {
     let mut s = web();
-    set(&mut s, json!("admin"));
+    set(&mut s, &json!("admin"));
     assert!(s.has_privilege("ADMIN", &[]));
     assert_eq!(
         s.get_privileges(),
@@ -86,14 +86,14 @@ fn case_10_case_insensitive() {
 #[test]
 fn case_11_user_name() {
     let mut s = web();
-    set(&mut s, json!({"privileges": "a", "userName": "Ann"}));
+    set(&mut s, &json!({"privileges": "a", "userName": "Ann"}));
     assert_eq!(&*s.user_name, "Ann");
 }
 
 #[test]
 fn case_12_clear_privileges_non_force_login() {
     let mut s = web();
-    set(&mut s, json!("a"));
+    set(&mut s, &json!("a"));
     assert!(!s.is_guest(false));
     assert!(s.clear_privileges(&SessionPolicy::default()));
     assert!(s.is_guest(false));
@@ -103,13 +103,13 @@ fn case_12_clear_privileges_non_force_login() {
 fn case_13_clear_privileges_force_login() {
     let mut s = web();
     assert!(s.is_guest(true));
-    set(&mut s, json!("a"));
+    set(&mut s, &json!("a"));
     assert!(s.clear_privileges(&SessionPolicy::default()));
     assert!(s.get_privileges().is_empty());
     assert!(!s.is_guest(true));
     // With forceLogin, setPrivileges with only unknown names still ends guest status.
     let mut t = web();
-    set(&mut t, json!("zz"));
+    set(&mut t, &json!("zz"));
     assert!(!t.is_guest(true));
     assert!(t.is_guest(false));
 }
@@ -221,8 +221,8 @@ fn web_info_has_the_21_r4_shape() {
 #[test]
 fn set_privileges_replace_and_merge_modes() {
     let mut s = web();
-    set(&mut s, json!("a"));
-    set(&mut s, json!("b"));
+    set(&mut s, &json!("a"));
+    set(&mut s, &json!("b"));
     assert_eq!(s.get_privileges(), ["b"], "default: replace");
     let merge = SessionPolicy {
         set_privileges_mode: SetPrivilegesMode::Merge,

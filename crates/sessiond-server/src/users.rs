@@ -158,12 +158,11 @@ impl Users {
 
     /// The user whose name and password match (CPU-heavy: run off the async threads).
     pub fn verify(&self, user_name: &str, password: &str) -> Option<&User> {
-        match self.users.iter().find(|u| u.user_name == user_name) {
-            Some(u) => verify_password(password, &u.password).then_some(u),
-            None => {
-                verify_password(password, &DUMMY_HASH);
-                None
-            }
+        if let Some(u) = self.users.iter().find(|u| u.user_name == user_name) {
+            verify_password(password, &u.password).then_some(u)
+        } else {
+            verify_password(password, &DUMMY_HASH);
+            None
         }
     }
 }

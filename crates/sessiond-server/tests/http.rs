@@ -1,6 +1,8 @@
 //! HTTP integration tests: real HTTP on loopback against `app()`, with a manual clock
 //! so that expiry never sleeps. Test names cite the spec §5 case they prove.
 
+#![allow(clippy::too_many_lines, reason = "scenario tests read top to bottom")]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

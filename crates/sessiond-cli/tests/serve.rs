@@ -1,0 +1,287 @@
+//! The `sessiond` binary as an operator runs it: first start, secrets, config
+//! errors, roles.json errors, the users file, graceful shutdown.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sessiond");
+
+struct Running {
+    child: Child,
+    base: String,
+    printed: Vec<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sessiond(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(cwd)
+        .args(args)
+        .env_remove("SESSIOND_API_KEY")
+        .env_remove("SESSIOND_ADMIN_PASSWORD");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Starts `sessiond serve` on a free port and waits for its "listening" line.
+fn start(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
+    let mut env = env.to_vec();
+    env.push(("SESSIOND_LISTEN", "127.0.0.1:0"));
+    let child = sessiond(cwd, &[&["serve"], args].concat(), &env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Owned by `Running` at once, so the process is killed and reaped on any panic.
+    let mut run = Running {
+        child,
+        base: String::new(),
+        printed: Vec::new(),
+    };
+    let mut lines = BufReader::new(run.child.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("sessiond exited before listening")
+            .unwrap();
+        if let Some(addr) = line.strip_prefix("sessiond listening on ") {
+            run.base = addr.to_string();
+            return run;
+        }
+        run.printed.push(line);
+    }
+}
+
+#[test]
+fn first_start_creates_the_data_folder_and_shows_secrets_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = start(dir.path(), &[], &[]);
+    assert!(dir.path().join("data/credentials.json").exists());
+    let key = run
+        .printed
+        .iter()
+        .position(|l| l.contains("API key"))
+        .map(|i| run.printed[i + 1].trim().to_string())
+        .unwrap();
+    assert!(run.printed.iter().any(|l| l.contains("admin password")));
+    let client = reqwest::blocking::Client::new();
+    let resp = client
+        .get(format!("{}/service/v1/activity", run.base))
+        .bearer_auth(&key)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = client
+        .get(format!("{}/api/session", run.base))
+        .send()
+        .unwrap();
+    assert!(
+        resp.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("4DSID_sessiond=")
+    );
+    drop(run);
+    let again = start(dir.path(), &[], &[]);
+    assert!(
+        again
+            .printed
+            .iter()
+            .all(|l| !l.contains("API key") && !l.contains("password")),
+        "{:?}",
+        again.printed
+    );
+    let resp = client
+        .get(format!("{}/service/v1/activity", again.base))
+        .bearer_auth(&key)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the stored key still works");
+}
+
+#[test]
+fn secrets_from_the_environment_and_app_name_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = start(
+        dir.path(),
+        &["--app-name", "Shop", "--data", "d"],
+        &[
+            ("SESSIOND_API_KEY", "k-from-env"),
+            ("SESSIOND_ADMIN_PASSWORD", "admin-from-env"),
+        ],
+    );
+    assert!(
+        run.printed.is_empty(),
+        "nothing generated: {:?}",
+        run.printed
+    );
+    let client = reqwest::blocking::Client::new();
+    let resp = client
+        .get(format!("{}/service/v1/activity", run.base))
+        .bearer_auth("k-from-env")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = client
+        .get(format!("{}/api/session", run.base))
+        .send()
+        .unwrap();
+    assert!(
+        resp.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("4DSID_Shop=")
+    );
+    assert!(dir.path().join("d/credentials.json").exists());
+}
+
+#[test]
+fn user_add_then_login() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(
+        dir.path().join("data/roles.json"),
+        r#"{"privileges": [{"privilege": "sales"}], "roles": [{"role": "Seller", "privileges": ["sales"]}]}"#,
+    )
+    .unwrap();
+    let out = sessiond(
+        dir.path(),
+        &["user", "add", "ann", "--role", "Seller"],
+        &[("SESSIOND_USER_PASSWORD", "ann-secret-pw")],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = start(dir.path(), &[], &[("SESSIOND_API_KEY", "k")]);
+    let client = reqwest::blocking::Client::new();
+    let resp = client
+        .post(format!("{}/api/login", run.base))
+        .json(&json!({"userName": "ann", "password": "ann-secret-pw"}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().unwrap();
+    assert_eq!(v["privileges"], json!(["sales"]));
+    assert_eq!(v["userName"], "ann");
+}
+
+#[test]
+fn malformed_roles_json_refuses_to_start_naming_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("roles.json"),
+        "{\n  \"privileges\": [\n    {\"privilege\": }\n  ]\n}",
+    )
+    .unwrap();
+    let out = sessiond(
+        dir.path(),
+        &["serve", "--roles", "roles.json", "--listen", "127.0.0.1:0"],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("roles.json:3:"), "{err}");
+}
+
+#[test]
+fn config_file_unknown_keys_and_bad_values_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, needle) in [
+        ("listen = \"127.0.0.1:0\"\nlisten_port = 3\n", "listen_port"),
+        ("[cookie]\nsame_site = \"Loose\"\n", "Loose"),
+        ("[sessions]\nidle_timeout = 5\n", "idle_timeout"),
+        ("app_name = \"bad name\"\n", "app name"),
+        ("store = \"postgres\"\n", "postgres"),
+    ] {
+        std::fs::write(dir.path().join("sessiond.toml"), text).unwrap();
+        let out = sessiond(
+            dir.path(),
+            &["serve"],
+            &[("SESSIOND_LISTEN", "127.0.0.1:0")],
+        )
+        .output()
+        .unwrap();
+        assert!(!out.status.success(), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+}
+
+#[test]
+fn config_file_settings_apply_and_flags_win() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("custom.toml"),
+        "app_name = \"FromFile\"\n[cookie]\nsame_site = \"Lax\"\nsecure = \"always\"\n[sessions]\nidle_timeout_minutes = 90\n",
+    )
+    .unwrap();
+    let run = start(
+        dir.path(),
+        &["--config", "custom.toml"],
+        &[("SESSIOND_API_KEY", "k")],
+    );
+    let resp = reqwest::blocking::get(format!("{}/api/session", run.base)).unwrap();
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.starts_with("4DSID_FromFile=")
+            && cookie.contains("SameSite=Lax")
+            && cookie.contains("Secure"),
+        "{cookie}"
+    );
+    assert_eq!(resp.json::<Value>().unwrap()["idleTimeout"], 90);
+    drop(run);
+    let run = start(
+        dir.path(),
+        &["--config", "custom.toml", "--app-name", "FromFlag"],
+        &[("SESSIOND_API_KEY", "k")],
+    );
+    let resp = reqwest::blocking::get(format!("{}/api/session", run.base)).unwrap();
+    assert!(
+        resp.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("4DSID_FromFlag=")
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = start(dir.path(), &[], &[("SESSIOND_API_KEY", "k")]);
+    let status = Command::new("kill")
+        .args(["-TERM", &run.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = run.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not stop within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
