@@ -957,12 +957,12 @@ async fn concurrency_64_clients_x_100_read_patch_if_match_lose_nothing() {
     let (me, _) = s.own(None).await;
     let id = me["id"].as_str().unwrap().to_string();
     let mut tasks = Vec::new();
-    for client in 0..64u64 {
+    for _ in 0..64 {
         let (s, id) = (s.clone(), id.clone());
         tasks.push(tokio::spawn(async move {
             let url = s.url(&format!("/service/v1/sessions/{id}/storage"));
-            let mut conflicts = 0u64;
             for _ in 0..100 {
+                let mut conflicts = 0u32;
                 loop {
                     let v: Value = s
                         .http
@@ -987,12 +987,11 @@ async fn concurrency_64_clients_x_100_read_patch_if_match_lose_nothing() {
                     match resp.status().as_u16() {
                         200 => break,
                         409 => {
-                            conflicts += 1;
-                            // Back off a little, differently per client, to spread retries.
-                            tokio::time::sleep(Duration::from_micros(
-                                (client * 37 + conflicts * 101) % 2000,
-                            ))
-                            .await;
+                            // Randomized exponential backoff, as a well-behaved client does.
+                            conflicts = (conflicts + 1).min(8);
+                            let cap = 50u64 << conflicts;
+                            let r = u64::from_le_bytes(sessiond_core::id::random_bytes());
+                            tokio::time::sleep(Duration::from_micros(r % cap)).await;
                         }
                         other => panic!("unexpected status {other}"),
                     }

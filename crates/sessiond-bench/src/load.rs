@@ -1,0 +1,199 @@
+//! The load generator: C keep-alive HTTP/1.1 connections (hyper 1), one per virtual
+//! user, each sending its requests back to back for a fixed time, on the driver's
+//! one-thread runtime.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, header};
+use hyper_util::rt::TokioIo;
+
+/// One request, as every virtual user sends it.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestSpec {
+    /// GET or POST.
+    pub method: Method,
+    /// The path (`/read`…).
+    pub path: &'static str,
+    /// The `Cookie` header (`name=value`), if any.
+    pub cookie: Option<String>,
+}
+
+impl RequestSpec {
+    fn build(&self) -> Request<Empty<Bytes>> {
+        let mut b = Request::builder()
+            .method(self.method.clone())
+            .uri(self.path)
+            .header(header::HOST, "127.0.0.1");
+        if let Some(c) = &self.cookie {
+            b = b.header(header::COOKIE, c.as_str());
+        }
+        b.body(Empty::new()).expect("a valid request")
+    }
+}
+
+/// What one timed run of C connections measured.
+#[derive(Debug, Default)]
+pub(crate) struct LoadResult {
+    /// 2xx responses.
+    pub ok: u64,
+    /// Responses with another status.
+    pub non_2xx: u64,
+    /// Failed connections or requests (no response).
+    pub errors: u64,
+    /// Per-response latency, µs, sorted.
+    pub latencies_us: Vec<u32>,
+    /// From the start signal until every connection finished its last request.
+    pub elapsed: Duration,
+}
+
+impl LoadResult {
+    /// The `q` quantile (0..=1) of the latencies, µs.
+    pub fn quantile_us(&self, q: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let n = self.latencies_us.len();
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+        f64::from(self.latencies_us[rank - 1])
+    }
+
+    /// Responses of any status.
+    pub fn responses(&self) -> u64 {
+        self.ok + self.non_2xx
+    }
+}
+
+/// Opens one HTTP/1.1 keep-alive connection to `addr`.
+pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    /// The status code.
+    pub status: u16,
+    /// The first `Set-Cookie`, reduced to `name=value`.
+    pub cookie: Option<String>,
+    /// The body as text.
+    pub body: String,
+}
+
+/// One request on a fresh connection (setup and checks, not measured).
+pub(crate) async fn fetch(addr: SocketAddr, spec: &RequestSpec) -> anyhow::Result<Fetched> {
+    let mut sender = connect(addr).await?;
+    sender.ready().await?;
+    let resp = sender.send_request(spec.build()).await?;
+    let status = resp.status().as_u16();
+    let cookie = resp
+        .headers()
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok(Fetched {
+        status,
+        cookie,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+#[derive(Default)]
+struct ConnResult {
+    ok: u64,
+    non_2xx: u64,
+    errors: u64,
+    latencies_us: Vec<u32>,
+}
+
+/// Runs `conns` connections against `addr` for `duration`, each sending `spec` back
+/// to back. Connections are opened before the clock starts. `on_start` runs right
+/// before the clock starts and `on_end` right after the last connection finished
+/// (the server CPU readings go there).
+pub(crate) async fn run(
+    addr: SocketAddr,
+    spec: &RequestSpec,
+    conns: usize,
+    duration: Duration,
+    mut on_start: impl FnMut(),
+    mut on_end: impl FnMut(),
+) -> anyhow::Result<LoadResult> {
+    let mut senders = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        senders.push(connect(addr).await?);
+    }
+    on_start();
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::with_capacity(conns);
+    for sender in senders {
+        let spec = spec.clone();
+        tasks.push(tokio::spawn(conn_loop(addr, sender, spec, deadline)));
+    }
+    let mut total = LoadResult::default();
+    for t in tasks {
+        let r = t.await?;
+        total.ok += r.ok;
+        total.non_2xx += r.non_2xx;
+        total.errors += r.errors;
+        total.latencies_us.extend_from_slice(&r.latencies_us);
+    }
+    total.elapsed = start.elapsed();
+    on_end();
+    total.latencies_us.sort_unstable();
+    Ok(total)
+}
+
+async fn conn_loop(
+    addr: SocketAddr,
+    mut sender: SendRequest<Empty<Bytes>>,
+    spec: RequestSpec,
+    deadline: Instant,
+) -> ConnResult {
+    let mut r = ConnResult {
+        latencies_us: Vec::with_capacity(64 * 1024),
+        ..ConnResult::default()
+    };
+    while Instant::now() < deadline {
+        let t0 = Instant::now();
+        if let Ok(status) = one(&mut sender, &spec).await {
+            let us = u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX);
+            r.latencies_us.push(us);
+            if (200..300).contains(&status) {
+                r.ok += 1;
+            } else {
+                r.non_2xx += 1;
+            }
+        } else {
+            r.errors += 1;
+            // The connection is gone: open another one (bounded by the deadline).
+            match connect(addr).await {
+                Ok(s) => sender = s,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+    r
+}
+
+async fn one(sender: &mut SendRequest<Empty<Bytes>>, spec: &RequestSpec) -> anyhow::Result<u16> {
+    sender.ready().await?;
+    let resp = sender.send_request(spec.build()).await?;
+    let status = resp.status().as_u16();
+    // Read the whole body so the connection is free for the next request.
+    resp.into_body().collect().await?;
+    Ok(status)
+}
