@@ -6,6 +6,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
+use smallvec::SmallVec;
 
 use crate::policy::{SessionPolicy, SetPrivilegesMode};
 use crate::roles::{Roles, WEB_ADMIN, names_eq};
@@ -104,8 +105,8 @@ pub struct SessionRecord {
     pub storage_version: u64,
     /// `Session.storage`: a JSON object, shared between snapshots until changed.
     pub storage: Arc<Map<String, Value>>,
-    /// The cookie tokens that open this session.
-    pub tokens: Vec<TokenSlot>,
+    /// The cookie tokens that open this session (almost always one: kept inline).
+    pub tokens: SmallVec<[TokenSlot; 1]>,
     /// `info.IPAddress`.
     pub ip: Option<IpAddr>,
     /// Desktop-session facts.
@@ -147,7 +148,7 @@ impl SessionRecord {
             version: 1,
             storage_version: 1,
             storage: EMPTY_STORAGE.clone(),
-            tokens: Vec::new(),
+            tokens: SmallVec::new(),
             ip,
             desktop: desktop.map(Box::new),
         }

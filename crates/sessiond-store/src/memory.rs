@@ -13,10 +13,11 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry as Slot;
 use parking_lot::Mutex;
 use sessiond_core::{OtpRecord, SessionId, SessionRecord, Timestamp, TokenHash};
 
@@ -25,27 +26,17 @@ use crate::store::{Cas, SessionStore, Snapshot, StoreError, Update, UpdateFn};
 /// Number of shards (a power of two).
 pub const SHARDS: usize = 64;
 
-/// Ids and token hashes are uniformly random and never chosen by a client when they
-/// are inserted, so their first eight bytes are already a good hash.
-#[derive(Default)]
-struct RandomKeyHasher(u64);
-
-impl Hasher for RandomKeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8).take(1) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(b);
-        }
-    }
-    fn write_usize(&mut self, _: usize) {}
+/// Session ids are uniformly random and never chosen by a client when they are
+/// inserted, so their first eight bytes are already a good hash (and lookups of
+/// client-chosen ids cannot degrade a table of random keys).
+fn hash(id: &SessionId) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&id.as_bytes()[..8]);
+    u64::from_le_bytes(b)
 }
 
-type Map<K, V> = HashMap<K, V, BuildHasherDefault<RandomKeyHasher>>;
-
+/// One session. The table stores entries without a separate key: the id is read
+/// from the record, which keeps a bucket at 24 bytes.
 struct Entry {
     record: Arc<SessionRecord>,
     last_activity: Timestamp,
@@ -67,10 +58,30 @@ impl Entry {
 }
 
 #[derive(Default)]
+struct Shard(HashTable<Entry>);
+
+impl Shard {
+    fn get(&self, id: &SessionId) -> Option<&Entry> {
+        self.0.find(hash(id), |e| e.record.id == *id)
+    }
+
+    fn get_mut(&mut self, id: &SessionId) -> Option<&mut Entry> {
+        self.0.find_mut(hash(id), |e| e.record.id == *id)
+    }
+
+    fn remove(&mut self, id: &SessionId) -> Option<Entry> {
+        self.0
+            .find_entry(hash(id), |e| e.record.id == *id)
+            .ok()
+            .map(|o| o.remove().0)
+    }
+}
+
+#[derive(Default)]
 struct Inner {
-    shards: Vec<Mutex<Map<SessionId, Entry>>>,
+    shards: Vec<Mutex<Shard>>,
     deadlines: Mutex<BinaryHeap<Reverse<(u64, SessionId)>>>,
-    otps: Mutex<Map<TokenHash, OtpRecord>>,
+    otps: Mutex<HashMap<TokenHash, OtpRecord>>,
     otp_deadlines: Mutex<BinaryHeap<Reverse<(u64, TokenHash)>>>,
 }
 
@@ -114,13 +125,13 @@ impl MemoryStore {
         Self(Arc::new(inner))
     }
 
-    fn shard(&self, id: &SessionId) -> &Mutex<Map<SessionId, Entry>> {
+    fn shard(&self, id: &SessionId) -> &Mutex<Shard> {
         &self.0.shards[usize::from(id.as_bytes()[15]) % SHARDS]
     }
 
     /// Number of sessions held (live or not yet purged).
     pub fn len(&self) -> usize {
-        self.0.shards.iter().map(|s| s.lock().len()).sum()
+        self.0.shards.iter().map(|s| s.lock().0.len()).sum()
     }
 
     /// Whether no session is held.
@@ -161,10 +172,16 @@ impl SessionStore for MemoryStore {
         };
         {
             let mut shard = self.shard(&id).lock();
-            if shard.get(&id).is_some_and(|e| e.live(now)) {
-                return Err(StoreError::Duplicate(id));
+            match shard
+                .0
+                .entry(hash(&id), |e| e.record.id == id, |e| hash(&e.record.id))
+            {
+                Slot::Occupied(o) if o.get().live(now) => return Err(StoreError::Duplicate(id)),
+                Slot::Occupied(mut o) => *o.get_mut() = entry,
+                Slot::Vacant(v) => {
+                    v.insert(entry);
+                }
             }
-            shard.insert(id, entry);
         }
         if let Some(d) = deadline {
             self.schedule(id, d);
@@ -236,7 +253,8 @@ impl SessionStore for MemoryStore {
             out.extend(
                 shard
                     .lock()
-                    .values()
+                    .0
+                    .iter()
                     .filter(|e| e.live(now))
                     .map(Entry::snapshot),
             );
