@@ -10,8 +10,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::fs::atomic_write;
 use crate::users::{UsersError, hash_password};
+use sessiond_store::fs::atomic_write;
 
 /// Name of the credentials file in the data folder.
 pub const FILE: &str = "credentials.json";

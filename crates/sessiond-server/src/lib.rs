@@ -10,13 +10,11 @@
 //! | [`users`] | the users file of the built-in login (argon2id) |
 //! | [`credentials`] | the API key and admin credential created on first start |
 //! | [`error`] | [`ApiError`]: status code + `{"error", "message"}` |
-//! | [`fs`] | atomic file writes |
 
 pub mod app;
 pub mod config;
 pub mod credentials;
 pub mod error;
-pub mod fs;
 pub mod layer;
 pub mod routes;
 pub mod session;

@@ -10,7 +10,7 @@ use std::path::Path;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
-use crate::fs::atomic_write;
+use sessiond_store::fs::atomic_write;
 
 /// Errors of the users file.
 #[derive(Debug, thiserror::Error)]
