@@ -1,0 +1,563 @@
+//! [`MobileSessions`]: the mobile sessions in memory, the files under
+//! `<data>/MobileApps/`, and the flows of the `/mobileapp/` protocol (authenticate,
+//! authorize a Bearer token, logout, `$userInfo`) and of refresh (spec §3.7).
+//!
+//! As in 4D, the files are read at start and at each refresh; edits made on disk
+//! take effect only then. Every mobile session owns a web [`sessiond_store::Sessions`]
+//! session (its privileges, userName, storage); the link and the privileges are kept
+//! in a sidecar `<id>.sessiond.json` beside the session file (4D's tools skip files
+//! with an extension), so they survive a restart.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use serde_json::{Map, Value, json};
+use sessiond_core::{PrivilegeInput, SessionId, SessionRecord};
+use sessiond_store::fs::atomic_write;
+use sessiond_store::{Rotation, Sessions, SessionsError, Snapshot};
+use subtle::ConstantTimeEq;
+
+use crate::file::{FileError, SessionFile, Status, check_path_part, folder_name, is_session_file_name};
+use crate::hook::{AuthHook, HookResult};
+use crate::token::{self, IdMode};
+
+/// Settings of the mobile module.
+#[derive(Debug, Clone)]
+pub struct MobileConfig {
+    /// The `MobileApps` folder.
+    pub root: PathBuf,
+    /// How new session ids are made.
+    pub ids: IdMode,
+    /// Accept logins from a loopback peer without the hook (4D's developer
+    /// convenience; off by default, judged from the socket's peer address only).
+    pub localhost_accept: bool,
+}
+
+/// Errors of mobile operations.
+#[derive(Debug, thiserror::Error)]
+pub enum MobileError {
+    /// The request is not acceptable; nothing was written.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A file could not be written or read.
+    #[error("mobile session file: {0}")]
+    Io(#[from] std::io::Error),
+    /// The web session could not be set up.
+    #[error(transparent)]
+    Sessions(#[from] SessionsError),
+    /// No such session.
+    #[error("no such mobile session")]
+    NotFound,
+}
+
+/// The answer to a login.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthAnswer {
+    /// Accepted: the token to use as Bearer.
+    Accepted {
+        /// `session.id`.
+        id: String,
+        /// The Bearer token.
+        token: String,
+        /// Text for the app.
+        status_text: String,
+        /// `userInfo`.
+        user_info: Map<String, Value>,
+    },
+    /// Pending validation: no token.
+    Pending {
+        /// `session.id`.
+        id: String,
+        /// Text for the app.
+        status_text: String,
+    },
+    /// Refused.
+    Refused {
+        /// Text for the app.
+        status_text: String,
+    },
+}
+
+/// A request authorized by its Bearer token.
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    /// The app folder.
+    pub folder: String,
+    /// `session.id`.
+    pub id: String,
+    /// `application.id`.
+    pub app_id: String,
+    /// `email`.
+    pub email: String,
+    /// `userInfo` given by the hook.
+    pub user_info: Map<String, Value>,
+    /// The session's web `Session`.
+    pub web: Snapshot,
+}
+
+/// One file that could not be loaded by a refresh.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RefreshError {
+    /// The file, relative to the `MobileApps` folder.
+    pub file: String,
+    /// The `mobi` error number (1–4).
+    pub code: u8,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// What a refresh did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RefreshReport {
+    /// Sessions loaded from new files.
+    pub loaded: usize,
+    /// Sessions updated from modified files.
+    pub updated: usize,
+    /// Sessions whose file did not change.
+    pub unchanged: usize,
+    /// Sessions removed from memory (file deleted or invalid).
+    pub evicted: usize,
+    /// Files that could not be used.
+    pub errors: Vec<RefreshError>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Sidecar {
+    web_session: Option<SessionId>,
+    #[serde(default)]
+    user_info: Map<String, Value>,
+    #[serde(default)]
+    privileges: Vec<String>,
+    #[serde(default)]
+    user_name: String,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    file: SessionFile,
+    side: Sidecar,
+}
+
+type Key = (String, String);
+
+#[derive(Default)]
+struct Index {
+    entries: HashMap<Key, Entry>,
+    /// (folder, device id) → session id: the user agent of spec §2.1.
+    agents: HashMap<Key, String>,
+}
+
+impl Index {
+    fn insert(&mut self, folder: &str, entry: Entry) {
+        if !entry.file.device_id.is_empty() {
+            self.agents.insert((folder.to_string(), entry.file.device_id.clone()), entry.file.id.clone());
+        }
+        self.entries.insert((folder.to_string(), entry.file.id.clone()), entry);
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<Entry> {
+        let entry = self.entries.remove(key)?;
+        let agent = (key.0.clone(), entry.file.device_id.clone());
+        if self.agents.get(&agent) == Some(&key.1) {
+            self.agents.remove(&agent);
+        }
+        Some(entry)
+    }
+}
+
+/// The mobile sessions of a server.
+pub struct MobileSessions {
+    config: MobileConfig,
+    sessions: Sessions,
+    // Held only for map reads and swaps, never across an `.await`.
+    index: RwLock<Index>,
+    // Serializes logins and file changes, so that two logins of one user agent
+    // cannot both create a session.
+    writes: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for MobileSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MobileSessions").field("root", &self.config.root).finish_non_exhaustive()
+    }
+}
+
+fn sidecar_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.sessiond.json"))
+}
+
+fn obj<'a>(body: &'a Value, key: &str) -> Result<Option<&'a Map<String, Value>>, MobileError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(_) => Err(MobileError::BadRequest(format!("{key} must be an object"))),
+    }
+}
+
+fn string<'a>(m: Option<&'a Map<String, Value>>, key: &str, what: &str) -> Result<Option<&'a str>, MobileError> {
+    match m.and_then(|m| m.get(key)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(MobileError::BadRequest(format!("{what} must be a string"))),
+    }
+}
+
+/// The validated parts of a `$authenticate` body.
+struct Login<'a> {
+    app_id: &'a str,
+    team_id: &'a str,
+    device_id: &'a str,
+    email: &'a str,
+}
+
+fn parse_login(body: &Value) -> Result<Login<'_>, MobileError> {
+    if !body.is_object() {
+        return Err(MobileError::BadRequest("the body must be a JSON object".into()));
+    }
+    let app = obj(body, "application")?;
+    let app_id = string(app, "id", "application.id")?.ok_or_else(|| MobileError::BadRequest("application.id is required".into()))?;
+    check_path_part("application.id", app_id).map_err(MobileError::BadRequest)?;
+    let team_id = string(obj(body, "team")?, "id", "team.id")?.unwrap_or("");
+    if !team_id.is_empty() {
+        check_path_part("team.id", team_id).map_err(MobileError::BadRequest)?;
+    }
+    if folder_name(team_id, app_id).len() > crate::file::MAX_NAME {
+        return Err(MobileError::BadRequest("team.id + application.id is too long".into()));
+    }
+    let device_id = string(obj(body, "device")?, "id", "device.id")?.unwrap_or("");
+    if device_id.is_empty() || device_id.len() > crate::file::MAX_DEVICE_ID || device_id.chars().any(char::is_control) {
+        return Err(MobileError::BadRequest("device.id is required (1 to 8192 printable characters)".into()));
+    }
+    let email = match body.get("email") {
+        None | Some(Value::Null) => "",
+        Some(Value::String(s)) if s.len() <= 320 => s,
+        Some(_) => return Err(MobileError::BadRequest("email must be a string of at most 320 bytes".into())),
+    };
+    for key in ["language", "parameters"] {
+        obj(body, key)?;
+    }
+    if let Some(v) = body.get("send") {
+        if !v.is_string() {
+            return Err(MobileError::BadRequest("send must be a string".into()));
+        }
+    }
+    Ok(Login { app_id, team_id, device_id, email })
+}
+
+impl MobileSessions {
+    /// Mobile sessions under `config.root`, owning web sessions in `sessions`. Call
+    /// [`MobileSessions::refresh`] to load the files.
+    pub fn new(config: MobileConfig, sessions: Sessions) -> Self {
+        Self { config, sessions, index: RwLock::default(), writes: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &MobileConfig {
+        &self.config
+    }
+
+    /// Number of sessions in memory.
+    pub fn len(&self) -> usize {
+        self.index.read().entries.len()
+    }
+
+    /// Whether no session is in memory.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The path of a session file.
+    pub fn file_path(&self, folder: &str, id: &str) -> PathBuf {
+        self.config.root.join(folder).join(id)
+    }
+
+    /// `$authenticate`: runs the hook for a new or pending user agent (never for an
+    /// accepted one), writes the session file, and answers accepted, pending or refused.
+    pub async fn authenticate(&self, body: &Value, peer: Option<IpAddr>, hook: &dyn AuthHook) -> Result<AuthAnswer, MobileError> {
+        let login = parse_login(body)?;
+        let folder = folder_name(login.team_id, login.app_id);
+        let _guard = self.writes.lock().await;
+        let existing = {
+            let index = self.index.read();
+            index
+                .agents
+                .get(&(folder.clone(), login.device_id.to_string()))
+                .and_then(|id| index.entries.get(&(folder.clone(), id.clone())))
+                .cloned()
+        };
+        // An accepted user agent gets its token back without the hook, unless it now
+        // logs in with another e-mail (4D's behavior there is unknown; re-deciding is safer).
+        if let Some(e) = existing.as_ref().filter(|e| e.file.status == Status::Accepted && e.file.email == login.email) {
+            self.ensure_web(e).await?;
+            return Ok(AuthAnswer::Accepted {
+                id: e.file.id.clone(),
+                token: e.file.token.clone(),
+                status_text: String::new(),
+                user_info: e.side.user_info.clone(),
+            });
+        }
+        let id = match (&existing, self.config.ids) {
+            (Some(e), _) => e.file.id.clone(),
+            (None, IdMode::Random) => token::random_session_id(),
+            (None, IdMode::FourD) => token::four_d_session_id(login.team_id, login.app_id, login.device_id),
+        };
+        let ip = peer.map(|p| p.to_string()).unwrap_or_default();
+        let mut info = body.clone();
+        info["session"] = json!({"id": id, "ip": ip});
+        let result = if self.config.localhost_accept && peer.is_some_and(|p| p.is_loopback()) {
+            HookResult::accept("")
+        } else {
+            hook.authenticate(&info).await
+        };
+        if !result.success {
+            return Ok(AuthAnswer::Refused { status_text: result.status_text });
+        }
+        let status = if result.verify { Status::Pending } else { Status::Accepted };
+        let token = token::encode(login.app_id, &id, login.team_id);
+        let mut json = Map::new();
+        for key in ["application", "team", "language", "device", "send"] {
+            if let Some(v) = body.get(key).filter(|v| !v.is_null()) {
+                json.insert(key.into(), v.clone());
+            }
+        }
+        if let Some(push) = existing.as_ref().and_then(|e| e.file.json.get("device")?.get("token").cloned()) {
+            if let Some(Value::Object(device)) = json.get_mut("device") {
+                device.entry("token").or_insert(push);
+            }
+        }
+        json.insert("email".into(), login.email.into());
+        json.insert("session".into(), json!({"id": id, "ip": ip}));
+        json.insert("status".into(), status.as_str().into());
+        json.insert("token".into(), token.clone().into());
+        let file = SessionFile::from_json(json).map_err(|e| MobileError::BadRequest(e.to_string()))?;
+        let mut side = existing.map(|e| e.side).unwrap_or_default();
+        side.user_info = result.user_info.clone();
+        let web = self.ensure_web(&Entry { file: file.clone(), side: side.clone() }).await?;
+        side.web_session = Some(web.record.id);
+        if let Some(input) = &result.privileges {
+            let change = self.sessions.set_privileges(&web.record.id, input, Rotation::AllTokens).await?;
+            side.privileges = change.snapshot.record.get_privileges();
+            side.user_name = change.snapshot.record.user_name.to_string();
+        }
+        let entry = Entry { file, side };
+        self.write(&folder, &entry).await?;
+        self.index.write().insert(&folder, entry);
+        tracing::info!(app = %folder, session = %id, status = status.as_str(), "mobile login");
+        Ok(match status {
+            Status::Accepted => AuthAnswer::Accepted { id, token, status_text: result.status_text, user_info: result.user_info },
+            Status::Pending => AuthAnswer::Pending { id, status_text: result.status_text },
+        })
+    }
+
+    /// The session a Bearer token opens, if it exists and is accepted.
+    pub async fn authorize(&self, bearer: &str) -> Result<Option<Authorized>, MobileError> {
+        let Some(fields) = token::decode(bearer.trim()) else { return Ok(None) };
+        if check_path_part("application.id", &fields.app_id).is_err() {
+            return Ok(None);
+        }
+        let folder = folder_name(&fields.team_id, &fields.app_id);
+        let entry = self.index.read().entries.get(&(folder.clone(), fields.id.clone())).cloned();
+        let Some(entry) = entry else { return Ok(None) };
+        let same: bool = entry.file.token.as_bytes().ct_eq(bearer.trim().as_bytes()).into();
+        if !same || entry.file.status != Status::Accepted {
+            return Ok(None);
+        }
+        let web = self.ensure_web(&entry).await?;
+        Ok(Some(Authorized {
+            folder,
+            id: entry.file.id.clone(),
+            app_id: entry.file.app_id.clone(),
+            email: entry.file.email.clone(),
+            user_info: entry.side.user_info.clone(),
+            web,
+        }))
+    }
+
+    /// `$logout`: removes the session from memory and disk.
+    pub async fn logout(&self, who: &Authorized) -> Result<(), MobileError> {
+        self.delete(&who.folder, &who.id).await
+    }
+
+    /// `$userInfo`: stores `device.token` (push) and/or `userInfo`.
+    pub async fn set_user_info(&self, who: &Authorized, body: &Value) -> Result<(), MobileError> {
+        let device_token = match body.get("device").map(|d| d.get("token")) {
+            None | Some(None | Some(Value::Null)) => None,
+            Some(Some(Value::String(t))) if t.len() <= 4096 => Some(t.clone()),
+            Some(_) => return Err(MobileError::BadRequest("device.token must be a string of at most 4096 bytes".into())),
+        };
+        let user_info = match body.get("userInfo") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m.clone()),
+            Some(_) => return Err(MobileError::BadRequest("userInfo must be an object".into())),
+        };
+        let _guard = self.writes.lock().await;
+        let key = (who.folder.clone(), who.id.clone());
+        let Some(mut entry) = self.index.read().entries.get(&key).cloned() else { return Err(MobileError::NotFound) };
+        if let Some(t) = device_token {
+            let device = entry.file.json.entry("device").or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(d) = device {
+                d.insert("token".into(), t.into());
+            }
+        }
+        if let Some(u) = user_info {
+            entry.side.user_info = u;
+        }
+        self.write(&who.folder, &entry).await?;
+        self.index.write().insert(&who.folder, entry);
+        Ok(())
+    }
+
+    /// Deletes a session: memory, file, sidecar and its web session.
+    pub async fn delete(&self, folder: &str, id: &str) -> Result<(), MobileError> {
+        let _guard = self.writes.lock().await;
+        let removed = self.index.write().remove(&(folder.to_string(), id.to_string()));
+        let dir = self.config.root.join(folder);
+        let (file, side) = (dir.join(id), sidecar_path(&dir, id));
+        tokio::task::spawn_blocking(move || {
+            for p in [file, side] {
+                match std::fs::remove_file(&p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        match removed {
+            Some(e) => {
+                if let Some(web) = e.side.web_session {
+                    self.sessions.remove(&web).await?;
+                }
+                Ok(())
+            }
+            None => Err(MobileError::NotFound),
+        }
+    }
+
+    async fn write(&self, folder: &str, entry: &Entry) -> Result<(), MobileError> {
+        let dir = self.config.root.join(folder);
+        let bytes = entry.file.to_bytes();
+        let side = serde_json::to_vec_pretty(&entry.side).expect("serializable");
+        let id = entry.file.id.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            atomic_write(&sidecar_path(&dir, &id), &side, false)?;
+            atomic_write(&dir.join(&id), &bytes, false)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(())
+    }
+
+    /// The web session of a mobile session, created (with its saved id, privileges
+    /// and userName) when it does not exist — after a restart, or for a file made by
+    /// 4D. Mobile-owned web sessions do not expire by idleness: the token has no expiry.
+    async fn ensure_web(&self, entry: &Entry) -> Result<Snapshot, MobileError> {
+        if let Some(id) = entry.side.web_session {
+            if let Some(s) = self.sessions.touch(&id).await? {
+                return Ok(s);
+            }
+        }
+        let policy = self.sessions.policy();
+        let mut record = SessionRecord::new_web(self.sessions.now(), policy, entry.file.json["session"]["ip"].as_str().and_then(|s| s.parse().ok()));
+        if let Some(id) = entry.side.web_session {
+            record.id = id;
+        }
+        record.idle_timeout = policy.max_idle_timeout_minutes;
+        let id = record.id;
+        let mut snapshot = self.sessions.insert(record).await?;
+        if !entry.side.privileges.is_empty() || !entry.side.user_name.is_empty() {
+            let input = PrivilegeInput {
+                privileges: entry.side.privileges.clone(),
+                user_name: Some(entry.side.user_name.clone()).filter(|u| !u.is_empty()),
+                ..PrivilegeInput::default()
+            };
+            snapshot = self.sessions.set_privileges(&id, &input, Rotation::AllTokens).await?.snapshot;
+        }
+        Ok(snapshot)
+    }
+
+    /// MOBILE APP REFRESH SESSIONS: reads every session file; modified files update
+    /// their session, new ones are loaded, deleted or invalid ones are evicted, and
+    /// each unusable file is reported with its `mobi` error.
+    pub async fn refresh(&self) -> Result<RefreshReport, MobileError> {
+        let _guard = self.writes.lock().await;
+        let root = self.config.root.clone();
+        let (found, errors) = tokio::task::spawn_blocking(move || scan(&root)).await.map_err(std::io::Error::other)??;
+        let mut report = RefreshReport { errors, ..RefreshReport::default() };
+        let old: HashMap<Key, Entry> = std::mem::take(&mut self.index.write().entries);
+        let mut index = Index::default();
+        let mut evicted_web = Vec::new();
+        for (key, mut entry) in found {
+            match old.get(&key) {
+                Some(prev) if prev.file == entry.file && prev.side.web_session == entry.side.web_session => report.unchanged += 1,
+                Some(_) => report.updated += 1,
+                None => report.loaded += 1,
+            }
+            if entry.side.web_session.is_none() {
+                entry.side.web_session = old.get(&key).and_then(|p| p.side.web_session);
+            }
+            index.insert(&key.0, entry);
+        }
+        for (key, prev) in &old {
+            if !index.entries.contains_key(key) {
+                report.evicted += 1;
+                evicted_web.extend(prev.side.web_session);
+            }
+        }
+        *self.index.write() = index;
+        for id in evicted_web {
+            self.sessions.remove(&id).await?;
+        }
+        tracing::info!(loaded = report.loaded, updated = report.updated, evicted = report.evicted, errors = report.errors.len(), "mobile sessions refreshed");
+        Ok(report)
+    }
+}
+
+type Scan = (Vec<(Key, Entry)>, Vec<RefreshError>);
+
+fn scan(root: &Path) -> std::io::Result<Scan> {
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    let dirs = match std::fs::read_dir(root) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((found, errors)),
+        Err(e) => return Err(e),
+    };
+    for dir in dirs {
+        let dir = dir?;
+        if !dir.file_type()?.is_dir() {
+            continue;
+        }
+        let Some(folder) = dir.file_name().to_str().map(str::to_owned) else { continue };
+        for file in std::fs::read_dir(dir.path())? {
+            let file = file?;
+            let Some(name) = file.file_name().to_str().map(str::to_owned) else { continue };
+            if !is_session_file_name(&name) || !file.file_type()?.is_file() {
+                continue; // manifest.json, AuthKey_*.p8, sidecars…: not sessions
+            }
+            let report = |e: &FileError| RefreshError { file: format!("{folder}/{name}"), code: e.code(), message: e.to_string() };
+            let bytes = std::fs::read(file.path())?;
+            let parsed = SessionFile::parse(&bytes).and_then(|f| f.check_location(&folder, &name).map(|()| f));
+            match parsed {
+                Ok(f) => {
+                    let side: Sidecar = std::fs::read(sidecar_path(&dir.path(), &name))
+                        .ok()
+                        .and_then(|b| serde_json::from_slice(&b).ok())
+                        .unwrap_or_default();
+                    found.push(((folder.clone(), name.clone()), Entry { file: f, side }));
+                }
+                Err(e) => errors.push(report(&e)),
+            }
+        }
+    }
+    Ok((found, errors))
+}
+
+/// Shares one [`MobileSessions`].
+pub type SharedMobile = Arc<MobileSessions>;
