@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use sessiond_core::{SessionPolicy, SetPrivilegesMode};
+use sessiond_mobile::IdMode;
+use sessiond_mobile::hook::{Decision, Matchers, Policy};
 use sessiond_server::{SameSite, SecureMode, ServerConfig};
 
 use crate::cli::ServeArgs;
@@ -26,6 +28,35 @@ pub struct FileConfig {
     cookie: CookieSection,
     #[serde(default)]
     sessions: SessionsSection,
+    #[serde(default)]
+    mobile: MobileSection,
+}
+
+/// `[mobile]`: 4D mobile apps.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MobileSection {
+    ids: Option<IdMode>,
+    policy: Option<Decision>,
+    upstream: Option<String>,
+    localhost_accept: Option<bool>,
+    #[serde(default)]
+    allow: Matchers,
+    #[serde(default)]
+    deny: Matchers,
+}
+
+/// The validated mobile settings.
+#[derive(Debug, Clone)]
+pub struct MobileSettings {
+    /// How new session ids are made.
+    pub ids: IdMode,
+    /// The authentication policy.
+    pub policy: Policy,
+    /// Where authorized data requests go.
+    pub upstream: Option<http::Uri>,
+    /// Accept loopback peers without the hook.
+    pub localhost_accept: bool,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -69,6 +100,8 @@ pub struct Config {
     pub store: StoreChoice,
     /// HTTP-side settings.
     pub server: ServerConfig,
+    /// Mobile apps.
+    pub mobile: MobileSettings,
 }
 
 /// Default listen address.
@@ -139,12 +172,14 @@ impl Config {
             server.cookie.domain = Some(d);
         }
         server.policy = policy(&file.sessions)?;
+        let mobile = mobile(file.mobile)?;
         Ok(Self {
             listen,
             data,
             roles,
             store,
             server,
+            mobile,
         })
     }
 }
@@ -153,6 +188,36 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+}
+
+fn mobile(m: MobileSection) -> anyhow::Result<MobileSettings> {
+    let upstream = match m.upstream {
+        None => None,
+        Some(u) => {
+            let uri: http::Uri = u
+                .parse()
+                .map_err(|e| anyhow::anyhow!("mobile.upstream {u:?}: {e}"))?;
+            if uri.scheme_str() != Some("http")
+                || uri.authority().is_none()
+                || uri.query().is_some()
+            {
+                bail!(
+                    "mobile.upstream {u:?} must be an http://host:port/ URL (https is not supported yet)"
+                );
+            }
+            Some(uri)
+        }
+    };
+    Ok(MobileSettings {
+        ids: m.ids.unwrap_or_default(),
+        policy: Policy {
+            default: m.policy.unwrap_or_default(),
+            allow: m.allow,
+            deny: m.deny,
+        },
+        upstream,
+        localhost_accept: m.localhost_accept.unwrap_or(false),
+    })
 }
 
 fn policy(s: &SessionsSection) -> anyhow::Result<SessionPolicy> {

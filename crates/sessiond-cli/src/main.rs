@@ -15,7 +15,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use sessiond_core::{Roles, SystemClock};
+use sessiond_mobile::{MobileConfig, MobileSessions};
 use sessiond_server::credentials::Credentials;
+use sessiond_server::routes::mobile::MobileState;
 use sessiond_server::users::Users;
 use sessiond_server::{AppState, run};
 use sessiond_store::{MemoryStore, Sessions};
@@ -117,11 +119,20 @@ fn serve(config: Config) -> anyhow::Result<()> {
         Arc::new(SystemClock),
         config.server.policy.clone(),
     );
+    let mobile_config = MobileConfig {
+        root: config.data.join("MobileApps"),
+        ids: config.mobile.ids,
+        localhost_accept: config.mobile.localhost_accept,
+    };
+    let mobile = Arc::new(MobileSessions::new(mobile_config, sessions.clone()));
+    let hook = Arc::new(config.mobile.policy.clone());
+    let mobile_state = MobileState::new(mobile.clone(), hook, config.mobile.upstream.clone());
     let state = AppState {
         sessions,
         config: Arc::new(config.server),
         api_key: key,
         users_file: Some(config.data.join("users.json")),
+        mobile: Some(mobile_state),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -132,6 +143,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let shutdown = shutdown_signal()?;
+        let report = mobile.refresh().await?;
+        for e in &report.errors {
+            tracing::warn!(file = %e.file, "{}", e.message);
+        }
+        tracing::info!(sessions = report.loaded, "mobile sessions loaded");
         tracing::info!(%addr, app = %state.config.app_name, "sessiond listening");
         println!("sessiond listening on http://{addr}");
         run(listener, state, shutdown).await?;

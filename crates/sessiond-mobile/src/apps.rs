@@ -20,7 +20,9 @@ use sessiond_store::fs::atomic_write;
 use sessiond_store::{Rotation, Sessions, SessionsError, Snapshot};
 use subtle::ConstantTimeEq;
 
-use crate::file::{FileError, SessionFile, Status, check_path_part, folder_name, is_session_file_name};
+use crate::file::{
+    FileError, SessionFile, Status, check_path_part, folder_name, is_session_file_name,
+};
 use crate::hook::{AuthHook, HookResult};
 use crate::token::{self, IdMode};
 
@@ -154,9 +156,13 @@ struct Index {
 impl Index {
     fn insert(&mut self, folder: &str, entry: Entry) {
         if !entry.file.device_id.is_empty() {
-            self.agents.insert((folder.to_string(), entry.file.device_id.clone()), entry.file.id.clone());
+            self.agents.insert(
+                (folder.to_string(), entry.file.device_id.clone()),
+                entry.file.id.clone(),
+            );
         }
-        self.entries.insert((folder.to_string(), entry.file.id.clone()), entry);
+        self.entries
+            .insert((folder.to_string(), entry.file.id.clone()), entry);
     }
 
     fn remove(&mut self, key: &Key) -> Option<Entry> {
@@ -182,7 +188,9 @@ pub struct MobileSessions {
 
 impl std::fmt::Debug for MobileSessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MobileSessions").field("root", &self.config.root).finish_non_exhaustive()
+        f.debug_struct("MobileSessions")
+            .field("root", &self.config.root)
+            .finish_non_exhaustive()
     }
 }
 
@@ -198,7 +206,11 @@ fn obj<'a>(body: &'a Value, key: &str) -> Result<Option<&'a Map<String, Value>>,
     }
 }
 
-fn string<'a>(m: Option<&'a Map<String, Value>>, key: &str, what: &str) -> Result<Option<&'a str>, MobileError> {
+fn string<'a>(
+    m: Option<&'a Map<String, Value>>,
+    key: &str,
+    what: &str,
+) -> Result<Option<&'a str>, MobileError> {
     match m.and_then(|m| m.get(key)) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -216,26 +228,40 @@ struct Login<'a> {
 
 fn parse_login(body: &Value) -> Result<Login<'_>, MobileError> {
     if !body.is_object() {
-        return Err(MobileError::BadRequest("the body must be a JSON object".into()));
+        return Err(MobileError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
     }
     let app = obj(body, "application")?;
-    let app_id = string(app, "id", "application.id")?.ok_or_else(|| MobileError::BadRequest("application.id is required".into()))?;
+    let app_id = string(app, "id", "application.id")?
+        .ok_or_else(|| MobileError::BadRequest("application.id is required".into()))?;
     check_path_part("application.id", app_id).map_err(MobileError::BadRequest)?;
     let team_id = string(obj(body, "team")?, "id", "team.id")?.unwrap_or("");
     if !team_id.is_empty() {
         check_path_part("team.id", team_id).map_err(MobileError::BadRequest)?;
     }
     if folder_name(team_id, app_id).len() > crate::file::MAX_NAME {
-        return Err(MobileError::BadRequest("team.id + application.id is too long".into()));
+        return Err(MobileError::BadRequest(
+            "team.id + application.id is too long".into(),
+        ));
     }
     let device_id = string(obj(body, "device")?, "id", "device.id")?.unwrap_or("");
-    if device_id.is_empty() || device_id.len() > crate::file::MAX_DEVICE_ID || device_id.chars().any(char::is_control) {
-        return Err(MobileError::BadRequest("device.id is required (1 to 8192 printable characters)".into()));
+    if device_id.is_empty()
+        || device_id.len() > crate::file::MAX_DEVICE_ID
+        || device_id.chars().any(char::is_control)
+    {
+        return Err(MobileError::BadRequest(
+            "device.id is required (1 to 8192 printable characters)".into(),
+        ));
     }
     let email = match body.get("email") {
         None | Some(Value::Null) => "",
         Some(Value::String(s)) if s.len() <= 320 => s,
-        Some(_) => return Err(MobileError::BadRequest("email must be a string of at most 320 bytes".into())),
+        Some(_) => {
+            return Err(MobileError::BadRequest(
+                "email must be a string of at most 320 bytes".into(),
+            ));
+        }
     };
     for key in ["language", "parameters"] {
         obj(body, key)?;
@@ -245,14 +271,24 @@ fn parse_login(body: &Value) -> Result<Login<'_>, MobileError> {
             return Err(MobileError::BadRequest("send must be a string".into()));
         }
     }
-    Ok(Login { app_id, team_id, device_id, email })
+    Ok(Login {
+        app_id,
+        team_id,
+        device_id,
+        email,
+    })
 }
 
 impl MobileSessions {
     /// Mobile sessions under `config.root`, owning web sessions in `sessions`. Call
     /// [`MobileSessions::refresh`] to load the files.
     pub fn new(config: MobileConfig, sessions: Sessions) -> Self {
-        Self { config, sessions, index: RwLock::default(), writes: tokio::sync::Mutex::new(()) }
+        Self {
+            config,
+            sessions,
+            index: RwLock::default(),
+            writes: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// The settings.
@@ -277,7 +313,12 @@ impl MobileSessions {
 
     /// `$authenticate`: runs the hook for a new or pending user agent (never for an
     /// accepted one), writes the session file, and answers accepted, pending or refused.
-    pub async fn authenticate(&self, body: &Value, peer: Option<IpAddr>, hook: &dyn AuthHook) -> Result<AuthAnswer, MobileError> {
+    pub async fn authenticate(
+        &self,
+        body: &Value,
+        peer: Option<IpAddr>,
+        hook: &dyn AuthHook,
+    ) -> Result<AuthAnswer, MobileError> {
         let login = parse_login(body)?;
         let folder = folder_name(login.team_id, login.app_id);
         let _guard = self.writes.lock().await;
@@ -291,7 +332,10 @@ impl MobileSessions {
         };
         // An accepted user agent gets its token back without the hook, unless it now
         // logs in with another e-mail (4D's behavior there is unknown; re-deciding is safer).
-        if let Some(e) = existing.as_ref().filter(|e| e.file.status == Status::Accepted && e.file.email == login.email) {
+        if let Some(e) = existing
+            .as_ref()
+            .filter(|e| e.file.status == Status::Accepted && e.file.email == login.email)
+        {
             self.ensure_web(e).await?;
             return Ok(AuthAnswer::Accepted {
                 id: e.file.id.clone(),
@@ -303,7 +347,9 @@ impl MobileSessions {
         let id = match (&existing, self.config.ids) {
             (Some(e), _) => e.file.id.clone(),
             (None, IdMode::Random) => token::random_session_id(),
-            (None, IdMode::FourD) => token::four_d_session_id(login.team_id, login.app_id, login.device_id),
+            (None, IdMode::FourD) => {
+                token::four_d_session_id(login.team_id, login.app_id, login.device_id)
+            }
         };
         let ip = peer.map(|p| p.to_string()).unwrap_or_default();
         let mut info = body.clone();
@@ -314,32 +360,33 @@ impl MobileSessions {
             hook.authenticate(&info).await
         };
         if !result.success {
-            return Ok(AuthAnswer::Refused { status_text: result.status_text });
+            return Ok(AuthAnswer::Refused {
+                status_text: result.status_text,
+            });
         }
-        let status = if result.verify { Status::Pending } else { Status::Accepted };
+        let status = if result.verify {
+            Status::Pending
+        } else {
+            Status::Accepted
+        };
         let token = token::encode(login.app_id, &id, login.team_id);
-        let mut json = Map::new();
-        for key in ["application", "team", "language", "device", "send"] {
-            if let Some(v) = body.get(key).filter(|v| !v.is_null()) {
-                json.insert(key.into(), v.clone());
-            }
-        }
-        if let Some(push) = existing.as_ref().and_then(|e| e.file.json.get("device")?.get("token").cloned()) {
-            if let Some(Value::Object(device)) = json.get_mut("device") {
-                device.entry("token").or_insert(push);
-            }
-        }
-        json.insert("email".into(), login.email.into());
-        json.insert("session".into(), json!({"id": id, "ip": ip}));
-        json.insert("status".into(), status.as_str().into());
-        json.insert("token".into(), token.clone().into());
-        let file = SessionFile::from_json(json).map_err(|e| MobileError::BadRequest(e.to_string()))?;
+        let json = file_json(body, &login, &id, &ip, status, &token, existing.as_ref());
+        let file =
+            SessionFile::from_json(json).map_err(|e| MobileError::BadRequest(e.to_string()))?;
         let mut side = existing.map(|e| e.side).unwrap_or_default();
         side.user_info = result.user_info.clone();
-        let web = self.ensure_web(&Entry { file: file.clone(), side: side.clone() }).await?;
+        let web = self
+            .ensure_web(&Entry {
+                file: file.clone(),
+                side: side.clone(),
+            })
+            .await?;
         side.web_session = Some(web.record.id);
         if let Some(input) = &result.privileges {
-            let change = self.sessions.set_privileges(&web.record.id, input, Rotation::AllTokens).await?;
+            let change = self
+                .sessions
+                .set_privileges(&web.record.id, input, Rotation::AllTokens)
+                .await?;
             side.privileges = change.snapshot.record.get_privileges();
             side.user_name = change.snapshot.record.user_name.to_string();
         }
@@ -348,21 +395,41 @@ impl MobileSessions {
         self.index.write().insert(&folder, entry);
         tracing::info!(app = %folder, session = %id, status = status.as_str(), "mobile login");
         Ok(match status {
-            Status::Accepted => AuthAnswer::Accepted { id, token, status_text: result.status_text, user_info: result.user_info },
-            Status::Pending => AuthAnswer::Pending { id, status_text: result.status_text },
+            Status::Accepted => AuthAnswer::Accepted {
+                id,
+                token,
+                status_text: result.status_text,
+                user_info: result.user_info,
+            },
+            Status::Pending => AuthAnswer::Pending {
+                id,
+                status_text: result.status_text,
+            },
         })
     }
 
     /// The session a Bearer token opens, if it exists and is accepted.
     pub async fn authorize(&self, bearer: &str) -> Result<Option<Authorized>, MobileError> {
-        let Some(fields) = token::decode(bearer.trim()) else { return Ok(None) };
+        let Some(fields) = token::decode(bearer.trim()) else {
+            return Ok(None);
+        };
         if check_path_part("application.id", &fields.app_id).is_err() {
             return Ok(None);
         }
         let folder = folder_name(&fields.team_id, &fields.app_id);
-        let entry = self.index.read().entries.get(&(folder.clone(), fields.id.clone())).cloned();
+        let entry = self
+            .index
+            .read()
+            .entries
+            .get(&(folder.clone(), fields.id.clone()))
+            .cloned();
         let Some(entry) = entry else { return Ok(None) };
-        let same: bool = entry.file.token.as_bytes().ct_eq(bearer.trim().as_bytes()).into();
+        let same: bool = entry
+            .file
+            .token
+            .as_bytes()
+            .ct_eq(bearer.trim().as_bytes())
+            .into();
         if !same || entry.file.status != Status::Accepted {
             return Ok(None);
         }
@@ -387,7 +454,11 @@ impl MobileSessions {
         let device_token = match body.get("device").map(|d| d.get("token")) {
             None | Some(None | Some(Value::Null)) => None,
             Some(Some(Value::String(t))) if t.len() <= 4096 => Some(t.clone()),
-            Some(_) => return Err(MobileError::BadRequest("device.token must be a string of at most 4096 bytes".into())),
+            Some(_) => {
+                return Err(MobileError::BadRequest(
+                    "device.token must be a string of at most 4096 bytes".into(),
+                ));
+            }
         };
         let user_info = match body.get("userInfo") {
             None | Some(Value::Null) => None,
@@ -396,9 +467,15 @@ impl MobileSessions {
         };
         let _guard = self.writes.lock().await;
         let key = (who.folder.clone(), who.id.clone());
-        let Some(mut entry) = self.index.read().entries.get(&key).cloned() else { return Err(MobileError::NotFound) };
+        let Some(mut entry) = self.index.read().entries.get(&key).cloned() else {
+            return Err(MobileError::NotFound);
+        };
         if let Some(t) = device_token {
-            let device = entry.file.json.entry("device").or_insert_with(|| Value::Object(Map::new()));
+            let device = entry
+                .file
+                .json
+                .entry("device")
+                .or_insert_with(|| Value::Object(Map::new()));
             if let Value::Object(d) = device {
                 d.insert("token".into(), t.into());
             }
@@ -414,7 +491,10 @@ impl MobileSessions {
     /// Deletes a session: memory, file, sidecar and its web session.
     pub async fn delete(&self, folder: &str, id: &str) -> Result<(), MobileError> {
         let _guard = self.writes.lock().await;
-        let removed = self.index.write().remove(&(folder.to_string(), id.to_string()));
+        let removed = self
+            .index
+            .write()
+            .remove(&(folder.to_string(), id.to_string()));
         let dir = self.config.root.join(folder);
         let (file, side) = (dir.join(id), sidecar_path(&dir, id));
         tokio::task::spawn_blocking(move || {
@@ -464,7 +544,13 @@ impl MobileSessions {
             }
         }
         let policy = self.sessions.policy();
-        let mut record = SessionRecord::new_web(self.sessions.now(), policy, entry.file.json["session"]["ip"].as_str().and_then(|s| s.parse().ok()));
+        let mut record = SessionRecord::new_web(
+            self.sessions.now(),
+            policy,
+            entry.file.json["session"]["ip"]
+                .as_str()
+                .and_then(|s| s.parse().ok()),
+        );
         if let Some(id) = entry.side.web_session {
             record.id = id;
         }
@@ -477,7 +563,11 @@ impl MobileSessions {
                 user_name: Some(entry.side.user_name.clone()).filter(|u| !u.is_empty()),
                 ..PrivilegeInput::default()
             };
-            snapshot = self.sessions.set_privileges(&id, &input, Rotation::AllTokens).await?.snapshot;
+            snapshot = self
+                .sessions
+                .set_privileges(&id, &input, Rotation::AllTokens)
+                .await?
+                .snapshot;
         }
         Ok(snapshot)
     }
@@ -488,14 +578,24 @@ impl MobileSessions {
     pub async fn refresh(&self) -> Result<RefreshReport, MobileError> {
         let _guard = self.writes.lock().await;
         let root = self.config.root.clone();
-        let (found, errors) = tokio::task::spawn_blocking(move || scan(&root)).await.map_err(std::io::Error::other)??;
-        let mut report = RefreshReport { errors, ..RefreshReport::default() };
+        let (found, errors) = tokio::task::spawn_blocking(move || scan(&root))
+            .await
+            .map_err(std::io::Error::other)??;
+        let mut report = RefreshReport {
+            errors,
+            ..RefreshReport::default()
+        };
         let old: HashMap<Key, Entry> = std::mem::take(&mut self.index.write().entries);
         let mut index = Index::default();
         let mut evicted_web = Vec::new();
         for (key, mut entry) in found {
             match old.get(&key) {
-                Some(prev) if prev.file == entry.file && prev.side.web_session == entry.side.web_session => report.unchanged += 1,
+                Some(prev)
+                    if prev.file == entry.file
+                        && prev.side.web_session == entry.side.web_session =>
+                {
+                    report.unchanged += 1;
+                }
                 Some(_) => report.updated += 1,
                 None => report.loaded += 1,
             }
@@ -514,9 +614,44 @@ impl MobileSessions {
         for id in evicted_web {
             self.sessions.remove(&id).await?;
         }
-        tracing::info!(loaded = report.loaded, updated = report.updated, evicted = report.evicted, errors = report.errors.len(), "mobile sessions refreshed");
+        tracing::info!(
+            loaded = report.loaded,
+            updated = report.updated,
+            evicted = report.evicted,
+            errors = report.errors.len(),
+            "mobile sessions refreshed"
+        );
         Ok(report)
     }
+}
+
+/// The content of a session file: the request's fields 4D keeps (never the
+/// password), the session, status and token; a push token already known is kept.
+fn file_json(
+    body: &Value,
+    login: &Login<'_>,
+    id: &str,
+    ip: &str,
+    status: Status,
+    token: &str,
+    existing: Option<&Entry>,
+) -> Map<String, Value> {
+    let mut json = Map::new();
+    for key in ["application", "team", "language", "device", "send"] {
+        if let Some(v) = body.get(key).filter(|v| !v.is_null()) {
+            json.insert(key.into(), v.clone());
+        }
+    }
+    if let Some(push) = existing.and_then(|e| e.file.json.get("device")?.get("token").cloned()) {
+        if let Some(Value::Object(device)) = json.get_mut("device") {
+            device.entry("token").or_insert(push);
+        }
+    }
+    json.insert("email".into(), login.email.into());
+    json.insert("session".into(), json!({"id": id, "ip": ip}));
+    json.insert("status".into(), status.as_str().into());
+    json.insert("token".into(), token.into());
+    json
 }
 
 type Scan = (Vec<(Key, Entry)>, Vec<RefreshError>);
@@ -534,16 +669,25 @@ fn scan(root: &Path) -> std::io::Result<Scan> {
         if !dir.file_type()?.is_dir() {
             continue;
         }
-        let Some(folder) = dir.file_name().to_str().map(str::to_owned) else { continue };
+        let Some(folder) = dir.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
         for file in std::fs::read_dir(dir.path())? {
             let file = file?;
-            let Some(name) = file.file_name().to_str().map(str::to_owned) else { continue };
+            let Some(name) = file.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
             if !is_session_file_name(&name) || !file.file_type()?.is_file() {
                 continue; // manifest.json, AuthKey_*.p8, sidecars…: not sessions
             }
-            let report = |e: &FileError| RefreshError { file: format!("{folder}/{name}"), code: e.code(), message: e.to_string() };
+            let report = |e: &FileError| RefreshError {
+                file: format!("{folder}/{name}"),
+                code: e.code(),
+                message: e.to_string(),
+            };
             let bytes = std::fs::read(file.path())?;
-            let parsed = SessionFile::parse(&bytes).and_then(|f| f.check_location(&folder, &name).map(|()| f));
+            let parsed = SessionFile::parse(&bytes)
+                .and_then(|f| f.check_location(&folder, &name).map(|()| f));
             match parsed {
                 Ok(f) => {
                     let side: Sidecar = std::fs::read(sidecar_path(&dir.path(), &name))

@@ -75,8 +75,13 @@ pub fn check_path_part(what: &str, s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > MAX_NAME {
         return Err(format!("{what} must be 1 to {MAX_NAME} bytes"));
     }
-    if s.starts_with('.') || s.contains("..") || s.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
-        return Err(format!("{what} {s:?} contains characters not allowed in a folder name"));
+    if s.starts_with('.')
+        || s.contains("..")
+        || s.chars().any(|c| c == '/' || c == '\\' || c.is_control())
+    {
+        return Err(format!(
+            "{what} {s:?} contains characters not allowed in a folder name"
+        ));
     }
     Ok(())
 }
@@ -84,7 +89,11 @@ pub fn check_path_part(what: &str, s: &str) -> Result<(), String> {
 /// The app folder: `team.id + "." + application.id`, or `application.id` alone when
 /// there is no team id.
 pub fn folder_name(team_id: &str, app_id: &str) -> String {
-    if team_id.is_empty() { app_id.to_string() } else { format!("{team_id}.{app_id}") }
+    if team_id.is_empty() {
+        app_id.to_string()
+    } else {
+        format!("{team_id}.{app_id}")
+    }
 }
 
 /// Whether a directory entry name looks like a session file: no extension, hex only.
@@ -120,7 +129,11 @@ fn text<'a>(obj: &'a Map<String, Value>, path: &[&str]) -> Result<Option<&'a str
             None | Some(Value::Null) => return Ok(None),
             Some(Value::Object(m)) if i + 1 < path.len() => cur = m,
             Some(Value::String(s)) if i + 1 == path.len() => return Ok(Some(s)),
-            Some(_) => return Err(FileError::Schema { message: format!("{} has the wrong type", path[..=i].join(".")) }),
+            Some(_) => {
+                return Err(FileError::Schema {
+                    message: format!("{} has the wrong type", path[..=i].join(".")),
+                });
+            }
         }
     }
     Ok(None)
@@ -132,18 +145,27 @@ impl SessionFile {
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
         if first != Some(&b'{') {
-            return Err(FileError::Malformed { message: "the content must be a JSON object".into() });
+            return Err(FileError::Malformed {
+                message: "the content must be a JSON object".into(),
+            });
         }
-        let json: Map<String, Value> = serde_json::from_slice(bytes).map_err(|e| FileError::Malformed { message: e.to_string() })?;
+        let json: Map<String, Value> =
+            serde_json::from_slice(bytes).map_err(|e| FileError::Malformed {
+                message: e.to_string(),
+            })?;
         Self::from_json(json)
     }
 
     /// Validates a JSON object (mobi 3, 4).
     pub fn from_json(json: Map<String, Value>) -> Result<Self, FileError> {
         let schema = |m: &str| FileError::Schema { message: m.into() };
-        let app_id = text(&json, &["application", "id"])?.ok_or_else(|| schema("application.id is required"))?.to_string();
+        let app_id = text(&json, &["application", "id"])?
+            .ok_or_else(|| schema("application.id is required"))?
+            .to_string();
         let team_id = text(&json, &["team", "id"])?.unwrap_or("").to_string();
-        let id = text(&json, &["session", "id"])?.ok_or_else(|| schema("session.id is required"))?.to_string();
+        let id = text(&json, &["session", "id"])?
+            .ok_or_else(|| schema("session.id is required"))?
+            .to_string();
         if !is_session_file_name(&id) {
             return Err(schema("session.id must be hexadecimal"));
         }
@@ -152,7 +174,9 @@ impl SessionFile {
             Some("pending") => Status::Pending,
             _ => return Err(schema("status must be \"accepted\" or \"pending\"")),
         };
-        let token = text(&json, &["token"])?.ok_or_else(|| schema("token is required"))?.to_string();
+        let token = text(&json, &["token"])?
+            .ok_or_else(|| schema("token is required"))?
+            .to_string();
         let email = text(&json, &["email"])?.unwrap_or("").to_string();
         let device_id = text(&json, &["device", "id"])?.unwrap_or("").to_string();
         check_path_part("application.id", &app_id).map_err(|m| FileError::Schema { message: m })?;
@@ -163,7 +187,16 @@ impl SessionFile {
         if fields.app_id != app_id || fields.id != id || fields.team_id != team_id {
             return Err(FileError::Token);
         }
-        Ok(Self { json, app_id, team_id, id, device_id, email, status, token })
+        Ok(Self {
+            json,
+            app_id,
+            team_id,
+            id,
+            device_id,
+            email,
+            status,
+            token,
+        })
     }
 
     /// The app folder this file belongs in.
@@ -175,7 +208,11 @@ impl SessionFile {
     pub fn check_location(&self, folder: &str, file_name: &str) -> Result<(), FileError> {
         if folder != self.folder() || file_name != self.id {
             return Err(FileError::Location {
-                message: format!("{folder}/{file_name} holds session {} of app folder {}", self.id, self.folder()),
+                message: format!(
+                    "{folder}/{file_name} holds session {} of app folder {}",
+                    self.id,
+                    self.folder()
+                ),
             });
         }
         Ok(())
@@ -218,23 +255,57 @@ mod tests {
         let f = SessionFile::parse(SAMPLE.as_bytes()).unwrap();
         assert_eq!(f.folder(), "UTT7VDX8W5.com.contactApp.Contact");
         assert_eq!(f.status, Status::Accepted);
-        f.check_location("UTT7VDX8W5.com.contactApp.Contact", "7023d9205074199d1c16fc00d24354e778137675").unwrap();
-        assert_eq!(f.check_location("com.contactApp.Contact", &f.id).unwrap_err().code(), 1);
+        f.check_location(
+            "UTT7VDX8W5.com.contactApp.Contact",
+            "7023d9205074199d1c16fc00d24354e778137675",
+        )
+        .unwrap();
+        assert_eq!(
+            f.check_location("com.contactApp.Contact", &f.id)
+                .unwrap_err()
+                .code(),
+            1
+        );
     }
 
     #[test]
     fn mobi_errors_2_3_4() {
         assert_eq!(SessionFile::parse(b"[1]").unwrap_err().code(), 2);
         assert_eq!(SessionFile::parse(b"{oops").unwrap_err().code(), 2);
-        assert_eq!(SessionFile::parse(SAMPLE.replace("accepted", "maybe").as_bytes()).unwrap_err().code(), 3);
-        assert_eq!(SessionFile::parse(SAMPLE.replace("\"email\":\"\"", "\"email\":3").as_bytes()).unwrap_err().code(), 3);
+        assert_eq!(
+            SessionFile::parse(SAMPLE.replace("accepted", "maybe").as_bytes())
+                .unwrap_err()
+                .code(),
+            3
+        );
+        assert_eq!(
+            SessionFile::parse(SAMPLE.replace("\"email\":\"\"", "\"email\":3").as_bytes())
+                .unwrap_err()
+                .code(),
+            3
+        );
         let wrong_team = SAMPLE.replace("{\"id\":\"UTT7VDX8W5\"}", "{\"id\":\"OTHERTEAM\"}");
-        assert_eq!(SessionFile::parse(wrong_team.as_bytes()).unwrap_err().code(), 4);
+        assert_eq!(
+            SessionFile::parse(wrong_team.as_bytes())
+                .unwrap_err()
+                .code(),
+            4
+        );
     }
 
     #[test]
     fn path_parts_that_could_leave_the_folder_are_refused() {
-        for bad in ["", "..", "a/b", "a\\b", "a\0b", "a\nb", ".hidden", "a..b", &"x".repeat(256)] {
+        for bad in [
+            "",
+            "..",
+            "a/b",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            ".hidden",
+            "a..b",
+            &"x".repeat(256),
+        ] {
             assert!(check_path_part("team.id", bad).is_err(), "{bad:?}");
         }
         check_path_part("application.id", "com.company.app").unwrap();

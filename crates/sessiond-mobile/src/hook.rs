@@ -24,17 +24,30 @@ pub struct HookResult {
 impl HookResult {
     /// Accept, with a status text.
     pub fn accept(status_text: impl Into<String>) -> Self {
-        Self { success: true, status_text: status_text.into(), ..Self::default() }
+        Self {
+            success: true,
+            status_text: status_text.into(),
+            ..Self::default()
+        }
     }
 
     /// Accept as pending (needs validation).
     pub fn verify(status_text: impl Into<String>) -> Self {
-        Self { success: true, verify: true, status_text: status_text.into(), ..Self::default() }
+        Self {
+            success: true,
+            verify: true,
+            status_text: status_text.into(),
+            ..Self::default()
+        }
     }
 
     /// Refuse.
     pub fn deny(status_text: impl Into<String>) -> Self {
-        Self { success: false, status_text: status_text.into(), ..Self::default() }
+        Self {
+            success: false,
+            status_text: status_text.into(),
+            ..Self::default()
+        }
     }
 }
 
@@ -81,10 +94,20 @@ impl Matchers {
     fn matches(&self, info: &Value) -> bool {
         let email = info["email"].as_str().unwrap_or("").to_lowercase();
         let domain = email.rsplit_once('@').map(|(_, d)| d.to_string());
-        self.emails.iter().any(|e| !email.is_empty() && e.to_lowercase() == email)
-            || domain.is_some_and(|d| self.email_domains.iter().any(|x| x.trim_start_matches('@').eq_ignore_ascii_case(&d)))
-            || info["application"]["id"].as_str().is_some_and(|a| self.app_ids.iter().any(|x| x == a))
-            || info["device"]["id"].as_str().is_some_and(|a| self.device_ids.iter().any(|x| x == a))
+        self.emails
+            .iter()
+            .any(|e| !email.is_empty() && e.to_lowercase() == email)
+            || domain.is_some_and(|d| {
+                self.email_domains
+                    .iter()
+                    .any(|x| x.trim_start_matches('@').eq_ignore_ascii_case(&d))
+            })
+            || info["application"]["id"]
+                .as_str()
+                .is_some_and(|a| self.app_ids.iter().any(|x| x == a))
+            || info["device"]["id"]
+                .as_str()
+                .is_some_and(|a| self.device_ids.iter().any(|x| x == a))
     }
 }
 
@@ -131,7 +154,9 @@ impl AuthHook for Policy {
         };
         let mut result = match decision {
             Decision::Accept => HookResult::accept(""),
-            Decision::Verify => HookResult::verify("Your access must be validated before you can connect."),
+            Decision::Verify => {
+                HookResult::verify("Your access must be validated before you can connect.")
+            }
             Decision::Deny => HookResult::deny("You are not allowed to connect."),
         };
         if let Some(email) = info["email"].as_str().filter(|e| !e.is_empty()) {

@@ -44,7 +44,15 @@ pub fn random_session_id() -> String {
 
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    bytes.iter().flat_map(|b| [DIGITS[usize::from(b >> 4)] as char, DIGITS[usize::from(b & 15)] as char]).collect()
+    bytes
+        .iter()
+        .flat_map(|b| {
+            [
+                DIGITS[usize::from(b >> 4)] as char,
+                DIGITS[usize::from(b & 15)] as char,
+            ]
+        })
+        .collect()
 }
 
 /// The token of a session.
@@ -78,7 +86,9 @@ pub fn decode(token: &str) -> Option<TokenFields> {
     if token.len() > 4096 {
         return None;
     }
-    let bytes = [STANDARD_NO_PAD, URL_SAFE_NO_PAD, STANDARD, URL_SAFE].iter().find_map(|e| e.decode(token).ok())?;
+    let bytes = [STANDARD_NO_PAD, URL_SAFE_NO_PAD, STANDARD, URL_SAFE]
+        .iter()
+        .find_map(|e| e.decode(token).ok())?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -88,7 +98,11 @@ mod tests {
 
     #[test]
     fn vector_1_id_and_token() {
-        let id = four_d_session_id("UTT7VDX8W5", "com.contactApp.Contact", "0DC5132E-1EF4-407C-A832-5FE33D818AF3");
+        let id = four_d_session_id(
+            "UTT7VDX8W5",
+            "com.contactApp.Contact",
+            "0DC5132E-1EF4-407C-A832-5FE33D818AF3",
+        );
         assert_eq!(id, "7023d9205074199d1c16fc00d24354e778137675");
         assert_eq!(
             encode("com.contactApp.Contact", &id, "UTT7VDX8W5"),
@@ -98,7 +112,11 @@ mod tests {
 
     #[test]
     fn vector_2_id_and_unpadded_token() {
-        let id = four_d_session_id("58P9JF46LX", "com.myCompany.My-App", "42A08892-63DB-4FD5-991A-0EB213219AE0");
+        let id = four_d_session_id(
+            "58P9JF46LX",
+            "com.myCompany.My-App",
+            "42A08892-63DB-4FD5-991A-0EB213219AE0",
+        );
         assert_eq!(id, "547302015c7366daf048dfa58048d2ae37ae2bc8");
         assert_eq!(
             encode("com.myCompany.My-App", &id, "58P9JF46LX"),
@@ -110,7 +128,10 @@ mod tests {
     fn random_ids_are_40_hex() {
         let a = random_session_id();
         assert_eq!(a.len(), 40);
-        assert!(a.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(
+            a.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
         assert_ne!(a, random_session_id());
     }
 

@@ -17,7 +17,8 @@ use crate::config::ServerConfig;
 use crate::credentials::ApiKey;
 use crate::error::ApiError;
 use crate::layer::SessionLayer;
-use crate::routes::{browser, service};
+use crate::routes::mobile::MobileState;
+use crate::routes::{browser, mobile, service};
 
 /// Everything the routes share.
 #[derive(Clone, Debug)]
@@ -30,10 +31,12 @@ pub struct AppState {
     pub api_key: ApiKey,
     /// The users file of the built-in login (`None`: login disabled).
     pub users_file: Option<PathBuf>,
+    /// Mobile apps (`None`: `/mobileapp/` answers 404).
+    pub mobile: Option<MobileState>,
 }
 
 /// The router of `sessiond serve`: `/api` (browser, cookie sessions), `/service/v1`
-/// (API key), `/healthz`. Unknown routes and methods get JSON errors.
+/// (API key), `/mobileapp/` (4D mobile apps), `/healthz`. Unknown routes and methods get JSON errors.
 pub fn app(state: AppState) -> Router {
     let layer = SessionLayer::new(state.sessions.clone(), state.config.cookie.clone())
         .trust_proxy_headers(state.config.trust_proxy_headers);
@@ -43,6 +46,7 @@ pub fn app(state: AppState) -> Router {
             "/service/v1",
             service::router().layer(from_fn_with_state(state.clone(), service::require_api_key)),
         )
+        .merge(mobile::router())
         .route(
             "/healthz",
             get(|| async { axum::Json(json!({"status": "ok"})) }),

@@ -1,6 +1,7 @@
 //! The HTTP routes of `sessiond serve`, and what they share.
 
 pub mod browser;
+pub mod mobile;
 pub mod service;
 
 use axum::extract::rejection::PathRejection;

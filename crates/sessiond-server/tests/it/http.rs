@@ -1,7 +1,4 @@
-//! HTTP integration tests: real HTTP on loopback against `app()`, with a manual clock
-//! so that expiry never sleeps. Test names cite the spec §5 case they prove.
-
-#![allow(clippy::too_many_lines, reason = "scenario tests read top to bottom")]
+//! Browser and service API: cookie life cycle, expiry, OTP, login, errors, concurrency.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,7 +31,7 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
-fn sessions(clock: &ManualClock) -> Sessions {
+pub(crate) fn sessions(clock: &ManualClock) -> Sessions {
     let roles = Roles::parse(ROLES, "roles.json").unwrap();
     Sessions::new(
         Arc::new(MemoryStore::new()),
@@ -44,7 +41,7 @@ fn sessions(clock: &ManualClock) -> Sessions {
     )
 }
 
-async fn serve_router(router: Router) -> String {
+pub(crate) async fn serve_router(router: Router) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -76,6 +73,7 @@ impl Server {
             config: Arc::new(ServerConfig::new("TestApp").unwrap()),
             api_key: ApiKey::from_key(KEY),
             users_file: Some(users),
+            mobile: None,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

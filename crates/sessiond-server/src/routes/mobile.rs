@@ -1,0 +1,385 @@
+//! `/mobileapp/`: the protocol of 4D-generated iOS and Android apps (spec §1), on
+//! top of [`sessiond_mobile::MobileSessions`].
+//!
+//! Answers follow what both client SDKs parse: a login answer always has `id`,
+//! `statusText` (a string) and `success`; every "no usable session" case is HTTP 401
+//! (never 403); error bodies carry `statusText` and the `__ERRORS`/`__ERROR` arrays
+//! (plus sessiond's own `error`/`message`). Cookies are never used here (Android
+//! sends them back in a request header named `Set-Cookie`, which is ignored).
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::{Json, Router};
+use http::{HeaderName, HeaderValue, StatusCode, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use sessiond_mobile::{AuthAnswer, AuthHook, Authorized, MobileError, MobileSessions};
+
+use crate::app::AppState;
+
+/// The mobile side of the server.
+#[derive(Clone)]
+pub struct MobileState {
+    /// The sessions.
+    pub sessions: Arc<MobileSessions>,
+    /// The authentication hook.
+    pub hook: Arc<dyn AuthHook>,
+    /// Where authorized data requests are forwarded (`None`: answered 404).
+    pub upstream: Option<http::Uri>,
+    client: Client<HttpConnector, Body>,
+}
+
+impl std::fmt::Debug for MobileState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MobileState")
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MobileState {
+    /// The mobile side with its hook and optional upstream.
+    pub fn new(
+        sessions: Arc<MobileSessions>,
+        hook: Arc<dyn AuthHook>,
+        upstream: Option<http::Uri>,
+    ) -> Self {
+        Self {
+            sessions,
+            hook,
+            upstream,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+}
+
+/// Mobile error codes known to both clients (spec §1.4).
+const MALFORMED: u32 = 1901;
+const BAD_REQUEST: u32 = 1904;
+const UNAUTHORIZED: u32 = 1907;
+const SUCCESS_FALSE: u32 = 1912;
+
+/// An error answer both SDKs understand.
+pub fn mobile_error(status: StatusCode, err_code: u32, code: &str, text: &str) -> Response {
+    let errors = json!([{"message": text, "componentSignature": "mobi", "errCode": err_code}]);
+    let body = json!({
+        "success": false,
+        "statusText": text,
+        "__ERRORS": errors,
+        "__ERROR": errors,
+        "error": code,
+        "message": text,
+    });
+    (status, Json(body)).into_response()
+}
+
+fn unauthorized() -> Response {
+    mobile_error(
+        StatusCode::UNAUTHORIZED,
+        UNAUTHORIZED,
+        "unauthorized",
+        "Invalid or missing authentication token",
+    )
+}
+
+fn from_error(e: &MobileError) -> Response {
+    match e {
+        MobileError::BadRequest(m) => {
+            mobile_error(StatusCode::BAD_REQUEST, BAD_REQUEST, "bad_request", m)
+        }
+        MobileError::NotFound => unauthorized(),
+        MobileError::Io(_) | MobileError::Sessions(_) => {
+            tracing::error!(error = %e, "mobile session failure");
+            mobile_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                SUCCESS_FALSE,
+                "unavailable",
+                "The server cannot store sessions right now",
+            )
+        }
+    }
+}
+
+/// The `/mobileapp` routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/mobileapp", any(dispatch))
+        .route("/mobileapp/", any(dispatch))
+        .route("/mobileapp/{*rest}", any(dispatch))
+}
+
+fn bearer(req: &Request) -> Option<String> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
+    let Some(mobile) = state.mobile.clone() else {
+        return mobile_error(
+            StatusCode::NOT_FOUND,
+            BAD_REQUEST,
+            "not_found",
+            "mobile apps are not enabled on this server",
+        );
+    };
+    let path = req
+        .uri()
+        .path()
+        .trim_start_matches("/mobileapp")
+        .trim_start_matches('/')
+        .to_string();
+    let endpoint = percent_decode(&path);
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let method = req.method().clone();
+    match (method.as_str(), endpoint.as_str()) {
+        ("GET", "") => Json(json!({"ok": true})).into_response(),
+        ("POST", "$authenticate") => match json_body(req, state.config.max_body_bytes).await {
+            Ok(body) => match mobile
+                .sessions
+                .authenticate(&body, peer, mobile.hook.as_ref())
+                .await
+            {
+                Ok(answer) => auth_answer(answer),
+                Err(e) => from_error(&e),
+            },
+            Err(r) => r,
+        },
+        ("POST", "$verify") => {
+            let token = match json_body(req, state.config.max_body_bytes).await {
+                Ok(body) => body.get("token").and_then(Value::as_str).map(str::to_owned),
+                Err(r) => return r,
+            };
+            match authorize(&mobile, token).await {
+                Ok(who) => {
+                    let token = sessiond_mobile::token::encode(&who.app_id, &who.id, team_of(&who));
+                    auth_answer(AuthAnswer::Accepted {
+                        id: who.id,
+                        token,
+                        status_text: String::new(),
+                        user_info: who.user_info,
+                    })
+                }
+                Err(r) => r,
+            }
+        }
+        (_, "" | "$authenticate" | "$verify") => method_not_applicable(),
+        _ => {
+            let who = match authorize(&mobile, bearer(&req)).await {
+                Ok(w) => w,
+                Err(r) => return r,
+            };
+            match (method.as_str(), endpoint.as_str()) {
+                ("POST", "$logout") => match mobile.sessions.logout(&who).await {
+                    Ok(()) => Json(json!({"ok": true})).into_response(),
+                    Err(e) => from_error(&e),
+                },
+                ("POST", "$userInfo") => match json_body(req, state.config.max_body_bytes).await {
+                    Ok(body) => match mobile.sessions.set_user_info(&who, &body).await {
+                        Ok(()) => Json(json!({"ok": true, "success": true})).into_response(),
+                        Err(e) => from_error(&e),
+                    },
+                    Err(r) => r,
+                },
+                ("GET", "$licensecheck") => {
+                    Json(json!({"ok": true, "success": true})).into_response()
+                }
+                (_, "$logout" | "$userInfo" | "$licensecheck") => method_not_applicable(),
+                _ => forward(&mobile, &who, req).await,
+            }
+        }
+    }
+}
+
+fn team_of(who: &Authorized) -> &str {
+    who.folder
+        .strip_suffix(&who.app_id)
+        .and_then(|t| t.strip_suffix('.'))
+        .unwrap_or("")
+}
+
+fn method_not_applicable() -> Response {
+    mobile_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        1910,
+        "method_not_allowed",
+        "This method is not applicable to this request",
+    )
+}
+
+async fn authorize(mobile: &MobileState, token: Option<String>) -> Result<Authorized, Response> {
+    let Some(token) = token else {
+        return Err(unauthorized());
+    };
+    match mobile.sessions.authorize(&token).await {
+        Ok(Some(who)) => Ok(who),
+        Ok(None) => Err(unauthorized()),
+        Err(e) => Err(from_error(&e)),
+    }
+}
+
+async fn json_body(req: Request, limit: usize) -> Result<Value, Response> {
+    let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| {
+            mobile_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                BAD_REQUEST,
+                "body_too_large",
+                "The request body is too large",
+            )
+        })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        mobile_error(
+            StatusCode::BAD_REQUEST,
+            MALFORMED,
+            "invalid_json",
+            &format!("The request is mal formed: {e}"),
+        )
+    })
+}
+
+fn auth_answer(answer: AuthAnswer) -> Response {
+    match answer {
+        AuthAnswer::Accepted { id, token, status_text, user_info } => {
+            Json(json!({"id": id, "token": token, "statusText": status_text, "userInfo": user_info, "success": true})).into_response()
+        }
+        AuthAnswer::Pending { id, status_text } => Json(json!({"id": id, "statusText": status_text, "success": true})).into_response(),
+        AuthAnswer::Refused { status_text } => {
+            let text = if status_text.is_empty() { "You are not allowed to connect." } else { &status_text };
+            mobile_error(StatusCode::UNAUTHORIZED, SUCCESS_FALSE, "refused", text)
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Headers that carry the session identity to the upstream; clients may not set them.
+const IDENTITY_HEADERS: [&str; 6] = [
+    "x-session-id",
+    "x-session-mobile-id",
+    "x-session-app",
+    "x-session-email",
+    "x-session-userinfo",
+    "x-session-privileges",
+];
+
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+async fn forward(mobile: &MobileState, who: &Authorized, mut req: Request) -> Response {
+    let Some(upstream) = &mobile.upstream else {
+        return mobile_error(
+            StatusCode::NOT_FOUND,
+            BAD_REQUEST,
+            "not_found",
+            "No data service is configured for mobile apps",
+        );
+    };
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let mut parts = upstream.clone().into_parts();
+    parts.path_and_query = match format!(
+        "{}{}",
+        upstream.path().trim_end_matches('/'),
+        path_and_query
+    )
+    .parse()
+    {
+        Ok(p) => Some(p),
+        Err(_) => {
+            return mobile_error(
+                StatusCode::BAD_REQUEST,
+                1909,
+                "bad_request",
+                "The request URL is malformed",
+            );
+        }
+    };
+    let Ok(uri) = http::Uri::from_parts(parts) else {
+        return mobile_error(
+            StatusCode::BAD_REQUEST,
+            1909,
+            "bad_request",
+            "The request URL is malformed",
+        );
+    };
+    *req.uri_mut() = uri;
+    let headers = req.headers_mut();
+    for h in IDENTITY_HEADERS
+        .iter()
+        .chain(["authorization", "cookie", "set-cookie", "host"].iter())
+    {
+        headers.remove(*h);
+    }
+    for h in &HOP_BY_HOP {
+        headers.remove(h);
+    }
+    let record = &who.web.record;
+    let privileges = record.get_privileges().join(",");
+    let user_info = serde_json::to_string(&who.user_info).unwrap_or_default();
+    for (name, value) in [
+        ("x-session-id", record.id.to_string()),
+        ("x-session-mobile-id", who.id.clone()),
+        ("x-session-app", who.app_id.clone()),
+        ("x-session-email", who.email.clone()),
+        ("x-session-userinfo", user_info),
+        ("x-session-privileges", privileges),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    }
+    match mobile.client.request(req).await {
+        Ok(resp) => resp.map(Body::new).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "mobile upstream unreachable");
+            mobile_error(
+                StatusCode::BAD_GATEWAY,
+                SUCCESS_FALSE,
+                "upstream_unavailable",
+                "The data service is unavailable",
+            )
+        }
+    }
+}

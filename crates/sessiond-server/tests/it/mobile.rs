@@ -1,0 +1,605 @@
+//! `/mobileapp/` as the iOS and Android QMobile clients speak it: the test vectors
+//! of spec §6, file round trips with refresh, restart, and bad input.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::routing::any;
+use parking_lot::Mutex;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sessiond_core::{ManualClock, PrivilegeInput, Timestamp};
+use sessiond_mobile::{AuthHook, HookResult, IdMode, MobileConfig, MobileSessions};
+use sessiond_server::config::ServerConfig;
+use sessiond_server::credentials::ApiKey;
+use sessiond_server::routes::mobile::MobileState;
+use sessiond_server::{AppState, run};
+use sessiond_store::Sessions;
+use tokio::net::TcpListener;
+
+use crate::http::{serve_router, sessions};
+
+const IOS: &str = r#"{"email":"","send":"link","application":{"name":"Contact","id":"com.contactApp.Contact","version":"1"},"team":{"id":"UTT7VDX8W5"},"device":{"id":"0DC5132E-1EF4-407C-A832-5FE33D818AF3","description":"iPhone X","version":"11.3","os":"iOS","simulator":true},"language":{"id":"en_US","code":"en","region":"US"}}"#;
+const ANDROID: &str = r#"{"email":"a@b.com","password":"","application":{"id":"com.company.app","name":"App","version":"1.0"},"device":{"id":"9774d56d682e549c","simulator":false,"description":"SM-G950F","version":"28 (Android P)","os":"Android"},"language":{"id":"en_US","code":"en","region":"US"},"parameters":{}}"#;
+const IOS_TOKEN_4D: &str = "eyJhcHBOYW1lSUQiOiJjb20uY29udGFjdEFwcC5Db250YWN0IiwiaWQiOiI3MDIzZDkyMDUwNzQxOTlkMWMxNmZjMDBkMjQzNTRlNzc4MTM3Njc1IiwidGVhbUlEIjoiVVRUN1ZEWDhXNSJ9";
+const IOS_ID_4D: &str = "7023d9205074199d1c16fc00d24354e778137675";
+
+/// A hook whose answer the test sets, counting its calls.
+#[derive(Default)]
+struct TestHook {
+    answer: Mutex<HookResult>,
+    calls: AtomicUsize,
+    seen: Mutex<Option<Value>>,
+}
+
+#[async_trait]
+impl AuthHook for TestHook {
+    async fn authenticate(&self, info: &Value) -> HookResult {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        *self.seen.lock() = Some(info.clone());
+        self.answer.lock().clone()
+    }
+}
+
+struct Harness {
+    base: String,
+    root: PathBuf,
+    hook: Arc<TestHook>,
+    store: Arc<MobileSessions>,
+    sessions: Sessions,
+    http: reqwest::Client,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// An upstream that echoes what it received.
+async fn echo_upstream() -> http::Uri {
+    let app = Router::new().fallback(any(|req: axum::extract::Request| async move {
+        let headers: serde_json::Map<String, Value> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(v.to_str().unwrap_or(""))))
+            .collect();
+        axum::Json(json!({"method": req.method().as_str(), "uri": req.uri().to_string(), "headers": headers}))
+    }));
+    serve_router(app).await.parse().unwrap()
+}
+
+impl Harness {
+    async fn start(ids: IdMode, localhost_accept: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        Self::start_in(&path, ids, localhost_accept, Some(dir)).await
+    }
+
+    async fn start_in(
+        data: &Path,
+        ids: IdMode,
+        localhost_accept: bool,
+        keep: Option<tempfile::TempDir>,
+    ) -> Self {
+        let clock = ManualClock::new(Timestamp(1_800_000_000_000));
+        let sessions = sessions(&clock);
+        let root = data.join("MobileApps");
+        let mobile = Arc::new(MobileSessions::new(
+            MobileConfig {
+                root: root.clone(),
+                ids,
+                localhost_accept,
+            },
+            sessions.clone(),
+        ));
+        mobile.refresh().await.unwrap();
+        let hook = Arc::new(TestHook::default());
+        *hook.answer.lock() = HookResult::accept("Welcome");
+        let mut config = ServerConfig::new("TestApp").unwrap();
+        config.max_body_bytes = 64 * 1024;
+        let state = AppState {
+            sessions: sessions.clone(),
+            config: Arc::new(config),
+            api_key: ApiKey::from_key("k"),
+            users_file: None,
+            mobile: Some(MobileState::new(
+                mobile.clone(),
+                hook.clone(),
+                Some(echo_upstream().await),
+            )),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(run(listener, state, std::future::pending()));
+        Self {
+            base: format!("http://{addr}"),
+            root,
+            hook,
+            store: mobile,
+            sessions,
+            http: reqwest::Client::new(),
+            _dir: keep,
+        }
+    }
+
+    async fn post(&self, path: &str, body: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/mobileapp/{path}", self.base))
+            .header("X-QMobile", "1")
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .get(format!("{}/mobileapp/{path}", self.base))
+            .header("X-QMobile", "1");
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    fn file(&self, folder: &str, id: &str) -> PathBuf {
+        self.root.join(folder).join(id)
+    }
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn assert_mobile_error(v: &Value, err_code: u64) {
+    assert_eq!(v["success"], false);
+    assert!(v["statusText"].is_string());
+    assert_eq!(v["__ERRORS"][0]["errCode"], err_code, "{v}");
+    assert_eq!(v["__ERROR"][0]["errCode"], err_code, "{v}");
+    assert!(v["error"].is_string() && v["message"].is_string());
+}
+
+#[tokio::test]
+async fn vector_01_4d_ids_file_and_token_are_byte_compatible() {
+    let m = Harness::start(IdMode::FourD, false).await;
+    let (st, v) = m.post("$authenticate", IOS, None).await;
+    assert_eq!(st, 200);
+    assert_eq!(v["id"], IOS_ID_4D);
+    assert_eq!(v["token"], IOS_TOKEN_4D);
+    let file = read_json(&m.file("UTT7VDX8W5.com.contactApp.Contact", IOS_ID_4D));
+    assert_eq!(file["status"], "accepted");
+    assert_eq!(file["token"], IOS_TOKEN_4D);
+    assert_eq!(file["session"]["id"], IOS_ID_4D);
+    assert_eq!(file["session"]["ip"], "127.0.0.1");
+    assert_eq!(file["send"], "link");
+    assert_eq!(file["device"]["os"], "iOS");
+    assert_eq!(file["language"]["region"], "US");
+    let bytes = std::fs::read(m.file("UTT7VDX8W5.com.contactApp.Contact", IOS_ID_4D)).unwrap();
+    assert_eq!(bytes[0], b'{', "UTF-8 without BOM, first byte {{");
+}
+
+#[tokio::test]
+async fn vector_03_ios_login_accepted_then_data_is_forwarded_with_the_session_identity() {
+    let m = Harness::start(IdMode::Random, false).await;
+    let (st, v) = m.post("$authenticate", IOS, None).await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        (v["statusText"].as_str(), v["success"].as_bool()),
+        (Some("Welcome"), Some(true))
+    );
+    assert_eq!(v["userInfo"], json!({}));
+    let id = v["id"].as_str().unwrap();
+    assert_eq!(id.len(), 40, "random 160-bit id in 40 hex digits");
+    let token = v["token"].as_str().unwrap();
+    let fields = sessiond_mobile::token::decode(token).unwrap();
+    assert_eq!(
+        (
+            fields.app_id.as_str(),
+            fields.id.as_str(),
+            fields.team_id.as_str()
+        ),
+        ("com.contactApp.Contact", id, "UTT7VDX8W5")
+    );
+    let resp = m
+        .http
+        .get(format!("{}/mobileapp/Event(12)?$filter=x", m.base))
+        .bearer_auth(token)
+        .header("X-Session-Privileges", "WebAdmin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let echo: Value = resp.json().await.unwrap();
+    assert_eq!(echo["uri"], "/mobileapp/Event(12)?$filter=x");
+    assert_eq!(echo["headers"]["x-session-mobile-id"], id);
+    assert_eq!(echo["headers"]["x-session-app"], "com.contactApp.Contact");
+    assert_eq!(echo["headers"]["x-session-email"], "");
+    assert_eq!(
+        echo["headers"]["x-session-privileges"], "",
+        "a client cannot claim privileges"
+    );
+    assert!(
+        echo["headers"].get("authorization").is_none(),
+        "the token stays with sessiond"
+    );
+    let web_id = echo["headers"]["x-session-id"].as_str().unwrap();
+    assert_eq!(web_id.len(), 32, "the owned web Session's id");
+    // Vector 12: licence check.
+    let (st, v) = m.get("$licensecheck", Some(token)).await;
+    assert_eq!((st, v["ok"].as_bool()), (StatusCode::OK, Some(true)));
+    // A second login of the same user agent: same session, no second hook call.
+    let (_, again) = m.post("$authenticate", IOS, None).await;
+    assert_eq!(
+        (again["id"].as_str(), again["token"].as_str()),
+        (Some(id), Some(token))
+    );
+    assert_eq!(
+        m.hook.calls.load(Ordering::SeqCst),
+        1,
+        "the hook does not run for an accepted user agent"
+    );
+    let seen = m.hook.seen.lock().clone().unwrap();
+    assert_eq!(seen["session"]["id"], id);
+    assert_eq!(seen["device"]["description"], "iPhone X");
+}
+
+#[tokio::test]
+async fn vector_04_android_login_without_team_and_send() {
+    let m = Harness::start(IdMode::Random, false).await;
+    let resp = m
+        .http
+        .post(format!("{}/mobileapp/$authenticate", m.base))
+        .header("X-QMobile", "1")
+        .header("Set-Cookie", "4DSID_TestApp=whatever; Path=/")
+        .header("content-type", "application/json")
+        .body(ANDROID)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["success"], true);
+    assert!(v["token"].as_str().is_some_and(|t| !t.is_empty()));
+    let file = read_json(&m.file("com.company.app", v["id"].as_str().unwrap()));
+    assert_eq!(file["email"], "a@b.com");
+    assert!(file.get("send").is_none() && file.get("team").is_none());
+    assert!(file.get("password").is_none(), "a password is never stored");
+    assert_eq!(
+        sessiond_mobile::token::decode(v["token"].as_str().unwrap())
+            .unwrap()
+            .team_id,
+        ""
+    );
+}
+
+#[tokio::test]
+async fn vector_05_and_06_pending_login_has_id_and_status_text_but_no_token() {
+    let m = Harness::start(IdMode::Random, false).await;
+    *m.hook.answer.lock() = HookResult::verify("Check your mail");
+    let (st, v) = m.post("$authenticate", IOS, None).await;
+    assert_eq!(st, 200);
+    assert_eq!(v["statusText"], "Check your mail");
+    assert_eq!(v["success"], true);
+    assert!(v.get("token").is_none());
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        read_json(&m.file("UTT7VDX8W5.com.contactApp.Contact", &id))["status"],
+        "pending"
+    );
+    // The pending device's data requests (no token) get 401.
+    let (st, _) = m.get("Event", None).await;
+    assert_eq!(st, 401);
+    // Logging in again re-runs the hook for a pending user agent; now accepted.
+    *m.hook.answer.lock() = HookResult::accept("");
+    let (_, v) = m.post("$authenticate", IOS, None).await;
+    assert_eq!(v["id"], id);
+    assert_eq!(v["statusText"], "", "statusText is always a string");
+    assert!(v["token"].is_string());
+    assert_eq!(m.hook.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn vector_07_and_08_no_usable_session_is_401_never_403() {
+    let m = Harness::start(IdMode::Random, false).await;
+    let (st, v) = m.get("Event(12)", None).await;
+    assert_eq!(st, 401);
+    assert_mobile_error(&v, 1907);
+    let (st, _) = m.get("Event(12)", Some("not-a-token")).await;
+    assert_eq!(st, 401);
+    // A forged token for an unknown session.
+    let forged = sessiond_mobile::token::encode("com.contactApp.Contact", IOS_ID_4D, "UTT7VDX8W5");
+    assert_eq!(m.get("Event", Some(&forged)).await.0, 401);
+    // Status flips through the file + refresh: 200 → 401 → 200; delete → 401.
+    let (_, v) = m.post("$authenticate", IOS, None).await;
+    let (id, token) = (
+        v["id"].as_str().unwrap().to_string(),
+        v["token"].as_str().unwrap().to_string(),
+    );
+    let path = m.file("UTT7VDX8W5.com.contactApp.Contact", &id);
+    assert_eq!(m.get("Event", Some(&token)).await.0, 200);
+    let mut file = read_json(&path);
+    file["status"] = "pending".into();
+    std::fs::write(&path, file.to_string()).unwrap();
+    assert_eq!(
+        m.get("Event", Some(&token)).await.0,
+        200,
+        "edits on disk wait for a refresh"
+    );
+    let report = m.store.refresh().await.unwrap();
+    assert_eq!(report.updated, 1);
+    assert_eq!(m.get("Event", Some(&token)).await.0, 401);
+    file["status"] = "accepted".into();
+    std::fs::write(&path, file.to_string()).unwrap();
+    m.store.refresh().await.unwrap();
+    assert_eq!(m.get("Event", Some(&token)).await.0, 200);
+    std::fs::remove_file(&path).unwrap();
+    let report = m.store.refresh().await.unwrap();
+    assert_eq!(report.evicted, 1);
+    assert_eq!(m.get("Event", Some(&token)).await.0, 401);
+}
+
+#[tokio::test]
+async fn vector_09_refusal_is_401_with_status_text_and_error_arrays_and_writes_nothing() {
+    let m = Harness::start(IdMode::Random, false).await;
+    *m.hook.answer.lock() = HookResult::deny("Not allowed");
+    let (st, v) = m.post("$authenticate", IOS, None).await;
+    assert_eq!(st, 401);
+    assert_eq!(v["statusText"], "Not allowed");
+    assert_eq!(v["__ERRORS"][0]["message"], "Not allowed");
+    assert_mobile_error(&v, 1912);
+    assert!(!m.root.join("UTT7VDX8W5.com.contactApp.Contact").exists());
+}
+
+#[tokio::test]
+async fn vector_10_user_info_stores_the_push_token() {
+    let m = Harness::start(IdMode::Random, false).await;
+    let (_, v) = m.post("$authenticate", ANDROID, None).await;
+    let token = v["token"].as_str().unwrap();
+    let (st, r) = m
+        .post(
+            "$userInfo",
+            r#"{"device":{"token":"abcd1234"}}"#,
+            Some(token),
+        )
+        .await;
+    assert_eq!((st, r["ok"].as_bool()), (StatusCode::OK, Some(true)));
+    let file = read_json(&m.file("com.company.app", v["id"].as_str().unwrap()));
+    assert_eq!(file["device"]["token"], "abcd1234");
+    let (st, r) = m
+        .post("$userInfo", r#"{"device":{"token":"x"}}"#, None)
+        .await;
+    assert_eq!(st, 401);
+    assert_mobile_error(&r, 1907);
+    let (st, _) = m
+        .post("$userInfo", r#"{"device":{"token":5}}"#, Some(token))
+        .await;
+    assert_eq!(st, 400);
+    // Logging in again keeps the push token.
+    m.post(
+        "$authenticate",
+        &ANDROID.replace("a@b.com", "other@b.com"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        read_json(&m.file("com.company.app", v["id"].as_str().unwrap()))["device"]["token"],
+        "abcd1234"
+    );
+}
+
+#[tokio::test]
+async fn vector_11_logout_removes_memory_and_file() {
+    let m = Harness::start(IdMode::Random, false).await;
+    let (_, v) = m.post("$authenticate", IOS, None).await;
+    let token = v["token"].as_str().unwrap();
+    let (st, r) = m.post("$logout", "", Some(token)).await;
+    assert_eq!((st, r["ok"].as_bool()), (StatusCode::OK, Some(true)));
+    assert!(
+        !m.file(
+            "UTT7VDX8W5.com.contactApp.Contact",
+            v["id"].as_str().unwrap()
+        )
+        .exists()
+    );
+    assert_eq!(m.get("Event", Some(token)).await.0, 401);
+    assert_eq!(m.post("$logout", "", Some(token)).await.0, 401);
+}
+
+#[tokio::test]
+async fn vector_13_and_round_trip_a_4d_file_placed_by_hand_is_served_after_refresh() {
+    let m = Harness::start(IdMode::Random, false).await;
+    let dir = m.root.join("UTT7VDX8W5.com.contactApp.Contact");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = format!(
+        r#"{{"application":{{"id":"com.contactApp.Contact","name":"Contact","version":"1.0.0"}},
+ "team":{{"id":"UTT7VDX8W5"}}, "language":{{"id":"en_US","code":"en","region":"US"}}, "email":"",
+ "device":{{"description":"iPhone X","version":"11.3","id":"0DC5132E-1EF4-407C-A832-5FE33D818AF3","simulator":true}},
+ "send":"link", "session":{{"id":"{IOS_ID_4D}","ip":"::ffff:192.168.5.4"}}, "status":"accepted", "token":"{IOS_TOKEN_4D}"}}"#
+    );
+    std::fs::write(dir.join(IOS_ID_4D), file).unwrap();
+    std::fs::write(
+        dir.join("manifest.json"),
+        r#"{"application":{"id":"com.contactApp.Contact"}}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("AuthKey_X.p8"), "key").unwrap();
+    std::fs::write(dir.join("test_session"), "{}").unwrap();
+    assert_eq!(
+        m.get("Event", Some(IOS_TOKEN_4D)).await.0,
+        401,
+        "not before a refresh"
+    );
+    let report = m.store.refresh().await.unwrap();
+    assert_eq!((report.loaded, report.errors.len()), (1, 0), "{report:?}");
+    assert_eq!(m.get("Event", Some(IOS_TOKEN_4D)).await.0, 200);
+    // The same device logging in finds its session (found by user agent, not recomputed).
+    let (_, v) = m.post("$authenticate", IOS, None).await;
+    assert_eq!(v["token"], IOS_TOKEN_4D);
+}
+
+#[tokio::test]
+async fn refresh_reports_mobi_errors_1_to_4_and_evicts_invalid_files() {
+    let m = Harness::start(IdMode::Random, false).await;
+    let (_, v) = m.post("$authenticate", IOS, None).await;
+    let (id, token) = (
+        v["id"].as_str().unwrap().to_string(),
+        v["token"].as_str().unwrap().to_string(),
+    );
+    let dir = m.root.join("UTT7VDX8W5.com.contactApp.Contact");
+    let good = read_json(&dir.join(&id));
+    std::fs::create_dir_all(m.root.join("com.elsewhere")).unwrap();
+    std::fs::write(m.root.join("com.elsewhere").join(&id), good.to_string()).unwrap(); // mobi 1
+    std::fs::write(dir.join("abc1"), "{not json").unwrap(); // mobi 2
+    std::fs::write(dir.join("abc2"), r#"{"application":{"id":"x"}}"#).unwrap(); // mobi 3
+    let mut bad_token = good.clone();
+    bad_token["team"]["id"] = "OTHERTEAM".into();
+    std::fs::write(dir.join(&id), bad_token.to_string()).unwrap(); // mobi 4, evicts the session
+    let report = m.store.refresh().await.unwrap();
+    let mut codes: Vec<u8> = report.errors.iter().map(|e| e.code).collect();
+    codes.sort_unstable();
+    assert_eq!(codes, [1, 2, 3, 4], "{report:?}");
+    assert_eq!(report.evicted, 1);
+    assert_eq!(m.get("Event", Some(&token)).await.0, 401);
+}
+
+#[tokio::test]
+async fn restart_keeps_sessions_with_their_web_session_id_and_privileges() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (token, web_id) = {
+        let m = Harness::start_in(&path, IdMode::Random, false, None).await;
+        let mut answer = HookResult::accept("");
+        answer.privileges = Some(PrivilegeInput {
+            privileges: vec!["a".into()],
+            user_name: Some("ann".into()),
+            ..PrivilegeInput::default()
+        });
+        *m.hook.answer.lock() = answer;
+        let (_, v) = m.post("$authenticate", IOS, None).await;
+        let token = v["token"].as_str().unwrap().to_string();
+        let (_, echo) = m.get("Event", Some(&token)).await;
+        assert_eq!(echo["headers"]["x-session-privileges"], "a");
+        (
+            token,
+            echo["headers"]["x-session-id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )
+    };
+    // A new process: new memory, same folder.
+    let clock = ManualClock::new(Timestamp(1_900_000_000_000));
+    let sessions = sessions(&clock);
+    let mobile = MobileSessions::new(
+        MobileConfig {
+            root: path.join("MobileApps"),
+            ids: IdMode::Random,
+            localhost_accept: false,
+        },
+        sessions.clone(),
+    );
+    assert_eq!(mobile.refresh().await.unwrap().loaded, 1);
+    let who = mobile
+        .authorize(&token)
+        .await
+        .unwrap()
+        .expect("still valid after a restart");
+    assert_eq!(who.web.record.id.to_string(), web_id);
+    assert_eq!(who.web.record.get_privileges(), ["a"]);
+    assert_eq!(&*who.web.record.user_name, "ann");
+}
+
+#[tokio::test]
+async fn localhost_auto_accept_is_off_by_default_and_uses_the_real_peer() {
+    let m = Harness::start(IdMode::Random, false).await;
+    *m.hook.answer.lock() = HookResult::deny("no");
+    assert_eq!(m.post("$authenticate", IOS, None).await.0, 401);
+    let on = Harness::start(IdMode::Random, true).await;
+    *on.hook.answer.lock() = HookResult::deny("no");
+    let resp = on
+        .http
+        .post(format!("{}/mobileapp/$authenticate", on.base))
+        .header("X-Forwarded-For", "203.0.113.9")
+        .header("content-type", "application/json")
+        .body(IOS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "the socket peer is 127.0.0.1, whatever the headers say"
+    );
+    assert_eq!(on.hook.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn bad_input_gets_400_or_413_and_writes_nothing() {
+    let m = Harness::start(IdMode::Random, false).await;
+    let ios: Value = serde_json::from_str(IOS).unwrap();
+    let with = |path: &[&str], v: Value| {
+        let mut b = ios.clone();
+        let mut cur = &mut b;
+        for p in &path[..path.len() - 1] {
+            cur = &mut cur[*p];
+        }
+        cur[path[path.len() - 1]] = v;
+        b.to_string()
+    };
+    let long = "x".repeat(256);
+    let cases = [
+        "{not json".to_string(),
+        "[1,2]".to_string(),
+        with(&["application", "id"], Value::Null),
+        with(&["device", "id"], Value::Null),
+        with(&["device", "id"], json!(42)),
+        with(&["application"], json!("com.x")),
+        with(&["email"], json!(["a"])),
+        with(&["team", "id"], json!("../../etc")),
+        with(&["team", "id"], json!("a/b")),
+        with(&["application", "id"], json!("a\\b")),
+        with(&["application", "id"], json!("a\u{0}b")),
+        with(&["application", "id"], json!("a\nb")),
+        with(&["application", "id"], json!(long)),
+        with(&["team", "id"], json!("..")),
+    ];
+    for body in &cases {
+        let (st, v) = m.post("$authenticate", body, None).await;
+        assert_eq!(st, 400, "{body}: {v}");
+        assert!(v["statusText"].as_str().is_some_and(|t| !t.is_empty()));
+        assert!(v["__ERRORS"][0]["errCode"].as_u64().is_some());
+    }
+    assert!(
+        !m.root.exists() || std::fs::read_dir(&m.root).unwrap().next().is_none(),
+        "no file written"
+    );
+    let big = format!(r#"{{"email":"{}"}}"#, "a".repeat(70 * 1024));
+    let (st, v) = m.post("$authenticate", &big, None).await;
+    assert_eq!(st, 413);
+    assert_eq!(v["error"], "body_too_large");
+    let resp = m
+        .http
+        .get(format!("{}/mobileapp/$authenticate", m.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    let (st, v) = m.get("", None).await;
+    assert_eq!(
+        (st, v["ok"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "status endpoint"
+    );
+    assert!(
+        m.sessions
+            .activity(&sessiond_store::ActivityFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
