@@ -16,7 +16,7 @@ use anyhow::Context;
 use clap::Parser;
 use sessiond_core::{Roles, SystemClock};
 use sessiond_mobile::{MobileConfig, MobileSessions};
-use sessiond_server::credentials::Credentials;
+use sessiond_server::credentials::{AdminAuth, Credentials};
 use sessiond_server::routes::mobile::MobileState;
 use sessiond_server::users::Users;
 use sessiond_server::{AppState, run};
@@ -132,6 +132,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         config: Arc::new(config.server),
         api_key: key,
         users_file: Some(config.data.join("users.json")),
+        admin: Arc::new(AdminAuth::new(&config.data)),
         mobile: Some(mobile_state),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

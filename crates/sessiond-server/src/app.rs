@@ -14,11 +14,11 @@ use sessiond_store::Sessions;
 use tokio::net::TcpListener;
 
 use crate::config::ServerConfig;
-use crate::credentials::ApiKey;
+use crate::credentials::{AdminAuth, ApiKey};
 use crate::error::ApiError;
 use crate::layer::SessionLayer;
 use crate::routes::mobile::MobileState;
-use crate::routes::{browser, mobile, service};
+use crate::routes::{admin, browser, mobile, service};
 
 /// Everything the routes share.
 #[derive(Clone, Debug)]
@@ -31,6 +31,8 @@ pub struct AppState {
     pub api_key: ApiKey,
     /// The users file of the built-in login (`None`: login disabled).
     pub users_file: Option<PathBuf>,
+    /// The admin credential check.
+    pub admin: Arc<AdminAuth>,
     /// Mobile apps (`None`: `/mobileapp/` answers 404).
     pub mobile: Option<MobileState>,
 }
@@ -45,6 +47,10 @@ pub fn app(state: AppState) -> Router {
         .nest(
             "/service/v1",
             service::router().layer(from_fn_with_state(state.clone(), service::require_api_key)),
+        )
+        .nest(
+            "/admin/api",
+            admin::router().layer(from_fn_with_state(state.clone(), admin::require_admin)),
         )
         .merge(mobile::router())
         .route(

@@ -180,6 +180,54 @@ impl Credentials {
     }
 }
 
+/// Checks the admin credential presented as `Authorization: Bearer <password>`.
+///
+/// The hash is re-read from `credentials.json` on every check (a small file), so
+/// `sessiond admin password` takes effect at once; a password already verified
+/// against the current hash is remembered by its SHA-256, so argon2 runs once, not on
+/// every call.
+#[derive(Debug)]
+pub struct AdminAuth {
+    data_dir: std::path::PathBuf,
+    verified: parking_lot::Mutex<Option<(String, [u8; 32])>>,
+}
+
+impl AdminAuth {
+    /// Checks against `<data_dir>/credentials.json`.
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            verified: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Whether `presented` is the admin password (CPU-heavy on a cache miss).
+    pub async fn verify(&self, presented: &str) -> bool {
+        let path = self.data_dir.join(FILE);
+        let Ok(Ok(text)) = tokio::task::spawn_blocking(move || std::fs::read_to_string(path)).await
+        else {
+            return false;
+        };
+        let Ok(creds) = serde_json::from_str::<Credentials>(&text) else {
+            return false;
+        };
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        if let Some((phc, known)) = self.verified.lock().as_ref() {
+            if *phc == creds.admin_password && bool::from(known.ct_eq(&digest)) {
+                return true;
+            }
+        }
+        let (pw, phc) = (presented.to_string(), creds.admin_password.clone());
+        let ok = tokio::task::spawn_blocking(move || crate::users::verify_password(&pw, &phc))
+            .await
+            .unwrap_or(false);
+        if ok {
+            *self.verified.lock() = Some((creds.admin_password, digest));
+        }
+        ok
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! The HTTP routes of `sessiond serve`, and what they share.
 
+pub mod admin;
 pub mod browser;
 pub mod mobile;
 pub mod service;

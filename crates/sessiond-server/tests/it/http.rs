@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sessiond_core::{ManualClock, PrivilegeInput, Roles, SessionPolicy, Timestamp};
 use sessiond_server::config::ServerConfig;
-use sessiond_server::credentials::ApiKey;
+use sessiond_server::credentials::{AdminAuth, ApiKey};
 use sessiond_server::users::Users;
 use sessiond_server::{AppState, CookieConfig, Session, SessionLayer, run};
 use sessiond_store::{MemoryStore, Sessions};
@@ -73,6 +73,7 @@ impl Server {
             config: Arc::new(ServerConfig::new("TestApp").unwrap()),
             api_key: ApiKey::from_key(KEY),
             users_file: Some(users),
+            admin: Arc::new(AdminAuth::new(dir.path())),
             mobile: None,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

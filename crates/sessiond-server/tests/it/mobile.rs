@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use sessiond_core::{ManualClock, PrivilegeInput, Timestamp};
 use sessiond_mobile::{AuthHook, HookResult, IdMode, MobileConfig, MobileSessions};
 use sessiond_server::config::ServerConfig;
-use sessiond_server::credentials::ApiKey;
+use sessiond_server::credentials::{AdminAuth, ApiKey, Credentials};
 use sessiond_server::routes::mobile::MobileState;
 use sessiond_server::{AppState, run};
 use sessiond_store::Sessions;
@@ -25,6 +25,7 @@ use crate::http::{serve_router, sessions};
 const IOS: &str = r#"{"email":"","send":"link","application":{"name":"Contact","id":"com.contactApp.Contact","version":"1"},"team":{"id":"UTT7VDX8W5"},"device":{"id":"0DC5132E-1EF4-407C-A832-5FE33D818AF3","description":"iPhone X","version":"11.3","os":"iOS","simulator":true},"language":{"id":"en_US","code":"en","region":"US"}}"#;
 const ANDROID: &str = r#"{"email":"a@b.com","password":"","application":{"id":"com.company.app","name":"App","version":"1.0"},"device":{"id":"9774d56d682e549c","simulator":false,"description":"SM-G950F","version":"28 (Android P)","os":"Android"},"language":{"id":"en_US","code":"en","region":"US"},"parameters":{}}"#;
 const IOS_TOKEN_4D: &str = "eyJhcHBOYW1lSUQiOiJjb20uY29udGFjdEFwcC5Db250YWN0IiwiaWQiOiI3MDIzZDkyMDUwNzQxOTlkMWMxNmZjMDBkMjQzNTRlNzc4MTM3Njc1IiwidGVhbUlEIjoiVVRUN1ZEWDhXNSJ9";
+const ADMIN: &str = "admin-password";
 const IOS_ID_4D: &str = "7023d9205074199d1c16fc00d24354e778137675";
 
 /// A hook whose answer the test sets, counting its calls.
@@ -83,6 +84,7 @@ impl Harness {
         let clock = ManualClock::new(Timestamp(1_800_000_000_000));
         let sessions = sessions(&clock);
         let root = data.join("MobileApps");
+        Credentials::ensure(data, Some("k"), Some(ADMIN)).unwrap();
         let mobile = Arc::new(MobileSessions::new(
             MobileConfig {
                 root: root.clone(),
@@ -101,6 +103,7 @@ impl Harness {
             config: Arc::new(config),
             api_key: ApiKey::from_key("k"),
             users_file: None,
+            admin: Arc::new(AdminAuth::new(data)),
             mobile: Some(MobileState::new(
                 mobile.clone(),
                 hook.clone(),
@@ -602,4 +605,161 @@ async fn bad_input_gets_400_or_413_and_writes_nothing() {
             .unwrap()
             .is_empty()
     );
+}
+
+impl Harness {
+    async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}/admin/api/mobile{path}", self.base))
+            .bearer_auth(ADMIN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test]
+async fn admin_api_status_flip_push_and_delete_follow_the_data_answers() {
+    use reqwest::Method;
+    let m = Harness::start(IdMode::Random, false).await;
+    let (_, v) = m.post("$authenticate", IOS, None).await;
+    let (id, token) = (
+        v["id"].as_str().unwrap().to_string(),
+        v["token"].as_str().unwrap().to_string(),
+    );
+    m.post("$authenticate", ANDROID, None).await;
+    let (st, apps) = m.admin(Method::GET, "/apps", None).await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        apps["apps"][0]["folder"],
+        "UTT7VDX8W5.com.contactApp.Contact"
+    );
+    assert_eq!(
+        apps["apps"][0]["label"],
+        "Contact (UTT7VDX8W5.com.contactApp.Contact)"
+    );
+    assert_eq!(apps["apps"][1]["label"], "App (com.company.app)");
+    let folder = "UTT7VDX8W5.com.contactApp.Contact";
+    let (_, list) = m
+        .admin(Method::GET, &format!("/apps/{folder}/sessions"), None)
+        .await;
+    let row = &list["sessions"][0];
+    assert_eq!(
+        (
+            row["id"].as_str(),
+            row["status"].as_str(),
+            row["device"].as_str(),
+            row["os"].as_str()
+        ),
+        (
+            Some(&*id),
+            Some("accepted"),
+            Some("iPhone X"),
+            Some("iOS 11.3")
+        )
+    );
+    assert_eq!(row["ip"], "127.0.0.1");
+    assert!(row["file"].as_str().unwrap().ends_with(&id));
+    // Hold: the file says pending at once; memory after Push.
+    assert_eq!(m.get("Event", Some(&token)).await.0, 200);
+    let (st, r) = m
+        .admin(
+            Method::PUT,
+            &format!("/apps/{folder}/sessions/{id}/status"),
+            Some(json!({"status": "pending"})),
+        )
+        .await;
+    assert_eq!(
+        (st, r["pushNeeded"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    assert_eq!(read_json(&m.file(folder, &id))["status"], "pending");
+    assert_eq!(m.get("Event", Some(&token)).await.0, 200, "not before Push");
+    let (st, report) = m.admin(Method::POST, "/push", None).await;
+    assert_eq!((st, report["updated"].as_u64()), (StatusCode::OK, Some(1)));
+    assert_eq!(m.get("Event", Some(&token)).await.0, 401);
+    // Accept with apply=true: pushed at once.
+    let (_, r) = m
+        .admin(
+            Method::PUT,
+            &format!("/apps/{folder}/sessions/{id}/status?apply=true"),
+            Some(json!({"status": "accepted"})),
+        )
+        .await;
+    assert_eq!(r["pushNeeded"], false);
+    assert_eq!(m.get("Event", Some(&token)).await.0, 200);
+    // Edit e-mail, show the file.
+    m.admin(
+        Method::PUT,
+        &format!("/apps/{folder}/sessions/{id}/email"),
+        Some(json!({"email": "ann@example.com"})),
+    )
+    .await;
+    let (_, shown) = m
+        .admin(Method::GET, &format!("/apps/{folder}/sessions/{id}"), None)
+        .await;
+    assert_eq!(shown["json"]["email"], "ann@example.com");
+    assert!(shown["path"].as_str().unwrap().ends_with(&id));
+    // Delete + Push → 401.
+    let (st, _) = m
+        .admin(
+            Method::DELETE,
+            &format!("/apps/{folder}/sessions/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(m.get("Event", Some(&token)).await.0, 200, "not before Push");
+    m.admin(Method::POST, "/push", None).await;
+    assert_eq!(m.get("Event", Some(&token)).await.0, 401);
+    // Bad input and authentication.
+    let (st, _) = m
+        .admin(
+            Method::DELETE,
+            &format!("/apps/{folder}/sessions/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(st, 404);
+    let (st, _) = m.admin(Method::GET, "/apps/..%2Fetc/sessions", None).await;
+    assert_eq!(st, 400);
+    let (st, _) = m
+        .admin(
+            Method::GET,
+            &format!("/apps/{folder}/sessions/not-hex"),
+            None,
+        )
+        .await;
+    assert_eq!(st, 400);
+    let (st, v) = m
+        .admin(
+            Method::PUT,
+            &format!("/apps/{folder}/sessions/abc/status"),
+            Some(json!({"status": "maybe"})),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    let resp = m
+        .http
+        .get(format!("{}/admin/api/mobile/apps", m.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = m
+        .http
+        .get(format!("{}/admin/api/mobile/apps", m.base))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
 }

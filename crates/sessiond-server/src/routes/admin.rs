@@ -1,0 +1,186 @@
+//! The admin API under `/admin/api` (what the console and `sessiond mobile …` use):
+//! the Mobile Session Management component's operations. Every route requires the
+//! admin credential (`Authorization: Bearer <admin password>`).
+//!
+//! As in 4D, edits change the files and the sessions in memory follow at the next
+//! Push (`POST /admin/api/mobile/push`); add `?apply=true` to an edit to push at once.
+
+use axum::extract::{Query, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use http::{StatusCode, header};
+use serde_json::{Value, json};
+use sessiond_mobile::{MobileError, MobileSessions, Status};
+
+use super::{ApiJson, ApiPath};
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// The admin routes (authentication is applied by [`require_admin`]).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/mobile/apps", get(apps))
+        .route("/mobile/apps/{folder}/sessions", get(sessions))
+        .route(
+            "/mobile/apps/{folder}/sessions/{id}",
+            get(show).delete(delete),
+        )
+        .route(
+            "/mobile/apps/{folder}/sessions/{id}/status",
+            put(set_status),
+        )
+        .route("/mobile/apps/{folder}/sessions/{id}/email", put(set_email))
+        .route("/mobile/push", post(push))
+}
+
+/// Middleware: the admin credential as a Bearer token.
+pub async fn require_admin(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(p) if state.admin.verify(p.trim()).await => Ok(next.run(req).await),
+        _ => Err(ApiError::unauthorized(
+            "the admin credential is required: Authorization: Bearer <admin password>",
+        )),
+    }
+}
+
+impl From<MobileError> for ApiError {
+    fn from(e: MobileError) -> Self {
+        match e {
+            MobileError::BadRequest(m) => ApiError::bad_request(m),
+            MobileError::NotFound => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "mobile_session_not_found",
+                "no such mobile session file",
+            ),
+            MobileError::Io(e) => {
+                tracing::error!(error = %e, "mobile session files");
+                ApiError::internal("the mobile session files cannot be read or written")
+            }
+            MobileError::Sessions(e) => e.into(),
+        }
+    }
+}
+
+fn mobile(state: &AppState) -> Result<&MobileSessions, ApiError> {
+    state.mobile.as_ref().map(|m| &*m.sessions).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "mobile_disabled",
+            "mobile apps are not enabled",
+        )
+    })
+}
+
+async fn apps(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({"apps": mobile(&state)?.list_apps().await?})))
+}
+
+async fn sessions(
+    State(state): State<AppState>,
+    ApiPath(folder): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        json!({"sessions": mobile(&state)?.list_sessions(&folder).await?}),
+    ))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    ApiPath((folder, id)): ApiPath<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (path, file) = mobile(&state)?.read_file(&folder, &id).await?;
+    Ok(Json(
+        json!({"path": path.display().to_string(), "json": file.json}),
+    ))
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Apply {
+    #[serde(default)]
+    apply: bool,
+}
+
+/// After an edit: push at once when asked, else say that a Push is needed.
+async fn finish(m: &MobileSessions, apply: bool, mut body: Value) -> Result<Json<Value>, ApiError> {
+    if apply {
+        body["push"] = serde_json::to_value(m.refresh().await?).expect("serializable");
+        body["pushNeeded"] = false.into();
+    } else {
+        body["pushNeeded"] = true.into();
+    }
+    Ok(Json(body))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusBody {
+    status: Status,
+}
+
+async fn set_status(
+    State(state): State<AppState>,
+    ApiPath((folder, id)): ApiPath<(String, String)>,
+    Query(q): Query<Apply>,
+    ApiJson(body): ApiJson<StatusBody>,
+) -> Result<Json<Value>, ApiError> {
+    let m = mobile(&state)?;
+    let file = m
+        .edit_file(&folder, &id, |f| f.set_status(body.status))
+        .await?;
+    tracing::info!(app = %folder, session = %id, status = file.status.as_str(), "admin: mobile session status changed");
+    finish(m, q.apply, json!({"json": file.json})).await
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmailBody {
+    email: String,
+}
+
+async fn set_email(
+    State(state): State<AppState>,
+    ApiPath((folder, id)): ApiPath<(String, String)>,
+    Query(q): Query<Apply>,
+    ApiJson(body): ApiJson<EmailBody>,
+) -> Result<Json<Value>, ApiError> {
+    if body.email.len() > 320 || body.email.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "email must be at most 320 printable characters",
+        ));
+    }
+    let m = mobile(&state)?;
+    let file = m
+        .edit_file(&folder, &id, |f| f.set_email(&body.email))
+        .await?;
+    tracing::info!(app = %folder, session = %id, "admin: mobile session e-mail changed");
+    finish(m, q.apply, json!({"json": file.json})).await
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    ApiPath((folder, id)): ApiPath<(String, String)>,
+    Query(q): Query<Apply>,
+) -> Result<Json<Value>, ApiError> {
+    let m = mobile(&state)?;
+    m.delete_file(&folder, &id).await?;
+    tracing::info!(app = %folder, session = %id, "admin: mobile session deleted");
+    finish(m, q.apply, json!({"deleted": true})).await
+}
+
+async fn push(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let report = mobile(&state)?.refresh().await?;
+    tracing::info!("admin: push");
+    Ok(Json(serde_json::to_value(report).expect("serializable")))
+}
