@@ -25,6 +25,56 @@ pub enum Command {
     /// Manage the admin credential.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Manage mobile-app sessions on a running server (the Mobile Session
+    /// Management component). Uses the admin credential from SESSIOND_ADMIN_PASSWORD
+    /// or, when unset, the first line of standard input.
+    Mobile {
+        /// The server's address.
+        #[arg(long, env = "SESSIOND_SERVER", default_value = "http://127.0.0.1:8044")]
+        server: String,
+        /// What to do.
+        #[command(subcommand)]
+        command: MobileCommand,
+    },
+}
+
+/// `sessiond mobile ...`.
+#[derive(Debug, Subcommand)]
+pub enum MobileCommand {
+    /// List the apps (folders) with their session and pending counts.
+    Apps,
+    /// List the sessions of an app folder.
+    Sessions {
+        /// The app folder (`TEAMID.bundle.id` or `bundle.id`).
+        folder: String,
+    },
+    /// Accept a session (writes its file; `--push` applies it at once).
+    Accept(SessionRef),
+    /// Put a session on hold (pending).
+    Pend(SessionRef),
+    /// Delete a session file.
+    Delete(SessionRef),
+    /// Show a session file (its path and JSON).
+    Show {
+        /// The app folder.
+        folder: String,
+        /// The session id.
+        id: String,
+    },
+    /// Reload every session file into the running server (4D's Push).
+    Push,
+}
+
+/// A session to change.
+#[derive(Debug, Args)]
+pub struct SessionRef {
+    /// The app folder.
+    pub folder: String,
+    /// The session id.
+    pub id: String,
+    /// Push at once (otherwise run `sessiond mobile push`).
+    #[arg(long)]
+    pub push: bool,
 }
 
 /// `sessiond serve`.

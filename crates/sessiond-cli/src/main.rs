@@ -5,9 +5,11 @@
 //! |---|---|
 //! | `cli` | the clap command line |
 //! | `config` | flags + environment + `sessiond.toml` → [`config::Config`] |
+//! | `mobile` | `sessiond mobile …` over the admin API |
 
 mod cli;
 mod config;
+mod mobile;
 
 use std::io::BufRead;
 use std::sync::Arc;
@@ -51,6 +53,9 @@ fn main() -> std::process::ExitCode {
             );
             Ok(())
         }),
+        Command::Mobile { server, command } => {
+            read_secret("SESSIOND_ADMIN_PASSWORD").and_then(|pw| mobile::run(server, pw, command))
+        }
         Command::Admin(AdminCommand::Password { data }) => read_secret("SESSIOND_ADMIN_PASSWORD")
             .and_then(|pw| {
                 Credentials::set_admin_password(&data, &pw)?;

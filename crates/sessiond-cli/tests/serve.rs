@@ -285,3 +285,99 @@ fn sigterm_shuts_down_gracefully() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+const IOS: &str = r#"{"email":"","send":"link","application":{"name":"Contact","id":"com.contactApp.Contact","version":"1"},"team":{"id":"UTT7VDX8W5"},"device":{"id":"0DC5132E-1EF4-407C-A832-5FE33D818AF3","description":"iPhone X","version":"11.3","os":"iOS","simulator":true},"language":{"id":"en_US","code":"en","region":"US"}}"#;
+
+fn mobile_cli(cwd: &Path, base: &str, args: &[&str]) -> String {
+    let out = sessiond(
+        cwd,
+        &[&["mobile", "--server", base], args].concat(),
+        &[("SESSIOND_ADMIN_PASSWORD", "admin-pw-123")],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn mobile_config_and_the_mobile_cli_against_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sessiond.toml"),
+        "[mobile]\nids = \"4d\"\npolicy = \"verify\"\nlocalhost_accept = false\n",
+    )
+    .unwrap();
+    let run = start(
+        dir.path(),
+        &[],
+        &[
+            ("SESSIOND_API_KEY", "k"),
+            ("SESSIOND_ADMIN_PASSWORD", "admin-pw-123"),
+        ],
+    );
+    let http = reqwest::blocking::Client::new();
+    let login = || -> Value {
+        http.post(format!("{}/mobileapp/$authenticate", run.base))
+            .header("content-type", "application/json")
+            .body(IOS)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let v = login();
+    assert_eq!(
+        v["id"], "7023d9205074199d1c16fc00d24354e778137675",
+        "ids = \"4d\""
+    );
+    assert!(v.get("token").is_none(), "policy = \"verify\" → pending");
+    let folder = "UTT7VDX8W5.com.contactApp.Contact";
+    let id = "7023d9205074199d1c16fc00d24354e778137675";
+    assert!(
+        mobile_cli(dir.path(), &run.base, &["apps"])
+            .contains("Contact (UTT7VDX8W5.com.contactApp.Contact)")
+    );
+    assert!(mobile_cli(dir.path(), &run.base, &["sessions", folder]).contains("pending"));
+    assert!(
+        mobile_cli(dir.path(), &run.base, &["accept", folder, id]).contains("sessiond mobile push")
+    );
+    assert!(mobile_cli(dir.path(), &run.base, &["push"]).contains("updated 1"));
+    let token = login()["token"].as_str().unwrap().to_string();
+    let data = |t: &str| {
+        http.get(format!("{}/mobileapp/$licensecheck", run.base))
+            .bearer_auth(t)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(data(&token), 200);
+    mobile_cli(dir.path(), &run.base, &["pend", folder, id, "--push"]);
+    assert_eq!(data(&token), 401);
+    assert!(
+        mobile_cli(dir.path(), &run.base, &["show", folder, id])
+            .contains("\"status\": \"pending\"")
+    );
+    mobile_cli(dir.path(), &run.base, &["delete", folder, id, "--push"]);
+    assert!(
+        !dir.path()
+            .join("data/MobileApps")
+            .join(folder)
+            .join(id)
+            .exists()
+    );
+    let out = sessiond(
+        dir.path(),
+        &["mobile", "--server", &run.base, "apps"],
+        &[("SESSIOND_ADMIN_PASSWORD", "wrong-password")],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}
