@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use sessiond_core::{SessionPolicy, SetPrivilegesMode};
 use sessiond_mobile::IdMode;
 use sessiond_mobile::hook::{Decision, Matchers, Policy};
+use sessiond_server::hook::Callout;
 use sessiond_server::{SameSite, SecureMode, ServerConfig};
 
 use crate::cli::ServeArgs;
@@ -40,6 +41,8 @@ struct MobileSection {
     policy: Option<Decision>,
     upstream: Option<String>,
     localhost_accept: Option<bool>,
+    callout: Option<String>,
+    callout_timeout_ms: Option<u64>,
     #[serde(default)]
     allow: Matchers,
     #[serde(default)]
@@ -57,6 +60,8 @@ pub struct MobileSettings {
     pub upstream: Option<http::Uri>,
     /// Accept loopback peers without the hook.
     pub localhost_accept: bool,
+    /// The user's authentication service, if any.
+    pub callout: Option<Callout>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -190,24 +195,34 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
 }
 
+fn http_url(key: &str, u: &str) -> anyhow::Result<http::Uri> {
+    let uri: http::Uri = u
+        .parse()
+        .map_err(|e| anyhow::anyhow!("mobile.{key} {u:?}: {e}"))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() || uri.query().is_some() {
+        bail!(
+            "mobile.{key} {u:?} must be an http://host:port/path URL (https is not supported yet)"
+        );
+    }
+    Ok(uri)
+}
+
 fn mobile(m: MobileSection) -> anyhow::Result<MobileSettings> {
-    let upstream = match m.upstream {
-        None => None,
-        Some(u) => {
-            let uri: http::Uri = u
-                .parse()
-                .map_err(|e| anyhow::anyhow!("mobile.upstream {u:?}: {e}"))?;
-            if uri.scheme_str() != Some("http")
-                || uri.authority().is_none()
-                || uri.query().is_some()
-            {
-                bail!(
-                    "mobile.upstream {u:?} must be an http://host:port/ URL (https is not supported yet)"
-                );
-            }
-            Some(uri)
-        }
-    };
+    let upstream = m
+        .upstream
+        .as_deref()
+        .map(|u| http_url("upstream", u))
+        .transpose()?;
+    let timeout = Duration::from_millis(m.callout_timeout_ms.unwrap_or(5000));
+    if timeout.is_zero() || timeout > Duration::from_secs(60) {
+        bail!("mobile.callout_timeout_ms must be 1 to 60000");
+    }
+    let callout = m
+        .callout
+        .as_deref()
+        .map(|u| http_url("callout", u))
+        .transpose()?
+        .map(|url| Callout { url, timeout });
     Ok(MobileSettings {
         ids: m.ids.unwrap_or_default(),
         policy: Policy {
@@ -217,6 +232,7 @@ fn mobile(m: MobileSection) -> anyhow::Result<MobileSettings> {
         },
         upstream,
         localhost_accept: m.localhost_accept.unwrap_or(false),
+        callout,
     })
 }
 

@@ -19,6 +19,7 @@ use clap::Parser;
 use sessiond_core::{Roles, SystemClock};
 use sessiond_mobile::{MobileConfig, MobileSessions};
 use sessiond_server::credentials::{AdminAuth, Credentials};
+use sessiond_server::hook::ConfigHook;
 use sessiond_server::routes::mobile::MobileState;
 use sessiond_server::users::Users;
 use sessiond_server::{AppState, run};
@@ -130,7 +131,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
         localhost_accept: config.mobile.localhost_accept,
     };
     let mobile = Arc::new(MobileSessions::new(mobile_config, sessions.clone()));
-    let hook = Arc::new(config.mobile.policy.clone());
+    let hook = Arc::new(ConfigHook::new(
+        config.mobile.policy.clone(),
+        config.mobile.callout.clone(),
+    ));
     let mobile_state = MobileState::new(mobile.clone(), hook, config.mobile.upstream.clone());
     let state = AppState {
         sessions,

@@ -91,7 +91,8 @@ pub struct Matchers {
 }
 
 impl Matchers {
-    fn matches(&self, info: &Value) -> bool {
+    /// Whether a login (`$mobileInfo`) matches any entry.
+    pub fn matches(&self, info: &Value) -> bool {
         let email = info["email"].as_str().unwrap_or("").to_lowercase();
         let domain = email.rsplit_once('@').map(|(_, d)| d.to_string());
         self.emails
@@ -142,16 +143,20 @@ pub struct Policy {
     pub deny: Matchers,
 }
 
-#[async_trait]
-impl AuthHook for Policy {
-    async fn authenticate(&self, info: &Value) -> HookResult {
-        let decision = if self.deny.matches(info) {
-            Decision::Deny
+impl Policy {
+    /// The decision of the deny and allow lists, if one of them matches.
+    pub fn listed(&self, info: &Value) -> Option<Decision> {
+        if self.deny.matches(info) {
+            Some(Decision::Deny)
         } else if self.allow.matches(info) {
-            Decision::Accept
+            Some(Decision::Accept)
         } else {
-            self.default
-        };
+            None
+        }
+    }
+
+    /// The hook's answer for a decision (with `userInfo.email` when there is one).
+    pub fn answer(decision: Decision, info: &Value) -> HookResult {
         let mut result = match decision {
             Decision::Accept => HookResult::accept(""),
             Decision::Verify => {
@@ -163,5 +168,12 @@ impl AuthHook for Policy {
             result.user_info.insert("email".into(), email.into());
         }
         result
+    }
+}
+
+#[async_trait]
+impl AuthHook for Policy {
+    async fn authenticate(&self, info: &Value) -> HookResult {
+        Self::answer(self.listed(info).unwrap_or(self.default), info)
     }
 }

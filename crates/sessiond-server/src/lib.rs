@@ -7,6 +7,7 @@
 //! | [`routes`] | `/api` (browser), `/service/v1` (service API with its API key) |
 //! | [`app`] | [`AppState`], [`app()`] (the router), [`run()`] (serve with graceful shutdown) |
 //! | [`config`] | [`ServerConfig`], [`CookieConfig`] |
+//! | [`hook`] | [`hook::ConfigHook`]: the mobile login hook from the config (lists, HTTP callout) |
 //! | [`users`] | the users file of the built-in login (argon2id) |
 //! | [`credentials`] | the API key and admin credential created on first start |
 //! | [`error`] | [`ApiError`]: status code + `{"error", "message"}` |
@@ -15,6 +16,7 @@ pub mod app;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod hook;
 pub mod layer;
 pub mod routes;
 pub mod session;

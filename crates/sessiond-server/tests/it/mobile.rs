@@ -763,3 +763,87 @@ async fn admin_api_status_flip_push_and_delete_follow_the_data_answers() {
         .unwrap();
     assert_eq!(resp.status(), 401);
 }
+
+#[tokio::test]
+async fn config_hook_lists_then_callout_then_default() {
+    use sessiond_mobile::hook::{Decision, Matchers, Policy};
+    use sessiond_server::hook::{Callout, ConfigHook};
+    use std::time::Duration;
+    // The user's service: accepts @ok.com with privileges, pends @wait.com, refuses the rest; /slow never answers.
+    let service = Router::new()
+        .route(
+            "/auth",
+            any(|axum::Json(info): axum::Json<Value>| async move {
+                let email = info["email"].as_str().unwrap_or("").to_string();
+                assert!(info["session"]["id"].is_string());
+                axum::Json(if email.ends_with("@ok.com") {
+                    json!({"success": true, "statusText": "hi", "userInfo": {"tier": "gold"}, "privileges": {"privileges": ["a"], "userName": email}})
+                } else if email.ends_with("@wait.com") {
+                    json!({"success": true, "verify": true, "statusText": "wait"})
+                } else {
+                    json!({"success": false, "statusText": "no way"})
+                })
+            }),
+        )
+        .route("/slow", any(std::future::pending::<String>))
+        .route("/broken", any(|| async { "not json" }));
+    let base = serve_router(service).await;
+    let callout = |path: &str| {
+        Some(Callout {
+            url: format!("{base}{path}").parse().unwrap(),
+            timeout: Duration::from_millis(200),
+        })
+    };
+    let policy = Policy {
+        default: Decision::Accept,
+        allow: Matchers {
+            emails: vec!["boss@x.com".into()],
+            ..Matchers::default()
+        },
+        deny: Matchers {
+            email_domains: vec!["evil.com".into()],
+            ..Matchers::default()
+        },
+    };
+    let hook = ConfigHook::new(policy.clone(), callout("/auth"));
+    let info = |email: &str| json!({"email": email, "application": {"id": "a.b"}, "device": {"id": "d"}, "session": {"id": "00", "ip": ""}});
+    let r = hook.authenticate(&info("ann@ok.com")).await;
+    assert!(r.success && !r.verify);
+    assert_eq!(r.user_info["tier"], "gold");
+    assert_eq!(r.privileges.unwrap().privileges, ["a"]);
+    assert!(hook.authenticate(&info("bob@wait.com")).await.verify);
+    assert_eq!(
+        hook.authenticate(&info("eve@else.com")).await,
+        HookResult {
+            status_text: "no way".into(),
+            ..HookResult::default()
+        }
+    );
+    assert!(
+        !hook.authenticate(&info("x@evil.com")).await.success,
+        "the deny list wins without a callout"
+    );
+    assert!(
+        hook.authenticate(&info("boss@x.com")).await.success,
+        "the allow list accepts without a callout"
+    );
+    for path in ["/slow", "/broken", "/missing"] {
+        let r = ConfigHook::new(policy.clone(), callout(path))
+            .authenticate(&info("ann@ok.com"))
+            .await;
+        assert!(
+            !r.success && r.status_text.contains("unavailable"),
+            "{path}: {r:?}"
+        );
+    }
+    let r = ConfigHook::new(
+        Policy {
+            default: Decision::Verify,
+            ..Policy::default()
+        },
+        None,
+    )
+    .authenticate(&info("z@z.com"))
+    .await;
+    assert!(r.success && r.verify, "no callout: the default decision");
+}
