@@ -43,10 +43,34 @@ struct MobileSection {
     localhost_accept: Option<bool>,
     callout: Option<String>,
     callout_timeout_ms: Option<u64>,
+    email: Option<EmailSection>,
     #[serde(default)]
     allow: Matchers,
     #[serde(default)]
     deny: Matchers,
+}
+
+/// `[mobile.email]`: e-mail validation of pending sessions.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmailSection {
+    from: String,
+    link_base: String,
+    validity_minutes: Option<u64>,
+    smtp: Option<String>,
+}
+
+/// The validated e-mail settings (the state file is placed by `serve`).
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    /// Sender.
+    pub from: sessiond_mobile::activation::Mailbox,
+    /// Public base URL of the server.
+    pub link_base: String,
+    /// Link validity.
+    pub validity: Duration,
+    /// SMTP URL; `None` writes `.eml` files to `<data>/outbox`.
+    pub smtp: Option<String>,
 }
 
 /// The validated mobile settings.
@@ -62,6 +86,8 @@ pub struct MobileSettings {
     pub localhost_accept: bool,
     /// The user's authentication service, if any.
     pub callout: Option<Callout>,
+    /// E-mail validation, if configured.
+    pub email: Option<EmailSettings>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -233,6 +259,39 @@ fn mobile(m: MobileSection) -> anyhow::Result<MobileSettings> {
         upstream,
         localhost_accept: m.localhost_accept.unwrap_or(false),
         callout,
+        email: m.email.map(email).transpose()?,
+    })
+}
+
+fn email(e: EmailSection) -> anyhow::Result<EmailSettings> {
+    let from = e
+        .from
+        .parse()
+        .map_err(|err| anyhow::anyhow!("mobile.email.from {:?}: {err}", e.from))?;
+    let base: http::Uri = e
+        .link_base
+        .parse()
+        .map_err(|err| anyhow::anyhow!("mobile.email.link_base: {err}"))?;
+    if !matches!(base.scheme_str(), Some("http" | "https")) || base.authority().is_none() {
+        bail!(
+            "mobile.email.link_base {:?} must be an http(s) URL",
+            e.link_base
+        );
+    }
+    let minutes = e.validity_minutes.unwrap_or(5);
+    if !(1..=1440).contains(&minutes) {
+        bail!("mobile.email.validity_minutes must be 1 to 1440");
+    }
+    if let Some(url) = &e.smtp {
+        if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+            bail!("mobile.email.smtp must be an smtp:// or smtps:// URL");
+        }
+    }
+    Ok(EmailSettings {
+        from,
+        link_base: e.link_base,
+        validity: Duration::from_secs(minutes * 60),
+        smtp: e.smtp,
     })
 }
 

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use sessiond_core::{Roles, SystemClock};
+use sessiond_mobile::activation::{Activations, EmailConfig, MailTransport};
 use sessiond_mobile::{MobileConfig, MobileSessions};
 use sessiond_server::credentials::{AdminAuth, Credentials};
 use sessiond_server::hook::ConfigHook;
@@ -130,7 +131,22 @@ fn serve(config: Config) -> anyhow::Result<()> {
         ids: config.mobile.ids,
         localhost_accept: config.mobile.localhost_accept,
     };
-    let mobile = Arc::new(MobileSessions::new(mobile_config, sessions.clone()));
+    let mut mobile = MobileSessions::new(mobile_config, sessions.clone());
+    if let Some(e) = &config.mobile.email {
+        let transport = match &e.smtp {
+            Some(url) => MailTransport::Smtp(url.clone()),
+            None => MailTransport::Outbox(config.data.join("outbox")),
+        };
+        let email = EmailConfig {
+            from: e.from.clone(),
+            link_base: e.link_base.clone(),
+            validity: e.validity,
+            transport,
+            state_file: config.data.join("mobile-activations.json"),
+        };
+        mobile = mobile.with_email(Activations::load(email)?);
+    }
+    let mobile = Arc::new(mobile);
     let hook = Arc::new(ConfigHook::new(
         config.mobile.policy.clone(),
         config.mobile.callout.clone(),

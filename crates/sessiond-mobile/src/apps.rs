@@ -20,6 +20,7 @@ use sessiond_store::fs::atomic_write;
 use sessiond_store::{Rotation, Sessions, SessionsError, Snapshot};
 use subtle::ConstantTimeEq;
 
+use crate::activation::{Activations, EmailError, Requested};
 use crate::file::{
     FileError, SessionFile, Status, check_path_part, folder_name, is_session_file_name,
 };
@@ -184,6 +185,7 @@ pub struct MobileSessions {
     // Serializes logins and file changes, so that two logins of one user agent
     // cannot both create a session.
     writes: tokio::sync::Mutex<()>,
+    activations: Option<Activations>,
 }
 
 impl std::fmt::Debug for MobileSessions {
@@ -288,6 +290,67 @@ impl MobileSessions {
             sessions,
             index: RwLock::default(),
             writes: tokio::sync::Mutex::new(()),
+            activations: None,
+        }
+    }
+
+    /// Validates pending sessions by e-mail: each pending login with an e-mail gets a
+    /// one-time activation link.
+    #[must_use]
+    pub fn with_email(mut self, activations: Activations) -> Self {
+        self.activations = Some(activations);
+        self
+    }
+
+    /// Opens an activation link: accepts its session (file and memory). False when
+    /// the link is unknown, used or expired, or its session is gone.
+    pub async fn activate(&self, token: &str) -> Result<bool, MobileError> {
+        let Some(activations) = &self.activations else {
+            return Ok(false);
+        };
+        let consumed = activations
+            .consume(token, self.sessions.now())
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let Some((folder, id)) = consumed else {
+            return Ok(false);
+        };
+        match self
+            .edit_file(&folder, &id, |f| f.set_status(Status::Accepted))
+            .await
+        {
+            Ok(_) => {}
+            Err(MobileError::NotFound) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        self.refresh().await?;
+        tracing::info!(app = %folder, session = %id, "mobile session activated by e-mail");
+        Ok(true)
+    }
+
+    async fn email_validation(
+        &self,
+        folder: &str,
+        id: &str,
+        email: &str,
+        status_text: String,
+    ) -> String {
+        let Some(activations) = &self.activations else {
+            return status_text;
+        };
+        match activations
+            .request(folder, id, email, self.sessions.now())
+            .await
+        {
+            Ok(Requested::Sent) if status_text.is_empty() => "Verify your email address".into(),
+            Ok(Requested::Sent) => status_text,
+            Ok(Requested::AlreadySent) => {
+                "The mail is already sent, please wait before sending again".into()
+            }
+            Err(EmailError::Address(_)) => "The e-mail address is not valid.".into(),
+            Err(e) => {
+                tracing::warn!(error = %e, "e-mail validation");
+                "The validation e-mail could not be sent; please try again later.".into()
+            }
         }
     }
 
@@ -401,6 +464,12 @@ impl MobileSessions {
                 status_text: result.status_text,
                 user_info: result.user_info,
             },
+            Status::Pending if !login.email.is_empty() => {
+                let status_text = self
+                    .email_validation(&folder, &id, login.email, result.status_text)
+                    .await;
+                AuthAnswer::Pending { id, status_text }
+            }
             Status::Pending => AuthAnswer::Pending {
                 id,
                 status_text: result.status_text,

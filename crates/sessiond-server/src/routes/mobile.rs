@@ -106,9 +106,50 @@ fn from_error(e: &MobileError) -> Response {
     }
 }
 
-/// The `/mobileapp` routes.
+/// `GET /activation?token=…`: the e-mail validation link (spec §3.6).
+async fn activation(State(state): State<AppState>, req: Request) -> Response {
+    let token = req
+        .uri()
+        .query()
+        .and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+        })
+        .unwrap_or_default();
+    let activated = match &state.mobile {
+        Some(m) => m.sessions.activate(&token).await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "activation failed");
+            false
+        }),
+        None => false,
+    };
+    let (status, message) = if activated {
+        (
+            StatusCode::OK,
+            "You are successfully authenticated. Go back to the app and log in again.",
+        )
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            "This email confirmation link has expired!",
+        )
+    };
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>Activation</title></head><body style=\"font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem\"><h1>Activation</h1><p>{message}</p></body></html>"
+    );
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        page,
+    )
+        .into_response()
+}
+
+/// The `/mobileapp` routes and `/activation`.
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/activation", axum::routing::get(activation))
         .route("/mobileapp", any(dispatch))
         .route("/mobileapp/", any(dispatch))
         .route("/mobileapp/{*rest}", any(dispatch))

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sessiond_core::{ManualClock, PrivilegeInput, Timestamp};
+use sessiond_mobile::activation::{Activations, EmailConfig, MailTransport};
 use sessiond_mobile::{AuthHook, HookResult, IdMode, MobileConfig, MobileSessions};
 use sessiond_server::config::ServerConfig;
 use sessiond_server::credentials::{AdminAuth, ApiKey, Credentials};
@@ -81,18 +82,32 @@ impl Harness {
         localhost_accept: bool,
         keep: Option<tempfile::TempDir>,
     ) -> Self {
+        Self::start_with(data, ids, localhost_accept, keep, None).await
+    }
+
+    async fn start_with(
+        data: &Path,
+        ids: IdMode,
+        localhost_accept: bool,
+        keep: Option<tempfile::TempDir>,
+        email: Option<EmailConfig>,
+    ) -> Self {
         let clock = ManualClock::new(Timestamp(1_800_000_000_000));
         let sessions = sessions(&clock);
         let root = data.join("MobileApps");
         Credentials::ensure(data, Some("k"), Some(ADMIN)).unwrap();
-        let mobile = Arc::new(MobileSessions::new(
+        let mut mobile = MobileSessions::new(
             MobileConfig {
                 root: root.clone(),
                 ids,
                 localhost_accept,
             },
             sessions.clone(),
-        ));
+        );
+        if let Some(e) = email {
+            mobile = mobile.with_email(Activations::load(e).unwrap());
+        }
+        let mobile = Arc::new(mobile);
         mobile.refresh().await.unwrap();
         let hook = Arc::new(TestHook::default());
         *hook.answer.lock() = HookResult::accept("Welcome");
@@ -846,4 +861,125 @@ async fn config_hook_lists_then_callout_then_default() {
     .authenticate(&info("z@z.com"))
     .await;
     assert!(r.success && r.verify, "no callout: the default decision");
+}
+
+fn outbox_links(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut links: Vec<String> = entries
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .filter_map(|mail| {
+            mail.lines()
+                .find(|l| l.contains("/activation?token="))
+                .map(|l| l.trim().to_string())
+        })
+        .collect();
+    links.sort();
+    links
+}
+
+#[tokio::test]
+async fn email_validation_link_accepts_a_pending_android_session_once_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let email = |base: &str| EmailConfig {
+        from: "Sessions <no-reply@example.com>".parse().unwrap(),
+        link_base: base.to_string(),
+        validity: std::time::Duration::from_secs(300),
+        transport: MailTransport::Outbox(data.join("outbox")),
+        state_file: data.join("mobile-activations.json"),
+    };
+    let m = Harness::start_with(
+        &data,
+        IdMode::Random,
+        false,
+        None,
+        Some(email("http://sessions.example")),
+    )
+    .await;
+    *m.hook.answer.lock() = HookResult::verify("");
+    let (st, v) = m.post("$authenticate", ANDROID, None).await;
+    assert_eq!(
+        (st, v["statusText"].as_str()),
+        (StatusCode::OK, Some("Verify your email address"))
+    );
+    let id = v["id"].as_str().unwrap().to_string();
+    let links = outbox_links(&data.join("outbox"));
+    assert_eq!(links.len(), 1);
+    let mail = std::fs::read_dir(data.join("outbox"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mail = std::fs::read_to_string(mail).unwrap();
+    assert!(
+        mail.contains("To: a@b.com") && !mail.contains(&id),
+        "the link never carries the session id"
+    );
+    // A second login within the validity sends nothing new.
+    let (_, v) = m.post("$authenticate", ANDROID, None).await;
+    assert!(v["statusText"].as_str().unwrap().contains("already sent"));
+    assert_eq!(outbox_links(&data.join("outbox")).len(), 1);
+    // Restart: the outstanding link still works.
+    drop(m);
+    let m = Harness::start_with(
+        &data,
+        IdMode::Random,
+        false,
+        None,
+        Some(email("http://sessions.example")),
+    )
+    .await;
+    let query = links[0].split_once("/activation").unwrap().1.to_string();
+    let resp = m
+        .http
+        .get(format!("{}/activation{query}", m.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("successfully authenticated")
+    );
+    assert_eq!(
+        read_json(&m.file("com.company.app", &id))["status"],
+        "accepted"
+    );
+    *m.hook.answer.lock() = HookResult::deny("the hook is not asked for an accepted device");
+    let (_, v) = m.post("$authenticate", ANDROID, None).await;
+    assert_eq!(v["id"], id.as_str());
+    let token = v["token"].as_str().unwrap().to_string();
+    assert_eq!(m.get("Event", Some(&token)).await.0, 200);
+    // The link works once; a made-up one never.
+    let resp = m
+        .http
+        .get(format!("{}/activation{query}", m.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(resp.text().await.unwrap().contains("expired"));
+    assert_eq!(
+        m.http
+            .get(format!("{}/activation?token=forged", m.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        m.http
+            .get(format!("{}/activation", m.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
 }
