@@ -24,6 +24,24 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     buf
 }
 
+/// Lower-case hexadecimal of `bytes`.
+///
+/// ```
+/// assert_eq!(sessiond_core::id::to_hex(&[0x0a, 0xff]), "0aff");
+/// ```
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    bytes
+        .iter()
+        .flat_map(|b| {
+            [
+                char::from(DIGITS[usize::from(b >> 4)]),
+                char::from(DIGITS[usize::from(b & 15)]),
+            ]
+        })
+        .collect()
+}
+
 /// The public id of a session: a random UUID written as 32 upper-case hex digits,
 /// exactly as 4D's `Session.id` (`3C81A8D7AFE64C2E9CCFFCDC35DC52F5`).
 ///

@@ -77,13 +77,7 @@ pub struct Activations {
 }
 
 fn sha256_hex(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .fold(String::new(), |mut out, b| {
-            use std::fmt::Write as _;
-            let _ = write!(out, "{b:02x}");
-            out
-        })
+    sessiond_core::id::to_hex(&Sha256::digest(s.as_bytes()))
 }
 
 /// What [`Activations::request`] did.

@@ -7,6 +7,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use sessiond_core::id::to_hex;
 use sha1::{Digest, Sha1};
 
 /// How new mobile session ids are made.
@@ -34,25 +35,12 @@ pub fn four_d_session_id(team: &str, app: &str, device: &str) -> String {
     h.update(team.as_bytes());
     h.update(app.as_bytes());
     h.update(device.as_bytes());
-    hex(&h.finalize())
+    to_hex(&h.finalize())
 }
 
 /// A random session id: 160 bits from the OS CSPRNG, 40 lower-case hex digits.
 pub fn random_session_id() -> String {
-    hex(&sessiond_core::id::random_bytes::<20>())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    bytes
-        .iter()
-        .flat_map(|b| {
-            [
-                DIGITS[usize::from(b >> 4)] as char,
-                DIGITS[usize::from(b & 15)] as char,
-            ]
-        })
-        .collect()
+    to_hex(&sessiond_core::id::random_bytes::<20>())
 }
 
 /// The token of a session.

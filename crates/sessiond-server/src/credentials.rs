@@ -10,6 +10,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use sessiond_core::id::to_hex;
+
 use crate::users::{UsersError, hash_password};
 use sessiond_store::fs::atomic_write;
 
@@ -73,16 +75,6 @@ fn new_secret() -> String {
     URL_SAFE_NO_PAD.encode(sessiond_core::id::random_bytes::<32>())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
-}
-
 impl Credentials {
     /// Loads `credentials.json` from `data_dir`, creating it (and any missing
     /// secret) on first start. `api_key` / `admin_password` given by the operator
@@ -111,7 +103,7 @@ impl Credentials {
         };
         let mut generated = Generated::default();
         let (key_hash, key) = match (api_key, &existing) {
-            (Some(k), _) => (hex(&Sha256::digest(k.as_bytes())), ApiKey::from_key(k)),
+            (Some(k), _) => (to_hex(&Sha256::digest(k.as_bytes())), ApiKey::from_key(k)),
             (None, Some(c)) => {
                 let key =
                     ApiKey::from_hex(&c.api_key_sha256).ok_or_else(|| UsersError::Invalid {
@@ -124,7 +116,7 @@ impl Credentials {
             }
             (None, None) => {
                 let k = new_secret();
-                let v = (hex(&Sha256::digest(k.as_bytes())), ApiKey::from_key(&k));
+                let v = (to_hex(&Sha256::digest(k.as_bytes())), ApiKey::from_key(&k));
                 generated.api_key = Some(k);
                 v
             }

@@ -3,13 +3,17 @@
 //! | module | what lives there |
 //! |---|---|
 //! | [`store`] | the [`SessionStore`] trait every backend implements, [`Snapshot`], [`StoreError`] |
+//! | [`embedded`] | [`EmbeddedStore`]: a redb file mirrored in memory; survives restarts and `kill -9` |
 //! | [`fs`] | atomic file writes (temp, fsync, rename, fsync of the folder) |
 //! | [`memory`] | [`MemoryStore`]: sharded in-process maps, lazy deadline index |
+//! | [`redis`] | [`RedisStore`]: all state in Redis/Valkey, Lua compare-and-set, TTL expiry — for several nodes |
 //! | [`sessions`] | [`Sessions`]: create, resolve a cookie, privileges with token rotation, atomic storage updates, OTPs, activity, the reaper |
 //! | `conformance` | (feature `conformance`) [`conformance_tests!`], one suite for every store |
 
+pub mod embedded;
 pub mod fs;
 pub mod memory;
+pub mod redis;
 pub mod sessions;
 pub mod store;
 
@@ -17,6 +21,8 @@ pub mod store;
 #[doc(hidden)]
 pub mod conformance;
 
+pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 pub use sessions::{ActivityFilter, PrivilegeChange, Rotation, Sessions, SessionsError};
 pub use store::{Cas, SessionStore, Snapshot, StoreError, Update, UpdateFn};

@@ -160,14 +160,23 @@ impl MemoryStore {
     }
 }
 
-#[async_trait]
-impl SessionStore for MemoryStore {
-    async fn insert(&self, record: SessionRecord, now: Timestamp) -> Result<(), StoreError> {
+/// The operations, synchronous: nothing here blocks on I/O, so the async trait
+/// methods call them directly, and stores that keep a memory copy (the embedded
+/// store) call them under their own write lock.
+impl MemoryStore {
+    /// Puts a session whose last activity was `last_activity` (a new one, or one
+    /// loaded from disk).
+    pub(crate) fn put(
+        &self,
+        record: SessionRecord,
+        last_activity: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         let id = record.id;
-        let deadline = record.deadline(now);
+        let deadline = record.deadline(last_activity);
         let entry = Entry {
             record: Arc::new(record),
-            last_activity: now,
+            last_activity,
             scheduled: deadline.map_or(0, |d| d.0),
         };
         {
@@ -189,17 +198,138 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    pub(crate) fn get_now(&self, id: &SessionId, now: Timestamp) -> Option<Snapshot> {
+        self.shard(id)
+            .lock()
+            .get(id)
+            .filter(|e| e.live(now))
+            .map(Entry::snapshot)
+    }
+
+    pub(crate) fn touch_now(&self, id: &SessionId, now: Timestamp) -> Option<Snapshot> {
+        let mut shard = self.shard(id).lock();
+        shard.get_mut(id).filter(|e| e.live(now)).map(|e| {
+            e.last_activity = e.last_activity.max(now);
+            e.snapshot()
+        })
+    }
+
+    pub(crate) fn cas_now(
+        &self,
+        record: SessionRecord,
+        expected_version: u64,
+        now: Timestamp,
+    ) -> Cas {
+        let id = record.id;
+        let mut shard = self.shard(&id).lock();
+        let Some(entry) = shard.get_mut(&id).filter(|e| e.live(now)) else {
+            return Cas::NotFound;
+        };
+        if entry.record.version != expected_version {
+            return Cas::Conflict;
+        }
+        entry.record = Arc::new(record);
+        entry.last_activity = entry.last_activity.max(now);
+        self.reschedule_if_earlier(id, entry);
+        Cas::Swapped(entry.snapshot())
+    }
+
+    pub(crate) fn remove_now(&self, id: &SessionId) -> bool {
+        self.shard(id).lock().remove(id).is_some()
+    }
+
+    pub(crate) fn list_now(&self, now: Timestamp) -> Vec<Snapshot> {
+        let mut out = Vec::new();
+        for shard in &self.0.shards {
+            out.extend(
+                shard
+                    .lock()
+                    .0
+                    .iter()
+                    .filter(|e| e.live(now))
+                    .map(Entry::snapshot),
+            );
+        }
+        out
+    }
+
+    pub(crate) fn insert_otp_now(&self, otp: OtpRecord) {
+        self.0
+            .otp_deadlines
+            .lock()
+            .push(Reverse((otp.expires.0, otp.hash)));
+        self.0.otps.lock().insert(otp.hash, otp);
+    }
+
+    pub(crate) fn take_otp_now(&self, hash: &TokenHash, now: Timestamp) -> Option<OtpRecord> {
+        self.0.otps.lock().remove(hash).filter(|o| o.is_valid(now))
+    }
+
+    /// Frees what came due; returns the ids of the sessions removed and the hashes of
+    /// the OTPs removed.
+    pub(crate) fn purge_now(&self, now: Timestamp) -> (Vec<SessionId>, Vec<TokenHash>) {
+        let mut removed = Vec::new();
+        loop {
+            let due = {
+                let mut heap = self.0.deadlines.lock();
+                match heap.peek() {
+                    Some(Reverse((at, _))) if *at <= now.0 => heap.pop().map(|Reverse(x)| x),
+                    _ => None,
+                }
+            };
+            let Some((at, id)) = due else { break };
+            let mut shard = self.shard(&id).lock();
+            let Some(entry) = shard.get_mut(&id) else {
+                continue;
+            };
+            if entry.scheduled != at {
+                continue; // stale index entry: the session was filed again since
+            }
+            match entry.record.deadline(entry.last_activity) {
+                Some(d) if d <= now => {
+                    shard.remove(&id);
+                    removed.push(id);
+                }
+                Some(d) => {
+                    entry.scheduled = d.0;
+                    drop(shard);
+                    self.schedule(id, d);
+                }
+                None => entry.scheduled = 0,
+            }
+        }
+        let mut otps_removed = Vec::new();
+        loop {
+            let due = {
+                let mut heap = self.0.otp_deadlines.lock();
+                match heap.peek() {
+                    Some(Reverse((at, _))) if *at <= now.0 => heap.pop().map(|Reverse(x)| x),
+                    _ => None,
+                }
+            };
+            let Some((_, hash)) = due else { break };
+            let mut otps = self.0.otps.lock();
+            if otps.get(&hash).is_some_and(|o| !o.is_valid(now)) {
+                otps.remove(&hash);
+                otps_removed.push(hash);
+            }
+        }
+        (removed, otps_removed)
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn insert(&self, record: SessionRecord, now: Timestamp) -> Result<(), StoreError> {
+        self.put(record, now, now)
+    }
+
     async fn get(&self, id: &SessionId, now: Timestamp) -> Result<Option<Snapshot>, StoreError> {
-        let shard = self.shard(id).lock();
-        Ok(shard.get(id).filter(|e| e.live(now)).map(Entry::snapshot))
+        Ok(self.get_now(id, now))
     }
 
     async fn touch(&self, id: &SessionId, now: Timestamp) -> Result<Option<Snapshot>, StoreError> {
-        let mut shard = self.shard(id).lock();
-        Ok(shard.get_mut(id).filter(|e| e.live(now)).map(|e| {
-            e.last_activity = e.last_activity.max(now);
-            e.snapshot()
-        }))
+        Ok(self.touch_now(id, now))
     }
 
     async fn compare_and_swap(
@@ -208,18 +338,7 @@ impl SessionStore for MemoryStore {
         expected_version: u64,
         now: Timestamp,
     ) -> Result<Cas, StoreError> {
-        let id = record.id;
-        let mut shard = self.shard(&id).lock();
-        let Some(entry) = shard.get_mut(&id).filter(|e| e.live(now)) else {
-            return Ok(Cas::NotFound);
-        };
-        if entry.record.version != expected_version {
-            return Ok(Cas::Conflict);
-        }
-        entry.record = Arc::new(record);
-        entry.last_activity = entry.last_activity.max(now);
-        self.reschedule_if_earlier(id, entry);
-        Ok(Cas::Swapped(entry.snapshot()))
+        Ok(self.cas_now(record, expected_version, now))
     }
 
     async fn update(
@@ -244,30 +363,15 @@ impl SessionStore for MemoryStore {
     }
 
     async fn remove(&self, id: &SessionId) -> Result<bool, StoreError> {
-        Ok(self.shard(id).lock().remove(id).is_some())
+        Ok(self.remove_now(id))
     }
 
     async fn list(&self, now: Timestamp) -> Result<Vec<Snapshot>, StoreError> {
-        let mut out = Vec::new();
-        for shard in &self.0.shards {
-            out.extend(
-                shard
-                    .lock()
-                    .0
-                    .iter()
-                    .filter(|e| e.live(now))
-                    .map(Entry::snapshot),
-            );
-        }
-        Ok(out)
+        Ok(self.list_now(now))
     }
 
-    async fn insert_otp(&self, otp: OtpRecord) -> Result<(), StoreError> {
-        self.0
-            .otp_deadlines
-            .lock()
-            .push(Reverse((otp.expires.0, otp.hash)));
-        self.0.otps.lock().insert(otp.hash, otp);
+    async fn insert_otp(&self, otp: OtpRecord, _now: Timestamp) -> Result<(), StoreError> {
+        self.insert_otp_now(otp);
         Ok(())
     }
 
@@ -276,54 +380,10 @@ impl SessionStore for MemoryStore {
         hash: &TokenHash,
         now: Timestamp,
     ) -> Result<Option<OtpRecord>, StoreError> {
-        Ok(self.0.otps.lock().remove(hash).filter(|o| o.is_valid(now)))
+        Ok(self.take_otp_now(hash, now))
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<usize, StoreError> {
-        let mut removed = 0;
-        loop {
-            let due = {
-                let mut heap = self.0.deadlines.lock();
-                match heap.peek() {
-                    Some(Reverse((at, _))) if *at <= now.0 => heap.pop().map(|Reverse(x)| x),
-                    _ => None,
-                }
-            };
-            let Some((at, id)) = due else { break };
-            let mut shard = self.shard(&id).lock();
-            let Some(entry) = shard.get_mut(&id) else {
-                continue;
-            };
-            if entry.scheduled != at {
-                continue; // stale index entry: the session was filed again since
-            }
-            match entry.record.deadline(entry.last_activity) {
-                Some(d) if d <= now => {
-                    shard.remove(&id);
-                    removed += 1;
-                }
-                Some(d) => {
-                    entry.scheduled = d.0;
-                    drop(shard);
-                    self.schedule(id, d);
-                }
-                None => entry.scheduled = 0,
-            }
-        }
-        loop {
-            let due = {
-                let mut heap = self.0.otp_deadlines.lock();
-                match heap.peek() {
-                    Some(Reverse((at, _))) if *at <= now.0 => heap.pop().map(|Reverse(x)| x),
-                    _ => None,
-                }
-            };
-            let Some((_, hash)) = due else { break };
-            let mut otps = self.0.otps.lock();
-            if otps.get(&hash).is_some_and(|o| !o.is_valid(now)) {
-                otps.remove(&hash);
-            }
-        }
-        Ok(removed)
+        Ok(self.purge_now(now).0.len())
     }
 }

@@ -332,7 +332,7 @@ impl Sessions {
         else {
             return Ok(None);
         };
-        self.0.store.insert_otp(record).await?;
+        self.0.store.insert_otp(record, now).await?;
         Ok(Some(token))
     }
 

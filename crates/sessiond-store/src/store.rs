@@ -143,8 +143,8 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// Every live session.
     async fn list(&self, now: Timestamp) -> Result<Vec<Snapshot>, StoreError>;
 
-    /// Stores an OTP.
-    async fn insert_otp(&self, otp: OtpRecord) -> Result<(), StoreError>;
+    /// Stores an OTP (created at `now`).
+    async fn insert_otp(&self, otp: OtpRecord, now: Timestamp) -> Result<(), StoreError>;
 
     /// Consumes an OTP: returns it (if valid at `now`) and deletes it, atomically, so
     /// that two concurrent uses cannot both succeed.

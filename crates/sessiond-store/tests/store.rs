@@ -1,5 +1,6 @@
-//! The conformance suite against the memory store, and the memory store's own
-//! promises (the purge's cost follows what expires).
+//! The conformance suite against every store (memory, embedded, Redis), and the
+//! stores' own promises: the memory purge's cost follows what expires; the embedded
+//! store keeps what it acknowledged across a reopen.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,9 +8,35 @@ use std::time::Duration;
 use sessiond_core::{SessionPolicy, SessionRecord, Timestamp};
 use sessiond_store::{MemoryStore, SessionStore};
 
-sessiond_store::conformance_tests!(|| async {
-    Arc::new(MemoryStore::new()) as Arc<dyn SessionStore>
-});
+mod memory {
+    use super::*;
+    sessiond_store::conformance_tests!(|| async {
+        (Arc::new(MemoryStore::new()) as Arc<dyn SessionStore>, ())
+    });
+}
+
+mod embedded {
+    use super::*;
+    use sessiond_store::EmbeddedStore;
+    sessiond_store::conformance_tests!(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("sessions.redb"), Timestamp(0)).unwrap();
+        (Arc::new(store) as Arc<dyn SessionStore>, dir)
+    });
+}
+
+mod redis {
+    use super::*;
+    use sessiond_store::RedisStore;
+    use sessiond_store::conformance::RedisServer;
+    sessiond_store::conformance_tests!(|| async {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        (Arc::new(store) as Arc<dyn SessionStore>, server)
+    });
+}
 
 #[tokio::test]
 async fn memory_purge_visits_only_what_comes_due() {
@@ -63,4 +90,50 @@ async fn memory_touched_session_is_refiled_once_not_removed() {
             .unwrap(),
         1
     );
+}
+
+#[tokio::test]
+async fn embedded_reopen_keeps_acknowledged_state_and_drops_what_expired_meanwhile() {
+    use serde_json::json;
+    use sessiond_core::storage;
+    use sessiond_store::EmbeddedStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.redb");
+    let t0 = Timestamp(1_000_000);
+    let policy = SessionPolicy::default();
+    let (kept, gone) = {
+        let store = EmbeddedStore::open(&path, t0).unwrap();
+        let mut a = SessionRecord::new_web(t0, &policy, None);
+        a.idle_timeout = 600;
+        let b = SessionRecord::new_web(t0, &policy, None);
+        let (ka, kb) = (a.id, b.id);
+        store.insert(a, t0).await.unwrap();
+        store.insert(b, t0).await.unwrap();
+        let mut f =
+            |r: &mut SessionRecord| storage::merge_patch(r.storage_mut(), &json!({"cart": 3}));
+        store.update(&ka, t0, &mut f).await.unwrap();
+        (ka, kb)
+    };
+    // Two hours later: the 60-minute session expired while "down", the 600-minute one is there.
+    let later = t0.plus(Duration::from_secs(7200));
+    let store = EmbeddedStore::open(&path, later).unwrap();
+    let s = store.get(&kept, later).await.unwrap().expect("kept");
+    assert_eq!(s.record.storage["cart"], 3);
+    assert!(store.get(&gone, later).await.unwrap().is_none());
+    assert_eq!(store.list(later).await.unwrap().len(), 1);
+}
+
+#[test]
+fn embedded_corrupt_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.redb");
+    std::fs::write(
+        &path,
+        b"this is not a redb file, and it is long enough to look like one maybe",
+    )
+    .unwrap();
+    let err = sessiond_store::EmbeddedStore::open(&path, Timestamp(0))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sessions.redb"), "{err}");
 }
