@@ -66,8 +66,8 @@ impl ServerProc {
         self.child.id()
     }
 
-    fn cpu_ticks(&self) -> u64 {
-        sys::cpu_ticks(self.pid()).unwrap_or(0)
+    fn cpu_ticks(&self) -> (u64, u64) {
+        sys::cpu_ticks_split(self.pid()).unwrap_or((0, 0))
     }
 }
 
@@ -157,8 +157,42 @@ pub(crate) fn run(mut args: RunArgs) -> anyhow::Result<()> {
     }
     drop(rt);
 
-    for s in &scenarios {
+    notes.extend(scenario_notes(&scenarios, &args));
+    let report = Report::new(header, scenarios, memory, notes);
+    print!("{}", report::markdown(&report));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("JSON written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// What the report must say about disturbed or failed repetitions.
+fn scenario_notes(scenarios: &[ScenarioResult], args: &RunArgs) -> Vec<String> {
+    let mut notes = Vec::new();
+    for s in scenarios {
         for st in &s.stacks {
+            let reruns: u32 = st.reps.iter().map(|r| r.attempts - 1).sum();
+            if reruns > 0 {
+                notes.push(format!(
+                    "{} {}: {reruns} repetition(s) run again because other work kept more \
+                     than {} cores busy.",
+                    s.id,
+                    st.stack.name(),
+                    args.max_background
+                ));
+            }
+            if st.background_cores.max > args.max_background {
+                notes.push(format!(
+                    "{} {}: up to {:.2} cores busy with other work during a repetition, \
+                     even after {} retries (a noisy neighbour; compare with care).",
+                    s.id,
+                    st.stack.name(),
+                    st.background_cores.max,
+                    args.retries
+                ));
+            }
             if st.errors > 0 || st.non_2xx > 0 {
                 notes.push(format!(
                     "{} {}: {} non-2xx responses and {} failed requests.",
@@ -170,14 +204,7 @@ pub(crate) fn run(mut args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let report = Report::new(header, scenarios, memory, notes);
-    print!("{}", report::markdown(&report));
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("JSON written to {}", path.display());
-    }
-    Ok(())
+    notes
 }
 
 /// Which request a scenario sends, and how.
@@ -391,7 +418,6 @@ async fn run_scenario(
         });
     }
 
-    let secs = Duration::from_secs(args.secs);
     if args.warmup > 0 {
         for (server, cookie) in servers.iter().zip(&s2_cookies) {
             warm_up(server, scenario, cookie.as_ref(), args).await?;
@@ -411,35 +437,28 @@ async fn run_scenario(
                 args.reps,
                 args.secs
             );
-            let (spec, before) = prepare(server, scenario, s2_cookies[i].as_ref()).await?;
-            let stats0 = store_stats(server).await?;
-            let (mut cpu0, mut cpu1) = (0, 0);
-            let result = load::run(
-                server.addr,
-                &spec,
-                args.conns,
-                secs,
-                || cpu0 = server.cpu_ticks(),
-                || cpu1 = server.cpu_ticks(),
-            )
-            .await?;
-            let counter = match before {
-                Some(b) => Some(read_counter(server, spec.cookie.as_ref()).await? - b),
-                None => None,
+            let mut attempt = 1;
+            let r = loop {
+                wait_quiet(&servers, args).await;
+                let mut r = measure(
+                    server,
+                    scenario,
+                    s2_cookies[i].as_ref(),
+                    args,
+                    ticks_per_sec,
+                    rep,
+                )
+                .await?;
+                r.attempts = attempt;
+                if r.background_cores <= args.max_background || attempt > args.retries {
+                    break r;
+                }
+                eprintln!(
+                    "  {:.2} cores busy with other work during that repetition: again",
+                    r.background_cores
+                );
+                attempt += 1;
             };
-            let cas = match (stats0, store_stats(server).await?) {
-                (Some(a), Some(b)) => Some((b.0 - a.0, b.1 - a.1)),
-                _ => None,
-            };
-            let mut r = rep_result(
-                rep,
-                &result,
-                cpu1.saturating_sub(cpu0),
-                ticks_per_sec,
-                counter,
-            );
-            r.cas_calls = cas.map(|c| c.0);
-            r.cas_conflicts = cas.map(|c| c.1);
             reps[i].push(r);
         }
     }
@@ -460,6 +479,90 @@ async fn run_scenario(
         warmup_secs: args.warmup,
         stacks,
     })
+}
+
+/// One measured repetition of `scenario` against `server`.
+async fn measure(
+    server: &ServerProc,
+    scenario: Scenario,
+    s2_cookie: Option<&String>,
+    args: &RunArgs,
+    ticks_per_sec: u64,
+    rep: usize,
+) -> anyhow::Result<RepResult> {
+    let (spec, before) = prepare(server, scenario, s2_cookie).await?;
+    let stats0 = store_stats(server).await?;
+    let me = std::process::id();
+    let (mut cpu0, mut cpu1) = (((0, 0), 0, 0), ((0, 0), 0, 0));
+    let sample = || {
+        (
+            server.cpu_ticks(),
+            sys::cpu_ticks(me).unwrap_or(0),
+            sys::machine_busy_ticks(),
+        )
+    };
+    let result = load::run(
+        server.addr,
+        &spec,
+        args.conns,
+        Duration::from_secs(args.secs),
+        || cpu0 = sample(),
+        || cpu1 = sample(),
+    )
+    .await?;
+    // Busy time of everything else on the machine (other servers idle, other
+    // users' jobs): a noisy neighbour shows here.
+    let user = cpu1.0.0 - cpu0.0.0;
+    let server_ticks = user + (cpu1.0.1 - cpu0.0.1);
+    let other = (cpu1.2 - cpu0.2).saturating_sub(server_ticks + (cpu1.1 - cpu0.1));
+    let counter = match before {
+        Some(b) => Some(read_counter(server, spec.cookie.as_ref()).await? - b),
+        None => None,
+    };
+    let cas = match (stats0, store_stats(server).await?) {
+        (Some(a), Some(b)) => Some((b.0 - a.0, b.1 - a.1)),
+        _ => None,
+    };
+    let mut r = rep_result(rep, &result, server_ticks, ticks_per_sec, counter);
+    r.server_user_share = user as f64 / server_ticks.max(1) as f64;
+    r.driver_cpu_busy = (cpu1.1 - cpu0.1) as f64 / ticks_per_sec as f64 / r.elapsed_secs;
+    r.background_cores = other as f64 / ticks_per_sec as f64 / r.elapsed_secs;
+    r.cas_calls = cas.map(|c| c.0);
+    r.cas_conflicts = cas.map(|c| c.1);
+    Ok(r)
+}
+
+/// Waits (at most `--quiet-wait` seconds) until the rest of the machine uses at most
+/// `--max-background` cores, measured over one second.
+async fn wait_quiet(servers: &[ServerProc], args: &RunArgs) {
+    let me = std::process::id();
+    let (ticks_per_sec, _) = sys::clock_ticks_per_sec();
+    let busy = |servers: &[ServerProc]| {
+        let ours: u64 = servers
+            .iter()
+            .map(|s| {
+                let (u, k) = s.cpu_ticks();
+                u + k
+            })
+            .sum::<u64>()
+            + sys::cpu_ticks(me).unwrap_or(0);
+        (sys::machine_busy_ticks(), ours)
+    };
+    let start = std::time::Instant::now();
+    loop {
+        let (m0, o0) = busy(servers);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (m1, o1) = busy(servers);
+        let other = (m1 - m0).saturating_sub(o1 - o0) as f64 / ticks_per_sec as f64;
+        if other <= args.max_background {
+            return;
+        }
+        if start.elapsed() > Duration::from_secs(args.quiet_wait) {
+            eprintln!("  the machine stays busy ({other:.2} cores): measuring anyway");
+            return;
+        }
+        eprintln!("  waiting for a quiet machine ({other:.2} cores busy with other work)");
+    }
 }
 
 fn rep_result(
@@ -492,6 +595,10 @@ fn rep_result(
         lost_updates: counter.map(|c| r.ok as i64 - c),
         cas_calls: None,
         cas_conflicts: None,
+        server_user_share: f64::NAN,
+        driver_cpu_busy: f64::NAN,
+        attempts: 1,
+        background_cores: f64::NAN,
     }
 }
 

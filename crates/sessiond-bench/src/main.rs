@@ -28,6 +28,12 @@
 //! never suspends runs each request's read and write without interleaving, so
 //! read-modify-write code loses no update there; see `suspending.rs`.
 //!
+//! Noisy neighbours: before each repetition the driver waits (up to `--quiet-wait`
+//! s) until the rest of the machine uses at most `--max-background` cores, and runs a
+//! repetition again (up to `--retries` times) if other work exceeded that during it;
+//! the report shows the background load of every row. `--max-background 99` turns
+//! this off.
+//!
 //! Without `taskset` (util-linux) or with fewer than 2 cores it runs unpinned and
 //! says so in the report. Traffic stays on 127.0.0.1.
 
@@ -145,6 +151,16 @@ pub(crate) struct RunArgs {
     /// Session counts for S6.
     #[arg(long, value_delimiter = ',', default_values_t = [100_000_u64, 1_000_000])]
     pub fill: Vec<u64>,
+    /// A repetition during which the rest of the machine kept more than this many
+    /// cores busy is run again (and each repetition waits for such a quiet machine).
+    #[arg(long, default_value_t = 0.15)]
+    pub max_background: f64,
+    /// How many times a disturbed repetition is run again.
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+    /// Longest wait for a quiet machine before a repetition, seconds.
+    #[arg(long, default_value_t = 120)]
+    pub quiet_wait: u64,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -32,6 +32,8 @@ pub(crate) struct Header {
     pub git: String,
     /// How processes were placed on cores.
     pub placement: String,
+    /// /proc/loadavg when the run started.
+    pub loadavg: String,
     /// Clock ticks per second used for /proc/<pid>/stat.
     pub clk_tck: u64,
     /// Whether `clk_tck` was assumed.
@@ -108,6 +110,7 @@ impl Header {
             ]),
             git,
             placement,
+            loadavg: sys::loadavg().unwrap_or_else(unknown),
             clk_tck,
             clk_tck_assumed: assumed,
             reps: args.reps,
@@ -151,6 +154,14 @@ pub(crate) struct RepResult {
     pub cas_calls: Option<u64>,
     /// `sessiond-suspending`: of which conflicts (each one a retry).
     pub cas_conflicts: Option<u64>,
+    /// The share of the server's CPU time spent in user mode (the rest: kernel).
+    pub server_user_share: f64,
+    /// Load generator CPU time / wall time (1.0: its core is saturated).
+    pub driver_cpu_busy: f64,
+    /// Busy cores outside the server and the driver during the repetition.
+    pub background_cores: f64,
+    /// How many times the repetition was run (retried when the machine was busy).
+    pub attempts: u32,
 }
 
 /// Median and spread.
@@ -204,6 +215,12 @@ pub(crate) struct StackResult {
     pub cpu_us_per_req: Stat,
     /// Server CPU busy fraction.
     pub cpu_busy: Stat,
+    /// Share of the server's CPU time in user mode.
+    pub user_share: Stat,
+    /// Load generator CPU busy fraction.
+    pub driver_busy: Stat,
+    /// Busy cores outside the server and the driver.
+    pub background_cores: Stat,
     /// S3: lost updates per repetition.
     pub lost_updates: Option<Stat>,
     /// S3: lost updates as a share of successful increments, %.
@@ -232,6 +249,9 @@ impl StackResult {
             p99_us: Stat::of(reps.iter().map(|r| r.p99_us)),
             cpu_us_per_req: Stat::of(reps.iter().map(|r| r.server_cpu_us_per_req)),
             cpu_busy: Stat::of(reps.iter().map(|r| r.server_cpu_busy)),
+            driver_busy: Stat::of(reps.iter().map(|r| r.driver_cpu_busy)),
+            user_share: Stat::of(reps.iter().map(|r| r.server_user_share)),
+            background_cores: Stat::of(reps.iter().map(|r| r.background_cores)),
             lost_updates: (!lost.is_empty()).then(|| Stat::of(lost.iter().map(|l| l.0))),
             lost_pct: (!lost.is_empty()).then(|| Stat::of(lost.iter().map(|l| l.1))),
             non_2xx: reps.iter().map(|r| r.non_2xx).sum(),
@@ -421,6 +441,7 @@ pub(crate) fn markdown(r: &Report) -> String {
     let _ = writeln!(o, "- versions (Cargo.lock): {}", versions.join(", "));
     let _ = writeln!(o, "- sessiond: workspace at `{}`", h.git);
     let _ = writeln!(o, "- placement: {}", h.placement);
+    let _ = writeln!(o, "- load average at start: {}", h.loadavg);
     let _ = writeln!(
         o,
         "- method: per scenario, fresh servers; {} s warm-up per stack; then {} × {} s per \
@@ -434,7 +455,8 @@ pub(crate) fn markdown(r: &Report) -> String {
         "- server CPU = utime+stime delta of the server process (/proc/<pid>/stat) over the \
          repetition ÷ responses; CLK_TCK = {}{}; \"busy\" = server CPU time ÷ wall time \
          (100 % = its core is saturated; below that, the load generator is the limit and \
-         req/s ratios understate differences: read the CPU column)",
+         req/s ratios understate differences: read the CPU column); \"other load\" = busy \
+         CPU of the whole machine (/proc/stat) minus the server and the load generator",
         h.clk_tck,
         if h.clk_tck_assumed { " (assumed)" } else { "" }
     );
@@ -470,32 +492,35 @@ fn scenario_md(o: &mut String, s: &ScenarioResult) {
     let s3 = s.stacks.iter().any(|x| x.lost_updates.is_some());
     let _ = write!(
         o,
-        "| stack | req/s | p50 µs | p99 µs | server CPU µs/req | server busy % | non-2xx / errors |"
+        "| stack | req/s | p50 µs | p99 µs | server CPU µs/req | of which user % | server busy % | load gen busy % | other load, cores (max) | non-2xx / errors |"
     );
     if s3 {
         let _ = write!(o, " lost updates | lost % |");
     }
     let _ = writeln!(o);
-    let _ = write!(o, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = write!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     if s3 {
         let _ = write!(o, "---:|---:|");
     }
     let _ = writeln!(o);
     for x in &s.stacks {
-        let busy = Stat {
-            median: x.cpu_busy.median * 100.0,
-            min: x.cpu_busy.min * 100.0,
-            max: x.cpu_busy.max * 100.0,
+        let pct = |s: &Stat| Stat {
+            median: s.median * 100.0,
+            min: s.min * 100.0,
+            max: s.max * 100.0,
         };
         let _ = write!(
             o,
-            "| {} | {} | {} | {} | {} | {} | {} / {} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {:.2} | {} / {} |",
             x.stack.name(),
             spread(&x.req_per_sec, 0),
             spread(&x.p50_us, 0),
             spread(&x.p99_us, 0),
             spread(&x.cpu_us_per_req, 2),
-            spread(&busy, 0),
+            x.user_share.median * 100.0,
+            spread(&pct(&x.cpu_busy), 0),
+            spread(&pct(&x.driver_busy), 0),
+            x.background_cores.max,
             x.non_2xx,
             x.errors
         );
@@ -512,6 +537,20 @@ fn scenario_md(o: &mut String, s: &ScenarioResult) {
         let _ = writeln!(o);
     }
     let _ = writeln!(o);
+    for x in &s.stacks {
+        let calls: u64 = x.reps.iter().filter_map(|r| r.cas_calls).sum();
+        let conflicts: u64 = x.reps.iter().filter_map(|r| r.cas_conflicts).sum();
+        let updates: u64 = x.reps.iter().map(|r| r.ok).sum();
+        if calls > 0 {
+            let _ = writeln!(
+                o,
+                "{}: {calls} compare-and-swap calls for {updates} updates ({:.1} per update; \
+                 {conflicts} conflicts, each one retry).\n",
+                x.stack.name(),
+                calls as f64 / updates.max(1) as f64
+            );
+        }
+    }
 }
 
 fn memory_md(o: &mut String, memory: &[FillResult]) {

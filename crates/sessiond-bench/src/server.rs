@@ -58,7 +58,12 @@ pub(crate) fn serve(stack: Stack, listen: SocketAddr) -> anyhow::Result<()> {
         let router = match stack {
             Stack::Bare => bare_router(),
             Stack::Sessiond => sessiond_router(Arc::new(sessiond_store::MemoryStore::new())),
-            Stack::SessiondSuspending => sessiond_router(Arc::new(SuspendingSessiond::default())),
+            Stack::SessiondSuspending => {
+                let store = Arc::new(SuspendingSessiond::default());
+                let stats = store.clone();
+                sessiond_router(store)
+                    .route("/store-stats", get(move || async move { stats.stats() }))
+            }
             Stack::TowerSessions => tower_router(tower_sessions::MemoryStore::default()),
             Stack::TowerSessionsSuspending => tower_router(SuspendingTower::default()),
         };

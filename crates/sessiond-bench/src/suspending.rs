@@ -87,9 +87,9 @@ impl SessionStore for SuspendingSessiond {
         self.inner.list(now).await
     }
 
-    async fn insert_otp(&self, otp: OtpRecord) -> Result<(), StoreError> {
+    async fn insert_otp(&self, otp: OtpRecord, now: Timestamp) -> Result<(), StoreError> {
         yield_now().await;
-        self.inner.insert_otp(otp).await
+        self.inner.insert_otp(otp, now).await
     }
 
     async fn take_otp(

@@ -45,6 +45,11 @@ pub(crate) fn allowed_cpus() -> Option<String> {
 /// `utime + stime` of process `pid` in clock ticks (fields 14 and 15 of
 /// /proc/<pid>/stat).
 pub(crate) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    cpu_ticks_split(pid).map(|(u, s)| u + s)
+}
+
+/// `(utime, stime)` of process `pid` in clock ticks.
+pub(crate) fn cpu_ticks_split(pid: u32) -> anyhow::Result<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces: count fields after its ')'.
@@ -56,7 +61,7 @@ pub(crate) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     // `rest` starts at field 3 (state): field n is at index n - 3.
     let utime: u64 = fields.get(11).context("no utime")?.parse()?;
     let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-    Ok(utime + stime)
+    Ok((utime, stime))
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`), and whether it was assumed (100).
@@ -134,4 +139,28 @@ pub(crate) fn locked_versions(names: &[&str]) -> Vec<(String, String)> {
             ((*name).to_string(), v)
         })
         .collect()
+}
+
+/// Busy clock ticks of the whole machine (/proc/stat `cpu` line: user, nice, system,
+/// irq, softirq, steal).
+pub(crate) fn machine_busy_ticks() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0;
+    };
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum()
+}
+
+/// /proc/loadavg, first three fields.
+pub(crate) fn loadavg() -> Option<String> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
 }

@@ -23,6 +23,8 @@ pub struct FileConfig {
     roles: Option<PathBuf>,
     app_name: Option<String>,
     store: Option<String>,
+    store_timeout_ms: Option<u64>,
+    node_name: Option<String>,
     trust_proxy_headers: Option<bool>,
     max_body_bytes: Option<usize>,
     #[serde(default)]
@@ -116,6 +118,15 @@ struct SessionsSection {
 pub enum StoreChoice {
     /// In memory (volatile).
     Memory,
+    /// In `<data>/sessions.redb` (the default): survives restarts.
+    Embedded,
+    /// In Redis, shared by several nodes.
+    Redis {
+        /// `redis://host:port/db`.
+        url: String,
+        /// Bound on every Redis call.
+        timeout: Duration,
+    },
 }
 
 /// The validated settings of `sessiond serve`.
@@ -133,6 +144,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Mobile apps.
     pub mobile: MobileSettings,
+    /// This node's name among several sharing a Redis store.
+    pub node: String,
 }
 
 /// Default listen address.
@@ -166,10 +179,23 @@ impl Config {
             .store
             .as_deref()
             .or(file.store.as_deref())
-            .unwrap_or("memory")
+            .unwrap_or("embedded")
         {
             "memory" => StoreChoice::Memory,
-            other => bail!("unknown store {other:?}: the available store is \"memory\""),
+            "embedded" => StoreChoice::Embedded,
+            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                let ms = file.store_timeout_ms.unwrap_or(2000);
+                if !(1..=60_000).contains(&ms) {
+                    bail!("store_timeout_ms must be 1 to 60000");
+                }
+                StoreChoice::Redis {
+                    url: url.to_string(),
+                    timeout: Duration::from_millis(ms),
+                }
+            }
+            other => bail!(
+                "unknown store {other:?}: use \"embedded\" (default), \"memory\" or a redis://host:port/db URL"
+            ),
         };
         let app_name = args
             .app_name
@@ -203,6 +229,15 @@ impl Config {
             server.cookie.domain = Some(d);
         }
         server.policy = policy(&file.sessions)?;
+        let node = match file.node_name {
+            Some(n)
+                if !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                n
+            }
+            Some(n) => bail!("node_name {n:?} must be 1 to 64 printable characters without spaces"),
+            None => sessiond_core::id::to_hex(&sessiond_core::id::random_bytes::<4>()),
+        };
         let mobile = mobile(file.mobile)?;
         Ok(Self {
             listen,
@@ -211,6 +246,7 @@ impl Config {
             store,
             server,
             mobile,
+            node,
         })
     }
 }
@@ -348,7 +384,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.server.app_name, "sessiond");
         assert_eq!(c.server.cookie.name, "4DSID_sessiond");
-        assert_eq!(c.store, StoreChoice::Memory);
+        assert_eq!(c.store, StoreChoice::Embedded);
         assert_eq!(c.server.policy, SessionPolicy::default());
     }
 }

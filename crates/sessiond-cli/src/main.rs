@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use sessiond_core::{Roles, SystemClock};
+use sessiond_core::{Clock, Roles, SystemClock};
 use sessiond_mobile::activation::{Activations, EmailConfig, MailTransport};
 use sessiond_mobile::{MobileConfig, MobileSessions};
 use sessiond_server::credentials::{AdminAuth, Credentials};
@@ -24,7 +24,7 @@ use sessiond_server::hook::ConfigHook;
 use sessiond_server::routes::mobile::MobileState;
 use sessiond_server::users::Users;
 use sessiond_server::{AppState, run};
-use sessiond_store::{MemoryStore, Sessions};
+use sessiond_store::{EmbeddedStore, MemoryStore, RedisStore, SessionStore, Sessions};
 use tokio::net::TcpListener;
 
 use crate::cli::{AdminCommand, Cli, Command, UserCommand};
@@ -117,21 +117,82 @@ fn serve(config: Config) -> anyhow::Result<()> {
             "New admin password (shown once; change it with `sessiond admin password`):\n  {p}"
         );
     }
-    let store = match config.store {
-        StoreChoice::Memory => Arc::new(MemoryStore::new()),
-    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let store = open_store(&config, &runtime)?;
     let sessions = Sessions::new(
         store,
         Arc::new(roles),
         Arc::new(SystemClock),
         config.server.policy.clone(),
     );
+    let mobile = Arc::new(mobile_sessions(&config, sessions.clone())?);
+    let hook = Arc::new(ConfigHook::new(
+        config.mobile.policy.clone(),
+        config.mobile.callout.clone(),
+    ));
+    let mobile_state = MobileState::new(mobile.clone(), hook, config.mobile.upstream.clone());
+    let state = AppState {
+        sessions,
+        config: Arc::new(config.server),
+        api_key: key,
+        users_file: Some(config.data.join("users.json")),
+        admin: Arc::new(AdminAuth::new(&config.data)),
+        mobile: Some(mobile_state),
+    };
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let shutdown = shutdown_signal()?;
+        if let StoreChoice::Redis { url, .. } = &config.store {
+            sessiond_server::cluster::spawn_mobile_sync(url, config.node.clone(), mobile.clone())?;
+        }
+        let report = mobile.reload_all().await?;
+        for e in &report.errors {
+            tracing::warn!(file = %e.file, "{}", e.message);
+        }
+        tracing::info!(sessions = report.loaded, "mobile sessions loaded");
+        tracing::info!(%addr, app = %state.config.app_name, "sessiond listening");
+        println!("sessiond listening on http://{addr}");
+        run(listener, state, shutdown).await?;
+        tracing::info!("sessiond stopped");
+        Ok(())
+    })
+}
+
+/// The session store the config names.
+fn open_store(
+    config: &Config,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Arc<dyn SessionStore>> {
+    Ok(match &config.store {
+        StoreChoice::Memory => Arc::new(MemoryStore::new()),
+        StoreChoice::Embedded => {
+            let path = config.data.join("sessions.redb");
+            Arc::new(
+                EmbeddedStore::open(&path, SystemClock.now())
+                    .context("the embedded session store cannot be opened")?,
+            )
+        }
+        StoreChoice::Redis { url, timeout } => Arc::new(
+            runtime
+                .block_on(RedisStore::connect(url, *timeout))
+                .context("cannot connect to Redis")?,
+        ),
+    })
+}
+
+/// The mobile sessions, with e-mail validation when configured.
+fn mobile_sessions(config: &Config, sessions: Sessions) -> anyhow::Result<MobileSessions> {
     let mobile_config = MobileConfig {
         root: config.data.join("MobileApps"),
         ids: config.mobile.ids,
         localhost_accept: config.mobile.localhost_accept,
     };
-    let mut mobile = MobileSessions::new(mobile_config, sessions.clone());
+    let mut mobile = MobileSessions::new(mobile_config, sessions);
     if let Some(e) = &config.mobile.email {
         let transport = match &e.smtp {
             Some(url) => MailTransport::Smtp(url.clone()),
@@ -146,40 +207,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         };
         mobile = mobile.with_email(Activations::load(email)?);
     }
-    let mobile = Arc::new(mobile);
-    let hook = Arc::new(ConfigHook::new(
-        config.mobile.policy.clone(),
-        config.mobile.callout.clone(),
-    ));
-    let mobile_state = MobileState::new(mobile.clone(), hook, config.mobile.upstream.clone());
-    let state = AppState {
-        sessions,
-        config: Arc::new(config.server),
-        api_key: key,
-        users_file: Some(config.data.join("users.json")),
-        admin: Arc::new(AdminAuth::new(&config.data)),
-        mobile: Some(mobile_state),
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let addr = listener.local_addr()?;
-        let shutdown = shutdown_signal()?;
-        let report = mobile.refresh().await?;
-        for e in &report.errors {
-            tracing::warn!(file = %e.file, "{}", e.message);
-        }
-        tracing::info!(sessions = report.loaded, "mobile sessions loaded");
-        tracing::info!(%addr, app = %state.config.app_name, "sessiond listening");
-        println!("sessiond listening on http://{addr}");
-        run(listener, state, shutdown).await?;
-        tracing::info!("sessiond stopped");
-        Ok(())
-    })
+    Ok(mobile)
 }
 
 /// Registers SIGINT/SIGTERM handlers now (so a signal that arrives right after the

@@ -186,6 +186,22 @@ pub struct MobileSessions {
     // cannot both create a session.
     writes: tokio::sync::Mutex<()>,
     activations: Option<Activations>,
+    changes: tokio::sync::broadcast::Sender<MobileChange>,
+}
+
+/// A change of the mobile sessions made on this node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum MobileChange {
+    /// One session changed (created, edited, deleted): reload its file.
+    Session {
+        /// The app folder.
+        folder: String,
+        /// The session id.
+        id: String,
+    },
+    /// Every file was reloaded (Push).
+    Refresh,
 }
 
 impl std::fmt::Debug for MobileSessions {
@@ -291,6 +307,7 @@ impl MobileSessions {
             index: RwLock::default(),
             writes: tokio::sync::Mutex::new(()),
             activations: None,
+            changes: tokio::sync::broadcast::channel(1024).0,
         }
     }
 
@@ -456,6 +473,10 @@ impl MobileSessions {
         let entry = Entry { file, side };
         self.write(&folder, &entry).await?;
         self.index.write().insert(&folder, entry);
+        self.notify(MobileChange::Session {
+            folder: folder.clone(),
+            id: id.clone(),
+        });
         tracing::info!(app = %folder, session = %id, status = status.as_str(), "mobile login");
         Ok(match status {
             Status::Accepted => AuthAnswer::Accepted {
@@ -554,6 +575,10 @@ impl MobileSessions {
         }
         self.write(&who.folder, &entry).await?;
         self.index.write().insert(&who.folder, entry);
+        self.notify(MobileChange::Session {
+            folder: who.folder.clone(),
+            id: who.id.clone(),
+        });
         Ok(())
     }
 
@@ -577,15 +602,17 @@ impl MobileSessions {
         })
         .await
         .map_err(std::io::Error::other)??;
-        match removed {
-            Some(e) => {
-                if let Some(web) = e.side.web_session {
-                    self.sessions.remove(&web).await?;
-                }
-                Ok(())
-            }
-            None => Err(MobileError::NotFound),
+        let Some(e) = removed else {
+            return Err(MobileError::NotFound);
+        };
+        self.notify(MobileChange::Session {
+            folder: folder.to_string(),
+            id: id.to_string(),
+        });
+        if let Some(web) = e.side.web_session {
+            self.sessions.remove(&web).await?;
         }
+        Ok(())
     }
 
     async fn write(&self, folder: &str, entry: &Entry) -> Result<(), MobileError> {
@@ -643,8 +670,58 @@ impl MobileSessions {
 
     /// MOBILE APP REFRESH SESSIONS: reads every session file; modified files update
     /// their session, new ones are loaded, deleted or invalid ones are evicted, and
-    /// each unusable file is reported with its `mobi` error.
+    /// each unusable file is reported with its `mobi` error. Other nodes are told
+    /// (see [`MobileSessions::changes`]).
     pub async fn refresh(&self) -> Result<RefreshReport, MobileError> {
+        let report = self.reload_all().await?;
+        self.notify(MobileChange::Refresh);
+        Ok(report)
+    }
+
+    /// Reloads one session from its file (a change made by another node): a valid
+    /// file updates or adds it, a missing or invalid one evicts it.
+    pub async fn reload(&self, folder: &str, id: &str) -> Result<(), MobileError> {
+        let path = self.checked_file(folder, id)?;
+        let dir = path.parent().expect("a file in a folder").to_path_buf();
+        let (folder, id) = (folder.to_string(), id.to_string());
+        let _guard = self.writes.lock().await;
+        let loaded = {
+            let (folder, id) = (folder.clone(), id.clone());
+            tokio::task::spawn_blocking(move || {
+                let bytes = std::fs::read(&path).ok()?;
+                let file = SessionFile::parse(&bytes)
+                    .ok()
+                    .filter(|f| f.check_location(&folder, &id).is_ok())?;
+                let side = std::fs::read(sidecar_path(&dir, &id))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or_default();
+                Some(Entry { file, side })
+            })
+            .await
+            .map_err(std::io::Error::other)?
+        };
+        let mut index = self.index.write();
+        match loaded {
+            Some(entry) => index.insert(&folder, entry),
+            None => {
+                index.remove(&(folder, id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Changes made on this node, for other nodes sharing the folder.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<MobileChange> {
+        self.changes.subscribe()
+    }
+
+    fn notify(&self, change: MobileChange) {
+        let _ = self.changes.send(change);
+    }
+
+    /// Like [`MobileSessions::refresh`], without telling other nodes.
+    pub async fn reload_all(&self) -> Result<RefreshReport, MobileError> {
         let _guard = self.writes.lock().await;
         let root = self.config.root.clone();
         let (found, errors) = tokio::task::spawn_blocking(move || scan(&root))

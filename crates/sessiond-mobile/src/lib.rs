@@ -15,7 +15,9 @@ pub mod file;
 pub mod hook;
 pub mod token;
 
-pub use apps::{AuthAnswer, Authorized, MobileConfig, MobileError, MobileSessions, RefreshReport};
+pub use apps::{
+    AuthAnswer, Authorized, MobileChange, MobileConfig, MobileError, MobileSessions, RefreshReport,
+};
 pub use file::{SessionFile, Status};
 pub use hook::{AuthHook, HookResult, Policy};
 pub use token::IdMode;

@@ -6,6 +6,7 @@
 //! | [`layer`] | [`SessionLayer`]: cookie `4DSID_<AppName>`, guest creation, `$4DSID` OTP restore, token rotation on the response |
 //! | [`routes`] | `/api` (browser), `/service/v1` (service API with its API key) |
 //! | [`app`] | [`AppState`], [`app()`] (the router), [`run()`] (serve with graceful shutdown) |
+//! | [`cluster`] | several nodes on one Redis: mobile changes over pub/sub, resync on reconnect |
 //! | [`config`] | [`ServerConfig`], [`CookieConfig`] |
 //! | [`hook`] | [`hook::ConfigHook`]: the mobile login hook from the config (lists, HTTP callout) |
 //! | [`users`] | the users file of the built-in login (argon2id) |
@@ -13,6 +14,7 @@
 //! | [`error`] | [`ApiError`]: status code + `{"error", "message"}` |
 
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub mod credentials;
 pub mod error;

@@ -311,6 +311,11 @@ impl RedisServer {
             .local_addr()
             .unwrap()
             .port();
+        Self::start_on(port)
+    }
+
+    /// Starts one on `port` (to restart a stopped one where clients expect it).
+    pub fn start_on(port: u16) -> Self {
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",

@@ -1,68 +1,12 @@
-//! The `sessiond` binary as an operator runs it: first start, secrets, config
-//! errors, roles.json errors, the users file, graceful shutdown.
+//! First start, secrets, configuration, roles.json, users, shutdown, the mobile CLI.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sessiond");
-
-struct Running {
-    child: Child,
-    base: String,
-    printed: Vec<String>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn sessiond(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(cwd)
-        .args(args)
-        .env_remove("SESSIOND_API_KEY")
-        .env_remove("SESSIOND_ADMIN_PASSWORD");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-/// Starts `sessiond serve` on a free port and waits for its "listening" line.
-fn start(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
-    let mut env = env.to_vec();
-    env.push(("SESSIOND_LISTEN", "127.0.0.1:0"));
-    let child = sessiond(cwd, &[&["serve"], args].concat(), &env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Owned by `Running` at once, so the process is killed and reaped on any panic.
-    let mut run = Running {
-        child,
-        base: String::new(),
-        printed: Vec::new(),
-    };
-    let mut lines = BufReader::new(run.child.stdout.take().unwrap()).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("sessiond exited before listening")
-            .unwrap();
-        if let Some(addr) = line.strip_prefix("sessiond listening on ") {
-            run.base = addr.to_string();
-            return run;
-        }
-        run.printed.push(line);
-    }
-}
+use crate::{sessiond, start};
 
 #[test]
 fn first_start_creates_the_data_folder_and_shows_secrets_once() {
