@@ -42,7 +42,7 @@ impl SuspendingSessiond {
 
 #[async_trait]
 impl SessionStore for SuspendingSessiond {
-    async fn insert(&self, record: SessionRecord, now: Timestamp) -> Result<(), StoreError> {
+    async fn insert(&self, record: SessionRecord, now: Timestamp) -> Result<Snapshot, StoreError> {
         yield_now().await;
         self.inner.insert(record, now).await
     }

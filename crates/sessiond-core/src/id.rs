@@ -187,15 +187,35 @@ impl fmt::Debug for TokenHash {
 pub struct CookieToken {
     id: SessionId,
     secret: [u8; 16],
+    /// Computed once: every use of a token needs it.
+    hash: TokenHash,
 }
 
 impl CookieToken {
-    /// Issues a new token for a session, with a fresh secret.
-    pub fn issue(id: SessionId) -> Self {
+    fn new(id: SessionId, secret: [u8; 16]) -> Self {
         Self {
             id,
-            secret: random_bytes(),
+            secret,
+            hash: TokenHash::of(&secret),
         }
+    }
+
+    /// Issues a new token for a session, with a fresh secret.
+    pub fn issue(id: SessionId) -> Self {
+        Self::new(id, random_bytes())
+    }
+
+    /// A new session id and the token of its first client, from one read of the OS
+    /// random source.
+    pub fn new_session() -> Self {
+        let bytes = random_bytes::<32>();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&bytes[..16]);
+        id[6] = (id[6] & 0x0f) | 0x40;
+        id[8] = (id[8] & 0x3f) | 0x80;
+        let mut secret = [0u8; 16];
+        secret.copy_from_slice(&bytes[16..]);
+        Self::new(SessionId(id), secret)
     }
 
     /// The session the token claims to belong to (not yet verified).
@@ -205,7 +225,7 @@ impl CookieToken {
 
     /// The hash under which stores keep this token.
     pub fn hash(&self) -> TokenHash {
-        TokenHash::of(&self.secret)
+        self.hash
     }
 
     /// The cookie value.
@@ -235,10 +255,7 @@ impl FromStr for CookieToken {
         id.copy_from_slice(&raw[..16]);
         let mut secret = [0u8; 16];
         secret.copy_from_slice(&raw[16..]);
-        Ok(Self {
-            id: SessionId(id),
-            secret,
-        })
+        Ok(Self::new(SessionId(id), secret))
     }
 }
 

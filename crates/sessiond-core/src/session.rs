@@ -136,8 +136,20 @@ impl SessionRecord {
         ip: Option<IpAddr>,
         desktop: Option<DesktopInfo>,
     ) -> Self {
+        Self::with_id(SessionId::random(), kind, now, policy, ip, desktop)
+    }
+
+    /// A new session with a given id.
+    pub fn with_id(
+        id: SessionId,
+        kind: SessionKind,
+        now: Timestamp,
+        policy: &SessionPolicy,
+        ip: Option<IpAddr>,
+        desktop: Option<DesktopInfo>,
+    ) -> Self {
         Self {
-            id: SessionId::random(),
+            id,
             kind,
             user_name: Box::from(""),
             privileges: Box::new([]),

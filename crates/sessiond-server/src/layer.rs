@@ -13,8 +13,8 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
-use cookie::Cookie;
 use http::{HeaderValue, Request, header};
+use sessiond_core::CookieToken;
 use sessiond_store::Sessions;
 use tower::{Layer, Service};
 
@@ -30,6 +30,43 @@ struct Shared {
     sessions: Sessions,
     cookie: CookieConfig,
     trust_proxy_headers: bool,
+    /// `; HttpOnly; SameSite=…; Path=/[; Domain=…]`, built once.
+    attributes: String,
+}
+
+impl Shared {
+    fn new(sessions: Sessions, cookie: CookieConfig, trust_proxy_headers: bool) -> Self {
+        let same_site = match cookie.same_site {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        };
+        let mut attributes = format!("; HttpOnly; SameSite={same_site}; Path=/");
+        if let Some(domain) = &cookie.domain {
+            attributes.push_str("; Domain=");
+            attributes.push_str(domain);
+        }
+        Self {
+            sessions,
+            cookie,
+            trust_proxy_headers,
+            attributes,
+        }
+    }
+
+    /// The `Set-Cookie` value for a change, if any.
+    fn set_cookie(&self, change: CookieChange, secure: bool) -> Option<HeaderValue> {
+        let secure = if secure { "; Secure" } else { "" };
+        let (name, attrs) = (&self.cookie.name, &self.attributes);
+        let value = match change {
+            CookieChange::Keep => return None,
+            CookieChange::Set(token) => format!("{name}={}{attrs}{secure}", token.encode()),
+            CookieChange::Remove => {
+                format!("{name}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT{attrs}{secure}")
+            }
+        };
+        HeaderValue::from_str(&value).ok()
+    }
 }
 
 /// Adds web sessions to a service: puts a [`Session`] in the request's extensions
@@ -54,11 +91,7 @@ pub struct SessionLayer(Arc<Shared>);
 impl SessionLayer {
     /// A layer over `sessions` with cookie settings `cookie`.
     pub fn new(sessions: Sessions, cookie: CookieConfig) -> Self {
-        Self(Arc::new(Shared {
-            sessions,
-            cookie,
-            trust_proxy_headers: false,
-        }))
+        Self(Arc::new(Shared::new(sessions, cookie, false)))
     }
 
     /// Believe `X-Forwarded-For` / `X-Forwarded-Proto` (only behind a reverse proxy
@@ -66,11 +99,11 @@ impl SessionLayer {
     #[must_use]
     pub fn trust_proxy_headers(self, yes: bool) -> Self {
         let s = &self.0;
-        Self(Arc::new(Shared {
-            sessions: s.sessions.clone(),
-            cookie: s.cookie.clone(),
-            trust_proxy_headers: yes,
-        }))
+        Self(Arc::new(Shared::new(
+            s.sessions.clone(),
+            s.cookie.clone(),
+            yes,
+        )))
     }
 }
 
@@ -112,11 +145,12 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         // Read what the session lookup needs now: the request body is not `Sync`, so
         // the request cannot be borrowed across an `.await`.
-        let cookie = find_cookie(&req, &shared.cookie.name).map(str::to_owned);
+        let cookie =
+            find_cookie(&req, &shared.cookie.name).and_then(|v| v.parse::<CookieToken>().ok());
         let otp = otp_param(&req);
         let ip = client_ip(&req, shared.trust_proxy_headers);
         Box::pin(async move {
-            let session = match open(&shared, cookie.as_deref(), otp.as_deref(), ip).await {
+            let session = match open(&shared, cookie.as_ref(), otp.as_deref(), ip).await {
                 Ok(s) => s,
                 Err(e) => return Ok(e.into_response()),
             };
@@ -127,8 +161,7 @@ where
             };
             req.extensions_mut().insert(session.clone());
             let mut response = session.clone().scope(inner.call(req)).await?;
-            if let Some(value) = cookie_header(&shared.cookie, session.take_cookie_change(), secure)
-            {
+            if let Some(value) = shared.set_cookie(session.take_cookie_change(), secure) {
                 response.headers_mut().append(header::SET_COOKIE, value);
             }
             Ok(response)
@@ -138,7 +171,7 @@ where
 
 async fn open(
     shared: &Shared,
-    cookie: Option<&str>,
+    cookie: Option<&CookieToken>,
     otp: Option<&str>,
     ip: Option<IpAddr>,
 ) -> Result<Session, ApiError> {
@@ -150,8 +183,8 @@ async fn open(
             return Ok(session);
         }
     }
-    if let Some(value) = cookie {
-        if let Some((snapshot, hash)) = sessions.resolve_cookie(value).await? {
+    if let Some(token) = cookie {
+        if let Some((snapshot, hash)) = sessions.resolve_token(token).await? {
             return Ok(Session::new(sessions.clone(), snapshot, Some(hash)));
         }
     }
@@ -173,7 +206,7 @@ fn find_cookie<'r>(req: &'r Request<Body>, name: &str) -> Option<&'r str> {
 }
 
 fn otp_param(req: &Request<Body>) -> Option<String> {
-    let query = req.uri().query()?;
+    let query = req.uri().query().filter(|q| q.contains("4DSID"))?;
     form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == OTP_PARAM)
         .map(|(_, v)| v.into_owned())
@@ -196,30 +229,6 @@ pub(crate) fn client_ip(req: &Request<Body>, trust_proxy_headers: bool) -> Optio
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
-}
-
-fn cookie_header(config: &CookieConfig, change: CookieChange, secure: bool) -> Option<HeaderValue> {
-    let mut cookie = match change {
-        CookieChange::Keep => return None,
-        CookieChange::Set(token) => Cookie::new(config.name.clone(), token.encode()),
-        CookieChange::Remove => {
-            let mut c = Cookie::new(config.name.clone(), "");
-            c.make_removal();
-            c
-        }
-    };
-    cookie.set_http_only(true);
-    cookie.set_path("/");
-    cookie.set_same_site(match config.same_site {
-        SameSite::Strict => cookie::SameSite::Strict,
-        SameSite::Lax => cookie::SameSite::Lax,
-        SameSite::None => cookie::SameSite::None,
-    });
-    cookie.set_secure(secure);
-    if let Some(domain) = &config.domain {
-        cookie.set_domain(domain.clone());
-    }
-    HeaderValue::from_str(&cookie.to_string()).ok()
 }
 
 /// Whether the request arrived over TLS ([`SecureMode::Auto`]).

@@ -196,7 +196,7 @@ impl Inner {
 
 #[async_trait]
 impl SessionStore for EmbeddedStore {
-    async fn insert(&self, record: SessionRecord, now: Timestamp) -> Result<(), StoreError> {
+    async fn insert(&self, record: SessionRecord, now: Timestamp) -> Result<Snapshot, StoreError> {
         self.blocking(move |inner| {
             if inner.mirror.get_now(&record.id, now).is_some() {
                 return Err(StoreError::Duplicate(record.id));

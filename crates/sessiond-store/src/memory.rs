@@ -171,7 +171,7 @@ impl MemoryStore {
         record: SessionRecord,
         last_activity: Timestamp,
         now: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Snapshot, StoreError> {
         let id = record.id;
         let deadline = record.deadline(last_activity);
         let entry = Entry {
@@ -179,6 +179,7 @@ impl MemoryStore {
             last_activity,
             scheduled: deadline.map_or(0, |d| d.0),
         };
+        let snapshot = entry.snapshot();
         {
             let mut shard = self.shard(&id).lock();
             match shard
@@ -195,7 +196,7 @@ impl MemoryStore {
         if let Some(d) = deadline {
             self.schedule(id, d);
         }
-        Ok(())
+        Ok(snapshot)
     }
 
     pub(crate) fn get_now(&self, id: &SessionId, now: Timestamp) -> Option<Snapshot> {
@@ -320,7 +321,7 @@ impl MemoryStore {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
-    async fn insert(&self, record: SessionRecord, now: Timestamp) -> Result<(), StoreError> {
+    async fn insert(&self, record: SessionRecord, now: Timestamp) -> Result<Snapshot, StoreError> {
         self.put(record, now, now)
     }
 
@@ -360,6 +361,10 @@ impl SessionStore for MemoryStore {
         entry.last_activity = entry.last_activity.max(now);
         self.reschedule_if_earlier(*id, entry);
         Ok(Update::Updated(entry.snapshot()))
+    }
+
+    fn updates_in_place(&self) -> bool {
+        true
     }
 
     async fn remove(&self, id: &SessionId) -> Result<bool, StoreError> {

@@ -193,7 +193,7 @@ impl RedisStore {
 
 #[async_trait]
 impl SessionStore for RedisStore {
-    async fn insert(&self, record: SessionRecord, now: Timestamp) -> Result<(), StoreError> {
+    async fn insert(&self, record: SessionRecord, now: Timestamp) -> Result<Snapshot, StoreError> {
         let (idle, hard) = limits(&record);
         let rec = serde_json::to_vec(&record).expect("a record serializes");
         let mut conn = self.conn.clone();
@@ -207,7 +207,10 @@ impl SessionStore for RedisStore {
         if done == 0 {
             Err(StoreError::Duplicate(record.id))
         } else {
-            Ok(())
+            Ok(Snapshot {
+                record: std::sync::Arc::new(record),
+                last_activity: now,
+            })
         }
     }
 

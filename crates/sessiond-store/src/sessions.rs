@@ -59,7 +59,13 @@ pub struct ActivityFilter {
     pub user_name: Option<String>,
 }
 
+/// Number of update queues (sessions share a queue by their id's last byte).
+const TURNS: usize = 256;
+
 struct Inner {
+    /// One queue per id bucket: updates of one session from this process run one at
+    /// a time (see [`Sessions::update`]).
+    turns: Box<[tokio::sync::Mutex<()>]>,
     store: Arc<dyn SessionStore>,
     roles: Arc<Roles>,
     clock: Arc<dyn Clock>,
@@ -108,6 +114,7 @@ impl Sessions {
         policy: SessionPolicy,
     ) -> Self {
         Self(Arc::new(Inner {
+            turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
             store,
             roles,
             clock,
@@ -141,26 +148,24 @@ impl Sessions {
         ip: Option<std::net::IpAddr>,
     ) -> Result<(Snapshot, CookieToken), SessionsError> {
         let now = self.now();
-        let mut record = SessionRecord::new_web(now, &self.0.policy, ip);
-        let token = CookieToken::issue(record.id);
+        let token = CookieToken::new_session();
+        let mut record = SessionRecord::with_id(
+            token.session_id(),
+            SessionKind::Web,
+            now,
+            &self.0.policy,
+            ip,
+            None,
+        );
         record.add_token(token.hash(), now, &self.0.policy);
-        let snapshot = Snapshot {
-            record: Arc::new(record.clone()),
-            last_activity: now,
-        };
-        self.0.store.insert(record, now).await?;
+        let snapshot = self.0.store.insert(record, now).await?;
         Ok((snapshot, token))
     }
 
     /// Stores a session built by the caller (remote and stored-procedure sessions).
     pub async fn insert(&self, record: SessionRecord) -> Result<Snapshot, SessionsError> {
         let now = self.now();
-        let snapshot = Snapshot {
-            record: Arc::new(record.clone()),
-            last_activity: now,
-        };
-        self.0.store.insert(record, now).await?;
-        Ok(snapshot)
+        Ok(self.0.store.insert(record, now).await?)
     }
 
     /// Finds the live session a cookie value opens, records the activity, and returns
@@ -169,9 +174,17 @@ impl Sessions {
         &self,
         value: &str,
     ) -> Result<Option<(Snapshot, TokenHash)>, SessionsError> {
-        let Ok(token) = value.parse::<CookieToken>() else {
-            return Ok(None);
-        };
+        match value.parse::<CookieToken>() {
+            Ok(token) => self.resolve_token(&token).await,
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// [`Sessions::resolve_cookie`] for a token already parsed.
+    pub async fn resolve_token(
+        &self,
+        token: &CookieToken,
+    ) -> Result<Option<(Snapshot, TokenHash)>, SessionsError> {
         let now = self.now();
         let id = token.session_id();
         let Some(snapshot) = self.0.store.get(&id, now).await? else {
@@ -203,6 +216,18 @@ impl Sessions {
         id: &SessionId,
         mut change: impl FnMut(&mut SessionRecord) -> Result<R, CoreError> + Send,
     ) -> Result<(Snapshot, R), SessionsError> {
+        // Queue this process's updates of one session, so that stores that update
+        // optimistically (compare-and-set) see at most one writer per session per
+        // node; only writers on other nodes can still collide.
+        let _turn = if self.0.store.updates_in_place() {
+            None
+        } else {
+            Some(
+                self.0.turns[usize::from(id.as_bytes()[15]) % TURNS]
+                    .lock()
+                    .await,
+            )
+        };
         let mut out = None;
         let mut f = |rec: &mut SessionRecord| {
             out = Some(change(rec)?);

@@ -89,8 +89,8 @@ pub const MAX_CAS_RETRIES: usize = 10_000;
 /// that is not live, whether or not it has been purged yet.
 #[async_trait]
 pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
-    /// Stores a new session whose last activity is `now`.
-    async fn insert(&self, record: SessionRecord, now: Timestamp) -> Result<(), StoreError>;
+    /// Stores a new session whose last activity is `now`; returns its view.
+    async fn insert(&self, record: SessionRecord, now: Timestamp) -> Result<Snapshot, StoreError>;
 
     /// Reads a live session without counting it as activity.
     async fn get(&self, id: &SessionId, now: Timestamp) -> Result<Option<Snapshot>, StoreError>;
@@ -116,7 +116,7 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
         now: Timestamp,
         change: &mut UpdateFn<'_>,
     ) -> Result<Update, StoreError> {
-        for _ in 0..MAX_CAS_RETRIES {
+        for attempt in 0..MAX_CAS_RETRIES {
             let Some(current) = self.get(id, now).await? else {
                 return Ok(Update::NotFound);
             };
@@ -131,10 +131,16 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
             {
                 Cas::Swapped(s) => return Ok(Update::Updated(s)),
                 Cas::NotFound => return Ok(Update::NotFound),
-                Cas::Conflict => tokio::task::yield_now().await,
+                Cas::Conflict => backoff(attempt).await,
             }
         }
         Err(StoreError::Contention(*id))
+    }
+
+    /// Whether [`SessionStore::update`] is applied in place, under the store's own lock
+    /// (so callers need not queue concurrent updates of one session themselves).
+    fn updates_in_place(&self) -> bool {
+        false
     }
 
     /// Deletes a session; true if it existed.
@@ -157,4 +163,13 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// Frees what expired before `now`; returns how many sessions were removed. Stores
     /// with native expiry (Redis TTLs) may do nothing.
     async fn purge_expired(&self, now: Timestamp) -> Result<usize, StoreError>;
+}
+
+/// Waits a random time that grows with the attempt (jittered exponential backoff,
+/// 50 µs doubling up to 25 ms), so that writers colliding on one session spread out
+/// instead of retrying in lockstep.
+async fn backoff(attempt: usize) {
+    let cap_us = 50u64 << attempt.min(9);
+    let r = u64::from_le_bytes(sessiond_core::id::random_bytes::<8>());
+    tokio::time::sleep(std::time::Duration::from_micros(r % cap_us)).await;
 }
