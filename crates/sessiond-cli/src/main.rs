@@ -126,7 +126,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
         Arc::new(roles),
         Arc::new(SystemClock),
         config.server.policy.clone(),
-    );
+    )
+    .with_node(&config.node);
     let mobile = Arc::new(mobile_sessions(&config, sessions.clone())?);
     let hook = Arc::new(ConfigHook::new(
         config.mobile.policy.clone(),

@@ -111,6 +111,9 @@ pub struct SessionRecord {
     pub ip: Option<IpAddr>,
     /// Desktop-session facts.
     pub desktop: Option<Box<DesktopInfo>>,
+    /// The node that created the session (several nodes sharing one store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<std::sync::Arc<str>>,
 }
 
 /// The result of a `setPrivileges` call.
@@ -163,6 +166,7 @@ impl SessionRecord {
             tokens: SmallVec::new(),
             ip,
             desktop: desktop.map(Box::new),
+            node: None,
         }
     }
 

@@ -281,3 +281,89 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod smtp_tests {
+    use super::*;
+
+    /// A real SMTP server: Python's `smtpd` DebuggingServer prints what it receives.
+    struct SmtpServer {
+        child: std::process::Child,
+        port: u16,
+    }
+
+    impl Drop for SmtpServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn smtp_server() -> SmtpServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-W",
+                "ignore",
+                "-u",
+                "-m",
+                "smtpd",
+                "-n",
+                "-c",
+                "DebuggingServer",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 is needed for the SMTP test server");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the SMTP test server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        SmtpServer { child, port }
+    }
+
+    #[tokio::test]
+    async fn the_link_goes_out_over_smtp() {
+        use std::io::Read as _;
+        let mut server = smtp_server();
+        let dir = tempfile::tempdir().unwrap();
+        let config = EmailConfig {
+            from: "Sessions <no-reply@example.com>".parse().unwrap(),
+            link_base: "http://sessions.example".into(),
+            validity: Duration::from_secs(300),
+            transport: MailTransport::Smtp(format!("smtp://127.0.0.1:{}", server.port)),
+            state_file: dir.path().join("state.json"),
+        };
+        let a = Activations::load(config).unwrap();
+        assert_eq!(
+            a.request("app", "ab12", "user@example.com", Timestamp(1))
+                .await
+                .unwrap(),
+            Requested::Sent
+        );
+        let _ = server.child.kill();
+        let mut out = String::new();
+        server
+            .child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert!(out.contains("user@example.com"), "{out}");
+        assert!(
+            out.contains("http://sessions.example/activation?token="),
+            "{out}"
+        );
+    }
+}

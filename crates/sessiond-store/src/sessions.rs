@@ -63,6 +63,8 @@ pub struct ActivityFilter {
 const TURNS: usize = 256;
 
 struct Inner {
+    /// This node's name, written into the sessions it creates.
+    node: Option<Arc<str>>,
     /// One queue per id bucket: updates of one session from this process run one at
     /// a time (see [`Sessions::update`]).
     turns: Box<[tokio::sync::Mutex<()>]>,
@@ -114,12 +116,28 @@ impl Sessions {
         policy: SessionPolicy,
     ) -> Self {
         Self(Arc::new(Inner {
+            node: None,
             turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
             store,
             roles,
             clock,
             policy,
         }))
+    }
+
+    /// Names this node: sessions it creates carry the name (shown by the activity
+    /// listing when several nodes share a store). Call before cloning.
+    #[must_use]
+    pub fn with_node(mut self, name: &str) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.node = Some(Arc::from(name));
+        }
+        self
+    }
+
+    /// This node's name, if set.
+    pub fn node(&self) -> Option<&str> {
+        self.0.node.as_deref()
     }
 
     /// The store.
@@ -158,13 +176,17 @@ impl Sessions {
             None,
         );
         record.add_token(token.hash(), now, &self.0.policy);
+        record.node.clone_from(&self.0.node);
         let snapshot = self.0.store.insert(record, now).await?;
         Ok((snapshot, token))
     }
 
     /// Stores a session built by the caller (remote and stored-procedure sessions).
-    pub async fn insert(&self, record: SessionRecord) -> Result<Snapshot, SessionsError> {
+    pub async fn insert(&self, mut record: SessionRecord) -> Result<Snapshot, SessionsError> {
         let now = self.now();
+        if record.node.is_none() {
+            record.node.clone_from(&self.0.node);
+        }
         Ok(self.0.store.insert(record, now).await?)
     }
 

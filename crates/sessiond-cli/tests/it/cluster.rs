@@ -140,8 +140,18 @@ fn two_nodes_on_one_redis_share_everything() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let store = redis.url();
-    let a = start(dir.path(), &["--store", &store], &env());
-    let b = start(dir.path(), &["--store", &store], &env());
+    std::fs::write(dir.path().join("a.toml"), "node_name = \"node-a\"\n").unwrap();
+    std::fs::write(dir.path().join("b.toml"), "node_name = \"node-b\"\n").unwrap();
+    let a = start(
+        dir.path(),
+        &["--store", &store, "--config", "a.toml"],
+        &env(),
+    );
+    let b = start(
+        dir.path(),
+        &["--store", &store, "--config", "b.toml"],
+        &env(),
+    );
     let http = Client::new();
     // A cookie obtained from node A works on node B.
     let resp = http.get(format!("{}/api/session", a.base)).send().unwrap();

@@ -351,6 +351,7 @@ async fn activity(
                 let mut info = s.record.info();
                 info["privileges"] = json!(s.record.get_privileges());
                 info["expirationDate"] = json!(s.expiration_date());
+                info["node"] = json!(s.record.node.as_deref());
                 info
             })
             .collect();
