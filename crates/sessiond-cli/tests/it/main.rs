@@ -2,6 +2,8 @@
 //! secrets, config errors, roles.json, users, graceful shutdown, the mobile CLI,
 //! persistence across `kill -9`, and several nodes on one Redis.
 
+#![allow(clippy::too_many_lines, reason = "scenario tests read top to bottom")]
+
 mod cluster;
 mod serve;
 
