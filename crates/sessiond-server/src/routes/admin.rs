@@ -10,11 +10,11 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use http::{StatusCode, header};
+use http::StatusCode;
 use serde_json::{Value, json};
 use sessiond_mobile::{MobileError, MobileSessions, Status};
 
-use super::{ApiJson, ApiPath};
+use super::{ApiJson, ApiPath, bearer};
 use crate::app::AppState;
 use crate::error::ApiError;
 
@@ -41,13 +41,8 @@ pub async fn require_admin(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(p) if state.admin.verify(p.trim()).await => Ok(next.run(req).await),
+    match bearer(req.headers()) {
+        Some(p) if state.admin.verify(p).await => Ok(next.run(req).await),
         _ => Err(ApiError::unauthorized(
             "the admin credential is required: Authorization: Bearer <admin password>",
         )),

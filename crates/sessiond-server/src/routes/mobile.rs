@@ -155,15 +155,6 @@ pub fn router() -> Router<AppState> {
         .route("/mobileapp/{*rest}", any(dispatch))
 }
 
-fn bearer(req: &Request) -> Option<String> {
-    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_string())
-        .filter(|t| !t.is_empty())
-}
-
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let Some(mobile) = state.mobile.clone() else {
         return mobile_error(
@@ -218,10 +209,11 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         }
         (_, "" | "$authenticate" | "$verify") => method_not_applicable(),
         _ => {
-            let who = match authorize(&mobile, bearer(&req)).await {
-                Ok(w) => w,
-                Err(r) => return r,
-            };
+            let who =
+                match authorize(&mobile, super::bearer(req.headers()).map(str::to_owned)).await {
+                    Ok(w) => w,
+                    Err(r) => return r,
+                };
             match (method.as_str(), endpoint.as_str()) {
                 ("POST", "$logout") => match mobile.sessions.logout(&who).await {
                     Ok(()) => Json(json!({"ok": true})).into_response(),

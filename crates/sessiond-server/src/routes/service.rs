@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use sessiond_core::{PrivilegeInput, SessionKind, storage};
 use sessiond_store::{ActivityFilter, PrivilegeChange, Rotation, Snapshot};
 
-use super::{ApiJson, ApiPath, parse_id, session_json};
+use super::{ApiJson, ApiPath, bearer, parse_id, session_json};
 use crate::app::AppState;
 use crate::error::ApiError;
 
@@ -47,13 +47,8 @@ pub async fn require_api_key(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(key) if state.api_key.verify(key.trim()) => Ok(next.run(req).await),
+    match bearer(req.headers()) {
+        Some(key) if state.api_key.verify(key) => Ok(next.run(req).await),
         _ => Err(ApiError::unauthorized(
             "a valid API key is required: Authorization: Bearer <key>",
         )),
