@@ -301,6 +301,17 @@ fn mobile_config_and_the_mobile_cli_against_a_running_server() {
             .as_u16()
     };
     assert_eq!(data(&token), 200);
+    let resp = http
+        .get(format!("{}/mobileapp/Event(1)", run.base))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        404,
+        "authorized, but no upstream is configured"
+    );
+    assert_eq!(resp.json::<Value>().unwrap()["error"], "not_found");
     mobile_cli(dir.path(), &run.base, &["pend", folder, id, "--push"]);
     assert_eq!(data(&token), 401);
     assert!(
