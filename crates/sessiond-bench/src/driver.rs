@@ -1,22 +1,25 @@
-//! The driver: starts the servers, warms them up, runs the repetitions, collects the
-//! numbers and hands them to [`crate::report`].
+//! The driver: starts the servers (and the stores group's Redis), warms them up,
+//! runs the repetitions, collects the numbers and hands them to [`crate::report`].
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use hyper::Method;
+use hyper::header::{self, HeaderName, HeaderValue};
 
-use crate::load::{self, LoadResult, RequestSpec};
-use crate::report::{self, Header, RepResult, Report, ScenarioResult, StackResult};
+use crate::load::{self, BodySpec, Check, LoadResult, RequestSpec};
+use crate::mobile::RefreshResult;
+use crate::redis::{self, BenchRun, RedisProc};
+use crate::report::{self, Extras, Header, RepResult, Report, ScenarioResult, StackResult};
 use crate::server::{FillResult, PAYLOAD};
 use crate::sys;
-use crate::{RunArgs, Scenario, Stack};
+use crate::{Group, RunArgs, Scenario, Stack};
 
-/// The core the servers run on, and the core of the load generator.
+/// The core the servers run on, and the core of the load generator (and Redis).
 const SERVER_CORE: usize = 1;
 const CLIENT_CORE: usize = 0;
 
@@ -27,28 +30,41 @@ struct Placement {
     pin_servers: bool,
 }
 
-/// A running `sessiond-bench server`. Killed when dropped.
+/// A running `sessiond-bench server`. Stopped when dropped: stacks with files get
+/// their stdin closed (they delete their folder and exit), the others are killed.
 struct ServerProc {
     stack: Stack,
     child: Child,
     addr: SocketAddr,
+    stdin: Option<ChildStdin>,
     // Kept open so that the server's stdout never breaks.
     _stdout: BufReader<ChildStdout>,
 }
 
 impl ServerProc {
-    fn start(exe: &Path, stack: Stack, placement: Placement) -> anyhow::Result<Self> {
+    fn start(
+        exe: &Path,
+        stack: Stack,
+        placement: Placement,
+        redis_url: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let mut cmd = server_command(exe, placement);
         cmd.args(["server", "--stack", stack.name(), "--listen", "127.0.0.1:0"]);
+        if let Some(url) = redis_url.filter(|_| stack == Stack::SessiondRedis) {
+            cmd.args(["--redis-url", url]);
+        }
         let mut child = cmd
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("starting the {} server", stack.name()))?;
+        let stdin = child.stdin.take();
         let mut stdout = BufReader::new(child.stdout.take().context("server stdout")?);
         let mut line = String::new();
         stdout.read_line(&mut line)?;
         let Some(addr) = line.trim().strip_prefix("listening ") else {
+            drop(stdin);
             let _ = child.kill();
             let _ = child.wait();
             bail!("the {} server did not start (said {line:?})", stack.name());
@@ -58,6 +74,7 @@ impl ServerProc {
             stack,
             child,
             addr,
+            stdin,
             _stdout: stdout,
         })
     }
@@ -73,6 +90,22 @@ impl ServerProc {
 
 impl Drop for ServerProc {
     fn drop(&mut self) {
+        drop(self.stdin.take());
+        if self.stack.has_data_dir() {
+            // It deletes its folder, then exits.
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(30) {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            eprintln!(
+                "the {} server did not exit after its stdin closed: killed (its temporary \
+                 folder may be left behind)",
+                self.stack.name()
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -88,6 +121,181 @@ fn server_command(exe: &Path, placement: Placement) -> Command {
     }
 }
 
+/// What a scenario's requests do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `GET /create` with no cookie.
+    Create,
+    /// `GET /read` with one session's cookie.
+    Read,
+    /// `POST /incr` on a fresh session per repetition; lost updates counted.
+    Incr,
+    /// `POST /mobileapp/$authenticate` of a new device each time.
+    MobileLogin,
+    /// `GET /mobileapp/$licensecheck` with one login's Bearer token.
+    MobileData,
+}
+
+impl Kind {
+    fn request(self) -> (Method, &'static str) {
+        match self {
+            Self::Create => (Method::GET, "/create"),
+            Self::Read => (Method::GET, "/read"),
+            Self::Incr => (Method::POST, "/incr"),
+            Self::MobileLogin => (Method::POST, "/mobileapp/$authenticate"),
+            Self::MobileData => (Method::GET, "/mobileapp/$licensecheck"),
+        }
+    }
+}
+
+/// One scenario to run.
+struct Plan {
+    id: &'static str,
+    title: &'static str,
+    kind: Kind,
+    stacks: Vec<Stack>,
+    /// Run `redis-benchmark` after each round of repetitions (R1).
+    redis_benchmark: bool,
+    /// Count kernel threads' CPU (journal, writeback: the fsyncs' work) as the
+    /// scenario's own, not as other load.
+    kernel_threads: bool,
+    /// Said under the table.
+    notes: Vec<String>,
+}
+
+/// What every scenario of a run shares.
+#[derive(Clone, Copy)]
+struct Env<'a> {
+    exe: &'a Path,
+    placement: Placement,
+    args: &'a RunArgs,
+    ticks_per_sec: u64,
+    /// The stores group's Redis.
+    redis: Option<&'a RedisProc>,
+}
+
+fn peers_plan(scenario: Scenario, args: &RunArgs) -> Plan {
+    let (id, title, kind) = match scenario {
+        Scenario::S1 => (
+            "S1",
+            "S1 create: no cookie, a new session with a 200-byte payload per request",
+            Kind::Create,
+        ),
+        Scenario::S2 => (
+            "S2",
+            "S2 hot read: one session, read the 200-byte payload",
+            Kind::Read,
+        ),
+        Scenario::S3 => (
+            "S3",
+            "S3 hot write: one session, read counter + 1, write back",
+            Kind::Incr,
+        ),
+        Scenario::S6 => unreachable!("S6 sends no requests"),
+    };
+    let mut stacks = args.stacks.clone();
+    if scenario == Scenario::S3 && !args.no_suspending {
+        for extra in [Stack::SessiondSuspending, Stack::TowerSessionsSuspending] {
+            if !stacks.contains(&extra) {
+                stacks.push(extra);
+            }
+        }
+    }
+    Plan {
+        id,
+        title,
+        kind,
+        stacks,
+        redis_benchmark: false,
+        kernel_threads: false,
+        notes: Vec::new(),
+    }
+}
+
+const STORE_STACKS: [Stack; 3] = [
+    Stack::Sessiond,
+    Stack::SessiondEmbedded,
+    Stack::SessiondRedis,
+];
+
+fn stores_plans() -> [Plan; 2] {
+    [
+        Plan {
+            id: "R1",
+            title: "R1 hot read per store: one session, read the 200-byte payload (S2's route)",
+            kind: Kind::Read,
+            stacks: STORE_STACKS.to_vec(),
+            redis_benchmark: true,
+            kernel_threads: true,
+            notes: vec![
+                "The same sessiond app over three `SessionStore`s. A read is one store \
+                 `get` (sessiond-redis: one `HMGET` and the JSON decode of the record) and \
+                 a `touch` at most once per granularity period; EmbeddedStore answers reads \
+                 from its in-memory mirror. \"Redis CPU\" = utime+stime delta of the \
+                 redis-server process ÷ responses; it runs on the load generator's core."
+                    .into(),
+            ],
+        },
+        Plan {
+            id: "R2",
+            title: "R2 storage update per store: one session, read counter + 1, write back \
+                    (S3's route, atomic `update_storage`)",
+            kind: Kind::Incr,
+            stacks: STORE_STACKS.to_vec(),
+            redis_benchmark: false,
+            kernel_threads: true,
+            notes: vec![
+                "sessiond-embedded commits every update to its redb file with an fsync \
+                 (durable when acknowledged), under one writer lock: its throughput is the \
+                 disk's fsync rate (the commits run on tokio's blocking pool: threads of \
+                 the server process, on core 1 too, counted in its CPU). sessiond-redis: `HMGET` then a Lua compare-and-set per \
+                 update (Redis without persistence here), updates of one session queued \
+                 in the server."
+                    .into(),
+            ],
+        },
+    ]
+}
+
+fn mobile_plans() -> [Plan; 2] {
+    [
+        Plan {
+            id: "M1",
+            title: "M1 mobile login of new devices: `POST /mobileapp/$authenticate`, a new \
+                    `device.id` per request, durable session files",
+            kind: Kind::MobileLogin,
+            stacks: vec![Stack::SessiondMobile],
+            redis_benchmark: false,
+            kernel_threads: true,
+            notes: vec![
+                "The real `sessiond serve` router (`sessiond_server::app`), accept-all hook \
+                 (`Policy::default()`), random ids. Each login writes the session file and \
+                 its sidecar, each atomically (temp file, fsync, rename, fsync of the \
+                 folder), and logins are serialized: the rate is bounded by 4 fsyncs per \
+                 login. The file writes run on tokio's blocking pool: threads of the server \
+                 process, on core 1 too, counted in its CPU. Every answer is checked: 200 \
+                 with `success: true` and a non-empty `token`."
+                    .into(),
+            ],
+        },
+        Plan {
+            id: "M2",
+            title: "M2 authorized mobile requests: `GET /mobileapp/$licensecheck` with a \
+                    Bearer token (token check only, no upstream)",
+            kind: Kind::MobileData,
+            stacks: vec![Stack::SessiondMobile],
+            redis_benchmark: false,
+            kernel_threads: true,
+            notes: vec![
+                "One login first; then every request decodes the token, finds the session \
+                 in memory, compares the token in constant time and touches the session's \
+                 web session (MemoryStore)."
+                    .into(),
+            ],
+        },
+    ]
+}
+
 /// The whole benchmark.
 pub(crate) fn run(mut args: RunArgs) -> anyhow::Result<()> {
     if args.quick {
@@ -101,6 +309,8 @@ pub(crate) fn run(mut args: RunArgs) -> anyhow::Result<()> {
     );
     args.scenarios.sort_unstable();
     args.scenarios.dedup();
+    args.only.sort_unstable();
+    args.only.dedup();
 
     let exe = std::env::current_exe().context("locating this executable")?;
     let mut notes = Vec::new();
@@ -132,38 +342,120 @@ pub(crate) fn run(mut args: RunArgs) -> anyhow::Result<()> {
         notes.push("`getconf CLK_TCK` failed: 100 clock ticks per second assumed.".into());
     }
 
-    let header = Header::collect(&args, nproc, placement.pin_servers, ticks, ticks_assumed);
+    let mut header = Header::collect(&args, nproc, placement.pin_servers, ticks, ticks_assumed);
     eprintln!("sessiond-bench: {}", header.command);
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let mut scenarios = Vec::new();
-    for &scenario in &args.scenarios {
-        if scenario == Scenario::S6 {
-            continue;
-        }
-        let result = rt.block_on(run_scenario(&exe, placement, &args, scenario, ticks))?;
-        scenarios.push(result);
-    }
     let mut memory = Vec::new();
-    if args.scenarios.contains(&Scenario::S6) {
-        for &n in &args.fill {
-            for stack in [Stack::Sessiond, Stack::TowerSessions] {
-                eprintln!("S6: {} × {n} sessions", stack.name());
-                memory.push(fill(&exe, placement, stack, n)?);
-            }
+    let mut extras = Extras::default();
+    let env = Env {
+        exe: &exe,
+        placement,
+        args: &args,
+        ticks_per_sec: ticks,
+        redis: None,
+    };
+
+    if args.only.contains(&Group::Peers) {
+        run_peers(&rt, &env, &mut scenarios, &mut memory)?;
+    }
+    if args.only.contains(&Group::Stores) {
+        run_stores(&rt, &env, &mut header, &mut scenarios, &mut extras)?;
+    }
+    if args.only.contains(&Group::Mobile) {
+        for plan in mobile_plans() {
+            let (result, _) = rt.block_on(run_scenario(&env, &plan))?;
+            scenarios.push(result);
         }
+        let files = args
+            .refresh_files
+            .unwrap_or(if args.quick { 10_000 } else { 100_000 });
+        eprintln!("M3: {files} session files");
+        extras.refresh = Some(refresh(&exe, placement, files, args.reps)?);
     }
     drop(rt);
 
+    header.data_fs = sys::filesystem_of(&std::env::temp_dir());
     notes.extend(scenario_notes(&scenarios, &args));
-    let report = Report::new(header, scenarios, memory, notes);
+    if let Some(r) = &extras.refresh {
+        if r.errors > 0 || !r.tokens_authorize {
+            notes.push(format!(
+                "M3: {} unusable files reported; tokens authorize after refresh: {}.",
+                r.errors, r.tokens_authorize
+            ));
+        }
+    }
+    let report = Report::new(header, scenarios, memory, extras, notes);
     print!("{}", report::markdown(&report));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("JSON written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// S1, S2, S3 (against the peers), then S6.
+fn run_peers(
+    rt: &tokio::runtime::Runtime,
+    env: &Env<'_>,
+    scenarios: &mut Vec<ScenarioResult>,
+    memory: &mut Vec<FillResult>,
+) -> anyhow::Result<()> {
+    let args = env.args;
+    for &scenario in &args.scenarios {
+        if scenario == Scenario::S6 {
+            continue;
+        }
+        let plan = peers_plan(scenario, args);
+        let (result, _) = rt.block_on(run_scenario(env, &plan))?;
+        scenarios.push(result);
+    }
+    if args.scenarios.contains(&Scenario::S6) {
+        for &n in &args.fill {
+            for stack in [Stack::Sessiond, Stack::TowerSessions] {
+                eprintln!("S6: {} × {n} sessions", stack.name());
+                memory.push(fill(env.exe, env.placement, stack, n)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// R1 (with redis-benchmark) and R2, with a Redis of our own for their run.
+fn run_stores(
+    rt: &tokio::runtime::Runtime,
+    env: &Env<'_>,
+    header: &mut Header,
+    scenarios: &mut Vec<ScenarioResult>,
+    extras: &mut Extras,
+) -> anyhow::Result<()> {
+    let args = env.args;
+    let core = env.placement.pin_servers.then_some(CLIENT_CORE);
+    let redis = RedisProc::start(&args.redis_server, core)?;
+    eprintln!("stores: {} on port {}", redis.version, redis.port);
+    header.redis_server = Some(format!(
+        "{} on 127.0.0.1:{}{}, `--save '' --appendonly no` (no persistence)",
+        redis.version,
+        redis.port,
+        if core.is_some() {
+            " pinned with `taskset -c 0` (the load generator's core)"
+        } else {
+            ""
+        }
+    ));
+    header.redis_benchmark = sys::command_output(&args.redis_benchmark, &["--version"]);
+    let env = Env {
+        redis: Some(&redis),
+        ..*env
+    };
+    for plan in stores_plans() {
+        let (result, bench) = rt.block_on(run_scenario(&env, &plan))?;
+        scenarios.push(result);
+        extras.redis_benchmark.extend(bench);
     }
     Ok(())
 }
@@ -193,12 +485,14 @@ fn scenario_notes(scenarios: &[ScenarioResult], args: &RunArgs) -> Vec<String> {
                     args.retries
                 ));
             }
-            if st.errors > 0 || st.non_2xx > 0 {
+            if st.errors > 0 || st.non_2xx > 0 || st.invalid > 0 {
                 notes.push(format!(
-                    "{} {}: {} non-2xx responses and {} failed requests.",
+                    "{} {}: {} non-2xx responses, {} 2xx answers failing the check and {} \
+                     failed requests.",
                     s.id,
                     st.stack.name(),
                     st.non_2xx,
+                    st.invalid,
                     st.errors
                 ));
             }
@@ -207,32 +501,9 @@ fn scenario_notes(scenarios: &[ScenarioResult], args: &RunArgs) -> Vec<String> {
     notes
 }
 
-/// Which request a scenario sends, and how.
-fn request_of(scenario: Scenario) -> (Method, &'static str) {
-    match scenario {
-        Scenario::S1 => (Method::GET, "/create"),
-        Scenario::S2 => (Method::GET, "/read"),
-        Scenario::S3 => (Method::POST, "/incr"),
-        Scenario::S6 => unreachable!("S6 sends no requests"),
-    }
-}
-
-fn title_of(scenario: Scenario) -> &'static str {
-    match scenario {
-        Scenario::S1 => "S1 create: no cookie, a new session with a 200-byte payload per request",
-        Scenario::S2 => "S2 hot read: one session, read the 200-byte payload",
-        Scenario::S3 => "S3 hot write: one session, read counter + 1, write back",
-        Scenario::S6 => "S6 memory",
-    }
-}
-
 /// Gets a fresh session cookie from `/create` (None for `bare`, which sets none).
 async fn new_session(server: &ServerProc) -> anyhow::Result<Option<String>> {
-    let spec = RequestSpec {
-        method: Method::GET,
-        path: "/create",
-        cookie: None,
-    };
+    let spec = RequestSpec::new(Method::GET, "/create");
     let r = load::fetch(server.addr, &spec).await?;
     anyhow::ensure!(
         r.status == 200,
@@ -250,9 +521,8 @@ async fn new_session(server: &ServerProc) -> anyhow::Result<Option<String>> {
 /// `GET /counter` with `cookie`.
 async fn read_counter(server: &ServerProc, cookie: Option<&String>) -> anyhow::Result<i64> {
     let spec = RequestSpec {
-        method: Method::GET,
-        path: "/counter",
         cookie: cookie.cloned(),
+        ..RequestSpec::new(Method::GET, "/counter")
     };
     let r = load::fetch(server.addr, &spec).await?;
     anyhow::ensure!(
@@ -272,11 +542,7 @@ async fn store_stats(server: &ServerProc) -> anyhow::Result<Option<(u64, u64)>> 
     if server.stack != Stack::SessiondSuspending {
         return Ok(None);
     }
-    let spec = RequestSpec {
-        method: Method::GET,
-        path: "/store-stats",
-        cookie: None,
-    };
+    let spec = RequestSpec::new(Method::GET, "/store-stats");
     let r = load::fetch(server.addr, &spec).await?;
     let mut it = r.body.split_whitespace().map(str::parse::<u64>);
     match (r.status, it.next(), it.next()) {
@@ -285,40 +551,98 @@ async fn store_stats(server: &ServerProc) -> anyhow::Result<Option<(u64, u64)>> 
     }
 }
 
-/// The request every connection sends in one repetition (S3: a fresh session), and
-/// the counter before it.
+fn named(name: &'static str, value: &str) -> anyhow::Result<(HeaderName, HeaderValue)> {
+    Ok((HeaderName::from_static(name), HeaderValue::from_str(value)?))
+}
+
+/// The headers the QMobile clients send with a JSON body.
+fn mobile_headers(token: Option<&str>) -> anyhow::Result<Vec<(HeaderName, HeaderValue)>> {
+    let mut h = vec![
+        named("x-qmobile", "1")?,
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ),
+    ];
+    if let Some(t) = token {
+        h.push((
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {t}"))?,
+        ));
+    }
+    Ok(h)
+}
+
+/// M2's login: one new device, its token.
+async fn mobile_login(server: &ServerProc) -> anyhow::Result<String> {
+    let (method, path) = Kind::MobileLogin.request();
+    let spec = RequestSpec {
+        headers: mobile_headers(None)?,
+        body: BodySpec::NewDevice,
+        ..RequestSpec::new(method, path)
+    };
+    let r = load::fetch(server.addr, &spec).await?;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+    match v["token"].as_str() {
+        Some(t) if r.status == 200 && !t.is_empty() => Ok(t.to_string()),
+        _ => bail!(
+            "{}: $authenticate answered {} {}",
+            server.stack.name(),
+            r.status,
+            r.body
+        ),
+    }
+}
+
+/// The request every connection sends in one repetition (Incr: a fresh session),
+/// and the counter before it. `fixed`: the Read cookie or the MobileData token.
 async fn prepare(
     server: &ServerProc,
-    scenario: Scenario,
-    s2_cookie: Option<&String>,
+    kind: Kind,
+    fixed: Option<&String>,
 ) -> anyhow::Result<(RequestSpec, Option<i64>)> {
-    let (method, path) = request_of(scenario);
-    let (cookie, before) = match scenario {
-        Scenario::S1 => (None, None),
-        Scenario::S2 => (s2_cookie.cloned(), None),
-        Scenario::S3 => {
+    let (method, path) = kind.request();
+    let base = RequestSpec::new(method, path);
+    Ok(match kind {
+        Kind::Create => (base, None),
+        Kind::Read => (
+            RequestSpec {
+                cookie: fixed.cloned(),
+                ..base
+            },
+            None,
+        ),
+        Kind::Incr => {
             let cookie = new_session(server).await?;
             let before = read_counter(server, cookie.as_ref()).await?;
-            (cookie, Some(before))
+            (RequestSpec { cookie, ..base }, Some(before))
         }
-        Scenario::S6 => unreachable!(),
-    };
-    Ok((
-        RequestSpec {
-            method,
-            path,
-            cookie,
-        },
-        before,
-    ))
+        Kind::MobileLogin => (
+            RequestSpec {
+                headers: mobile_headers(None)?,
+                body: BodySpec::NewDevice,
+                check: Check::MobileToken,
+                ..base
+            },
+            None,
+        ),
+        Kind::MobileData => (
+            RequestSpec {
+                headers: mobile_headers(fixed.map(String::as_str))?,
+                ..base
+            },
+            None,
+        ),
+    })
 }
 
 async fn wait_ready(server: &ServerProc) -> anyhow::Result<()> {
-    let spec = RequestSpec {
-        method: Method::GET,
-        path: "/counter",
-        cookie: None,
+    let path = if server.stack == Stack::SessiondMobile {
+        "/healthz"
+    } else {
+        "/counter"
     };
+    let spec = RequestSpec::new(Method::GET, path);
     let mut last = None;
     for _ in 0..100 {
         match load::fetch(server.addr, &spec).await {
@@ -340,9 +664,8 @@ async fn wait_ready(server: &ServerProc) -> anyhow::Result<()> {
 async fn s2_session(server: &ServerProc) -> anyhow::Result<Option<String>> {
     let cookie = new_session(server).await?;
     let spec = RequestSpec {
-        method: Method::GET,
-        path: "/read",
         cookie: cookie.clone(),
+        ..RequestSpec::new(Method::GET, "/read")
     };
     let r = load::fetch(server.addr, &spec).await?;
     anyhow::ensure!(
@@ -357,16 +680,17 @@ async fn s2_session(server: &ServerProc) -> anyhow::Result<Option<String>> {
 
 async fn warm_up(
     server: &ServerProc,
-    scenario: Scenario,
-    s2_cookie: Option<&String>,
+    plan: &Plan,
+    fixed: Option<&String>,
     args: &RunArgs,
 ) -> anyhow::Result<()> {
     eprintln!(
-        "{scenario:?}: warm-up {} ({} s)",
+        "{}: warm-up {} ({} s)",
+        plan.id,
         server.stack.name(),
         args.warmup
     );
-    let (spec, _) = prepare(server, scenario, s2_cookie).await?;
+    let (spec, _) = prepare(server, plan.kind, fixed).await?;
     let r = load::run(
         server.addr,
         &spec,
@@ -384,82 +708,69 @@ async fn warm_up(
     Ok(())
 }
 
-async fn run_scenario(
-    exe: &Path,
-    placement: Placement,
-    args: &RunArgs,
-    scenario: Scenario,
-    ticks_per_sec: u64,
-) -> anyhow::Result<ScenarioResult> {
-    let (method, path) = request_of(scenario);
-    // Fresh servers per scenario, so that sessions created by S1 weigh on nothing else.
-    let mut stacks = args.stacks.clone();
-    if scenario == Scenario::S3 && !args.no_suspending {
-        for extra in [Stack::SessiondSuspending, Stack::TowerSessionsSuspending] {
-            if !stacks.contains(&extra) {
-                stacks.push(extra);
-            }
-        }
-    }
+/// Fresh servers per scenario, so that sessions created earlier weigh on nothing
+/// else; and what each one's requests need, made once (Read: one session; MobileData:
+/// one login).
+async fn start_servers(
+    env: &Env<'_>,
+    plan: &Plan,
+) -> anyhow::Result<(Vec<ServerProc>, Vec<Option<String>>)> {
+    let redis_url = env.redis.map(RedisProc::url);
     let mut servers = Vec::new();
-    for &stack in &stacks {
-        let server = ServerProc::start(exe, stack, placement)?;
+    for &stack in &plan.stacks {
+        if stack == Stack::SessiondRedis && redis_url.is_none() {
+            bail!("{}: sessiond-redis needs the stores group's Redis", plan.id);
+        }
+        let server = ServerProc::start(env.exe, stack, env.placement, redis_url.as_deref())?;
         wait_ready(&server).await?;
         servers.push(server);
     }
-
-    // S2: one session per stack, created once.
-    let mut s2_cookies = Vec::new();
+    let mut fixed = Vec::new();
     for server in &servers {
-        s2_cookies.push(if scenario == Scenario::S2 {
-            s2_session(server).await?
-        } else {
-            None
+        fixed.push(match plan.kind {
+            Kind::Read => s2_session(server).await?,
+            Kind::MobileData => Some(mobile_login(server).await?),
+            _ => None,
         });
     }
+    Ok((servers, fixed))
+}
 
+/// Runs one scenario; with `plan.redis_benchmark`, also redis-benchmark after each
+/// round of repetitions (client on the load generator's core, then on the server's).
+async fn run_scenario(
+    env: &Env<'_>,
+    plan: &Plan,
+) -> anyhow::Result<(ScenarioResult, Vec<BenchRun>)> {
+    let args = env.args;
+    let (method, path) = plan.kind.request();
+    let (servers, fixed) = start_servers(env, plan).await?;
     if args.warmup > 0 {
-        for (server, cookie) in servers.iter().zip(&s2_cookies) {
-            warm_up(server, scenario, cookie.as_ref(), args).await?;
+        for (server, f) in servers.iter().zip(&fixed) {
+            warm_up(server, plan, f.as_ref(), args).await?;
         }
     }
 
+    let bench_plan = calibrate_redis_benchmark(env, plan)?;
+    let mut bench = Vec::new();
     let mut reps: Vec<Vec<RepResult>> = servers.iter().map(|_| Vec::new()).collect();
     for rep in 0..args.reps {
         // Interleave the stacks, rotating the order each repetition.
         for k in 0..servers.len() {
             let i = (k + rep) % servers.len();
-            let server = &servers[i];
             eprintln!(
-                "{scenario:?}: {} rep {}/{} ({} s)",
-                server.stack.name(),
+                "{}: {} rep {}/{} ({} s)",
+                plan.id,
+                servers[i].stack.name(),
                 rep + 1,
                 args.reps,
                 args.secs
             );
-            let mut attempt = 1;
-            let r = loop {
-                wait_quiet(&servers, args).await;
-                let mut r = measure(
-                    server,
-                    scenario,
-                    s2_cookies[i].as_ref(),
-                    args,
-                    ticks_per_sec,
-                    rep,
-                )
-                .await?;
-                r.attempts = attempt;
-                if r.background_cores <= args.max_background || attempt > args.retries {
-                    break r;
-                }
-                eprintln!(
-                    "  {:.2} cores busy with other work during that repetition: again",
-                    r.background_cores
-                );
-                attempt += 1;
-            };
+            let r = measure_retrying(env, &servers, i, plan, fixed[i].as_ref(), rep).await?;
             reps[i].push(r);
+        }
+        if let Some(b) = &bench_plan {
+            bench.extend(redis_benchmark_round(env, &servers, b, plan, rep).await?);
         }
     }
 
@@ -469,36 +780,147 @@ async fn run_scenario(
         .map(|(s, reps)| StackResult::new(s.stack, reps))
         .collect();
     drop(servers);
-    Ok(ScenarioResult {
-        id: format!("{scenario:?}"),
-        title: title_of(scenario).to_string(),
-        request: format!("{method} {path}"),
-        conns: args.conns,
-        secs: args.secs,
-        reps: args.reps,
-        warmup_secs: args.warmup,
-        stacks,
-    })
+    Ok((
+        ScenarioResult {
+            id: plan.id.to_string(),
+            title: plan.title.to_string(),
+            request: format!("{method} {path}"),
+            conns: args.conns,
+            secs: args.secs,
+            reps: args.reps,
+            warmup_secs: args.warmup,
+            checks_answers: plan.kind == Kind::MobileLogin,
+            notes: plan.notes.clone(),
+            stacks,
+        },
+        bench,
+    ))
 }
 
-/// One measured repetition of `scenario` against `server`.
-async fn measure(
-    server: &ServerProc,
-    scenario: Scenario,
-    s2_cookie: Option<&String>,
-    args: &RunArgs,
-    ticks_per_sec: u64,
+/// redis-benchmark in a scenario: Redis, the cores its client runs on, `-n`.
+struct BenchPlan<'a> {
+    redis: &'a RedisProc,
+    cores: Vec<Option<usize>>,
+    requests: u64,
+}
+
+/// With `plan.redis_benchmark`: one warm-up run, whose rate sets `-n` so that a run
+/// lasts about `--secs`.
+fn calibrate_redis_benchmark<'a>(
+    env: &Env<'a>,
+    plan: &Plan,
+) -> anyhow::Result<Option<BenchPlan<'a>>> {
+    let (true, Some(redis)) = (plan.redis_benchmark, env.redis) else {
+        return Ok(None);
+    };
+    let args = env.args;
+    let cores = if env.placement.pin_servers {
+        vec![Some(CLIENT_CORE), Some(SERVER_CORE)]
+    } else {
+        vec![None]
+    };
+    let n = if args.quick { 20_000 } else { 100_000 };
+    eprintln!("{}: redis-benchmark warm-up ({n} GETs)", plan.id);
+    let r = redis::run_benchmark(&args.redis_benchmark, redis, cores[0], args.conns, n, 0)?;
+    Ok(Some(BenchPlan {
+        redis,
+        cores,
+        requests: ((r.get_per_sec * args.secs as f64) as u64).max(10_000),
+    }))
+}
+
+/// One redis-benchmark run per client placement.
+async fn redis_benchmark_round(
+    env: &Env<'_>,
+    servers: &[ServerProc],
+    b: &BenchPlan<'_>,
+    plan: &Plan,
+    rep: usize,
+) -> anyhow::Result<Vec<BenchRun>> {
+    let args = env.args;
+    let id = plan.id;
+    let mut runs = Vec::new();
+    for &core in &b.cores {
+        eprintln!(
+            "{id}: redis-benchmark, client on core {}, rep {}/{} ({} GETs)",
+            core.map_or_else(|| "any".into(), |c| c.to_string()),
+            rep + 1,
+            args.reps,
+            b.requests
+        );
+        wait_quiet(servers, env, plan.kernel_threads).await;
+        runs.push(redis::run_benchmark(
+            &args.redis_benchmark,
+            b.redis,
+            core,
+            args.conns,
+            b.requests,
+            rep,
+        )?);
+    }
+    Ok(runs)
+}
+
+/// [`measure`], run again (up to `--retries` times) while other work disturbs it.
+async fn measure_retrying(
+    env: &Env<'_>,
+    servers: &[ServerProc],
+    i: usize,
+    plan: &Plan,
+    fixed: Option<&String>,
     rep: usize,
 ) -> anyhow::Result<RepResult> {
-    let (spec, before) = prepare(server, scenario, s2_cookie).await?;
+    let args = env.args;
+    let mut attempt = 1;
+    loop {
+        wait_quiet(servers, env, plan.kernel_threads).await;
+        let mut r = measure(env, &servers[i], plan, fixed, rep).await?;
+        r.attempts = attempt;
+        if r.background_cores <= args.max_background || attempt > args.retries {
+            return Ok(r);
+        }
+        eprintln!(
+            "  {:.2} cores busy with other work during that repetition: again",
+            r.background_cores
+        );
+        attempt += 1;
+    }
+}
+
+/// One measured repetition of `plan` against `server`.
+async fn measure(
+    env: &Env<'_>,
+    server: &ServerProc,
+    plan: &Plan,
+    fixed: Option<&String>,
+    rep: usize,
+) -> anyhow::Result<RepResult> {
+    let args = env.args;
+    let ticks_per_sec = env.ticks_per_sec;
+    let (spec, before) = prepare(server, plan.kind, fixed).await?;
     let stats0 = store_stats(server).await?;
+    let uses_redis = server.stack == Stack::SessiondRedis;
+    let calls0 = match env.redis {
+        Some(r) if uses_redis => r.command_calls(),
+        _ => Vec::new(),
+    };
     let me = std::process::id();
-    let (mut cpu0, mut cpu1) = (((0, 0), 0, 0), ((0, 0), 0, 0));
+    let redis_ticks = || env.redis.map_or(0, RedisProc::cpu_ticks);
+    let kernel_ticks = || {
+        if plan.kernel_threads {
+            sys::kernel_thread_ticks()
+        } else {
+            Vec::new()
+        }
+    };
+    let (mut cpu0, mut cpu1) = (((0, 0), 0, 0, 0, Vec::new()), ((0, 0), 0, 0, 0, Vec::new()));
     let sample = || {
         (
             server.cpu_ticks(),
             sys::cpu_ticks(me).unwrap_or(0),
             sys::machine_busy_ticks(),
+            redis_ticks(),
+            kernel_ticks(),
         )
     };
     let result = load::run(
@@ -511,10 +933,13 @@ async fn measure(
     )
     .await?;
     // Busy time of everything else on the machine (other servers idle, other
-    // users' jobs): a noisy neighbour shows here.
+    // users' jobs): a noisy neighbour shows here. Redis is ours.
     let user = cpu1.0.0 - cpu0.0.0;
     let server_ticks = user + (cpu1.0.1 - cpu0.0.1);
-    let other = (cpu1.2 - cpu0.2).saturating_sub(server_ticks + (cpu1.1 - cpu0.1));
+    let redis_delta = cpu1.3 - cpu0.3;
+    let kernel_delta = sys::kernel_ticks_delta(&cpu0.4, &cpu1.4);
+    let other = (cpu1.2 - cpu0.2)
+        .saturating_sub(server_ticks + (cpu1.1 - cpu0.1) + redis_delta + kernel_delta);
     let counter = match before {
         Some(b) => Some(read_counter(server, spec.cookie.as_ref()).await? - b),
         None => None,
@@ -529,14 +954,34 @@ async fn measure(
     r.background_cores = other as f64 / ticks_per_sec as f64 / r.elapsed_secs;
     r.cas_calls = cas.map(|c| c.0);
     r.cas_conflicts = cas.map(|c| c.1);
+    if plan.kernel_threads {
+        r.kernel_cpu_us_per_req = Some(
+            kernel_delta as f64 / ticks_per_sec as f64 * 1e6 / result.responses().max(1) as f64,
+        );
+    }
+    if let (Some(redis), true) = (env.redis, uses_redis) {
+        let secs = redis_delta as f64 / ticks_per_sec as f64;
+        let responses = result.responses().max(1) as f64;
+        r.redis_cpu_us_per_req = Some(secs * 1e6 / responses);
+        r.redis_cpu_busy = Some(secs / r.elapsed_secs);
+        r.redis_calls_per_req = Some(
+            redis::calls_delta(&calls0, &redis.command_calls())
+                .into_iter()
+                .map(|(name, calls)| (name, calls as f64 / responses))
+                .collect(),
+        );
+    }
     Ok(r)
 }
 
 /// Waits (at most `--quiet-wait` seconds) until the rest of the machine uses at most
-/// `--max-background` cores, measured over one second.
-async fn wait_quiet(servers: &[ServerProc], args: &RunArgs) {
+/// `--max-background` cores, measured over one second. Our servers and Redis do
+/// not count, nor kernel threads with `kernel_threads` (a journal commit may
+/// still be finishing the last repetition's fsyncs).
+async fn wait_quiet(servers: &[ServerProc], env: &Env<'_>, kernel_threads: bool) {
+    let args = env.args;
     let me = std::process::id();
-    let (ticks_per_sec, _) = sys::clock_ticks_per_sec();
+    let ticks_per_sec = env.ticks_per_sec;
     let busy = |servers: &[ServerProc]| {
         let ours: u64 = servers
             .iter()
@@ -545,15 +990,22 @@ async fn wait_quiet(servers: &[ServerProc], args: &RunArgs) {
                 u + k
             })
             .sum::<u64>()
-            + sys::cpu_ticks(me).unwrap_or(0);
-        (sys::machine_busy_ticks(), ours)
+            + sys::cpu_ticks(me).unwrap_or(0)
+            + env.redis.map_or(0, RedisProc::cpu_ticks);
+        let kernel = if kernel_threads {
+            sys::kernel_thread_ticks()
+        } else {
+            Vec::new()
+        };
+        (sys::machine_busy_ticks(), ours, kernel)
     };
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     loop {
-        let (m0, o0) = busy(servers);
+        let (m0, o0, k0) = busy(servers);
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let (m1, o1) = busy(servers);
-        let other = (m1 - m0).saturating_sub(o1 - o0) as f64 / ticks_per_sec as f64;
+        let (m1, o1, k1) = busy(servers);
+        let ours = o1.saturating_sub(o0) + sys::kernel_ticks_delta(&k0, &k1);
+        let other = (m1 - m0).saturating_sub(ours) as f64 / ticks_per_sec as f64;
         if other <= args.max_background {
             return;
         }
@@ -579,6 +1031,7 @@ fn rep_result(
         rep,
         ok: r.ok,
         non_2xx: r.non_2xx,
+        invalid: r.invalid,
         errors: r.errors,
         elapsed_secs: elapsed,
         req_per_sec: r.ok as f64 / elapsed,
@@ -599,6 +1052,10 @@ fn rep_result(
         driver_cpu_busy: f64::NAN,
         attempts: 1,
         background_cores: f64::NAN,
+        redis_cpu_us_per_req: None,
+        redis_cpu_busy: None,
+        redis_calls_per_req: None,
+        kernel_cpu_us_per_req: None,
     }
 }
 
@@ -617,5 +1074,40 @@ fn fill(exe: &Path, placement: Placement, stack: Stack, n: u64) -> anyhow::Resul
     );
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().context("the fill printed nothing")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+/// M3: `server --stack sessiond-mobile --refresh-files N`, pinned like a server.
+fn refresh(
+    exe: &Path,
+    placement: Placement,
+    files: u64,
+    reps: usize,
+) -> anyhow::Result<RefreshResult> {
+    let mut cmd = server_command(exe, placement);
+    cmd.args([
+        "server",
+        "--stack",
+        Stack::SessiondMobile.name(),
+        "--refresh-files",
+        &files.to_string(),
+        "--refresh-reps",
+        &reps.to_string(),
+    ]);
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the M3 refresh")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "the M3 refresh failed: {}",
+        out.status
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .last()
+        .context("the M3 refresh printed nothing")?;
     Ok(serde_json::from_str(line)?)
 }

@@ -3,14 +3,72 @@
 //! one-thread runtime.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use http_body_util::{BodyExt as _, Empty};
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, header};
 use hyper_util::rt::TokioIo;
+
+/// The body of a request.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum BodySpec {
+    /// No body (what S1–S3 send).
+    #[default]
+    Empty,
+    /// A mobile `$authenticate` body with a `device.id` never sent before (M1).
+    NewDevice,
+}
+
+/// Device ids of [`BodySpec::NewDevice`]: unique in the driver process.
+static DEVICE_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A mobile login body (the shape of the iOS client's) for device `device_id`.
+pub(crate) fn mobile_login_body(device_id: &str) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"email":"","application":{{"id":"com.example.app","name":"App"}},"team":{{"id":"TEAM123456"}},"device":{{"id":"{device_id}","description":"iPhone","os":"iOS"}}}}"#
+    ))
+}
+
+impl BodySpec {
+    fn bytes(&self) -> Bytes {
+        match self {
+            Self::Empty => Bytes::new(),
+            Self::NewDevice => {
+                let n = DEVICE_SEQ.fetch_add(1, Ordering::Relaxed);
+                mobile_login_body(&format!("BENCH-{:08X}-{n:012X}", std::process::id()))
+            }
+        }
+    }
+}
+
+/// What makes a 2xx answer count as a success.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// Any 2xx.
+    #[default]
+    Status,
+    /// 200 with a JSON body holding a non-empty `token` and `success: true` (M1).
+    MobileToken,
+}
+
+impl Check {
+    fn accepts(self, status: u16, body: &[u8]) -> bool {
+        match self {
+            Self::Status => (200..300).contains(&status),
+            Self::MobileToken => {
+                status == 200
+                    && serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| {
+                        v["success"] == true && v["token"].as_str().is_some_and(|t| !t.is_empty())
+                    })
+            }
+        }
+    }
+}
 
 /// One request, as every virtual user sends it.
 #[derive(Debug, Clone)]
@@ -21,10 +79,38 @@ pub(crate) struct RequestSpec {
     pub path: &'static str,
     /// The `Cookie` header (`name=value`), if any.
     pub cookie: Option<String>,
+    /// Other headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The body.
+    pub body: BodySpec,
+    /// What counts as a success.
+    pub check: Check,
+}
+
+impl Default for RequestSpec {
+    fn default() -> Self {
+        Self {
+            method: Method::GET,
+            path: "/",
+            cookie: None,
+            headers: Vec::new(),
+            body: BodySpec::Empty,
+            check: Check::Status,
+        }
+    }
 }
 
 impl RequestSpec {
-    fn build(&self) -> Request<Empty<Bytes>> {
+    /// `method path` with no cookie, header or body.
+    pub(crate) fn new(method: Method, path: &'static str) -> Self {
+        Self {
+            method,
+            path,
+            ..Self::default()
+        }
+    }
+
+    fn build(&self) -> Request<Full<Bytes>> {
         let mut b = Request::builder()
             .method(self.method.clone())
             .uri(self.path)
@@ -32,17 +118,23 @@ impl RequestSpec {
         if let Some(c) = &self.cookie {
             b = b.header(header::COOKIE, c.as_str());
         }
-        b.body(Empty::new()).expect("a valid request")
+        for (k, v) in &self.headers {
+            b = b.header(k, v);
+        }
+        b.body(Full::new(self.body.bytes()))
+            .expect("a valid request")
     }
 }
 
 /// What one timed run of C connections measured.
 #[derive(Debug, Default)]
 pub(crate) struct LoadResult {
-    /// 2xx responses.
+    /// Successful responses (2xx, and passing the spec's [`Check`]).
     pub ok: u64,
     /// Responses with another status.
     pub non_2xx: u64,
+    /// 2xx responses whose body failed the spec's [`Check`].
+    pub invalid: u64,
     /// Failed connections or requests (no response).
     pub errors: u64,
     /// Per-response latency, µs, sorted.
@@ -64,12 +156,12 @@ impl LoadResult {
 
     /// Responses of any status.
     pub fn responses(&self) -> u64 {
-        self.ok + self.non_2xx
+        self.ok + self.non_2xx + self.invalid
     }
 }
 
 /// Opens one HTTP/1.1 keep-alive connection to `addr`.
-pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
+pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
@@ -115,6 +207,7 @@ pub(crate) async fn fetch(addr: SocketAddr, spec: &RequestSpec) -> anyhow::Resul
 struct ConnResult {
     ok: u64,
     non_2xx: u64,
+    invalid: u64,
     errors: u64,
     latencies_us: Vec<u32>,
 }
@@ -148,6 +241,7 @@ pub(crate) async fn run(
         let r = t.await?;
         total.ok += r.ok;
         total.non_2xx += r.non_2xx;
+        total.invalid += r.invalid;
         total.errors += r.errors;
         total.latencies_us.extend_from_slice(&r.latencies_us);
     }
@@ -159,7 +253,7 @@ pub(crate) async fn run(
 
 async fn conn_loop(
     addr: SocketAddr,
-    mut sender: SendRequest<Empty<Bytes>>,
+    mut sender: SendRequest<Full<Bytes>>,
     spec: RequestSpec,
     deadline: Instant,
 ) -> ConnResult {
@@ -169,13 +263,15 @@ async fn conn_loop(
     };
     while Instant::now() < deadline {
         let t0 = Instant::now();
-        if let Ok(status) = one(&mut sender, &spec).await {
+        if let Ok((status, body)) = one(&mut sender, &spec).await {
             let us = u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX);
             r.latencies_us.push(us);
-            if (200..300).contains(&status) {
+            if !(200..300).contains(&status) {
+                r.non_2xx += 1;
+            } else if spec.check == Check::Status || spec.check.accepts(status, &body) {
                 r.ok += 1;
             } else {
-                r.non_2xx += 1;
+                r.invalid += 1;
             }
         } else {
             r.errors += 1;
@@ -189,11 +285,14 @@ async fn conn_loop(
     r
 }
 
-async fn one(sender: &mut SendRequest<Empty<Bytes>>, spec: &RequestSpec) -> anyhow::Result<u16> {
+async fn one(
+    sender: &mut SendRequest<Full<Bytes>>,
+    spec: &RequestSpec,
+) -> anyhow::Result<(u16, Bytes)> {
     sender.ready().await?;
     let resp = sender.send_request(spec.build()).await?;
     let status = resp.status().as_u16();
     // Read the whole body so the connection is free for the next request.
-    resp.into_body().collect().await?;
-    Ok(status)
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body))
 }

@@ -1,11 +1,13 @@
 //! `sessiond-bench`: sessiond side by side with tower-sessions and a bare axum
 //! endpoint, following shared/spec/benchmark-protocol.md.
 //!
-//! The one command (builds in release mode and runs everything, a few minutes):
+//! The one command (builds in release mode and runs everything, about 20 minutes):
 //!
 //! ```text
 //! cargo run --release -p sessiond-bench -- [--reps 3 --secs 10] [--json FILE]
 //! cargo run --release -p sessiond-bench -- --quick        # smoke test: 1 × 2 s
+//! cargo run --release -p sessiond-bench -- --only stores  # R1, R2 (needs redis-server, redis-benchmark)
+//! cargo run --release -p sessiond-bench -- --only mobile  # M1, M2, M3
 //! ```
 //!
 //! One binary, two roles:
@@ -18,9 +20,22 @@
 //!   interleaved (rotated each repetition), and reads the server's utime+stime from
 //!   /proc/<pid>/stat before and after each. It prints a Markdown report on stdout
 //!   (progress goes to stderr) and, with `--json FILE`, the same data as JSON.
-//! - `sessiond-bench server --stack <bare|sessiond|tower-sessions> --listen ADDR`:
+//! - `sessiond-bench server --stack <bare|sessiond|tower-sessions|…> --listen ADDR`:
 //!   one stack's HTTP server; `--fill N` instead creates N idle sessions through the
-//!   stack's store and prints the RSS delta (S6).
+//!   stack's store and prints the RSS delta (S6); `--stack sessiond-mobile
+//!   --refresh-files N` writes N mobile session files and times their refresh (M3).
+//!
+//! Three groups of scenarios, `--only peers,stores,mobile` (default: all):
+//! - peers: S1, S2, S3, S6 of the protocol against tower-sessions and bare axum.
+//! - stores: R1 hot read (S2's `GET /read`) and R2 storage update (S3's `POST
+//!   /incr`, lost updates counted) for sessiond over its `MemoryStore`,
+//!   `EmbeddedStore` (redb, every change fsynced) and `RedisStore`. The driver starts
+//!   its own `redis-server` (no persistence, a free port, pinned to core 0 like the
+//!   load generator), reports Redis's CPU per request beside the server's, and runs
+//!   `redis-benchmark -t get -c 32 -P 1` against the same Redis as the reference.
+//! - mobile: the real `sessiond serve` router with mobile apps: M1 logins of new
+//!   devices (each one two fsynced files), M2 authorized requests (`$licensecheck`),
+//!   M3 `MobileSessions::refresh` of 100,000 session files (no HTTP, core 1).
 //!
 //! S3 also runs `sessiond-suspending` and `tower-sessions-suspending` (unless
 //! `--no-suspending`): the same stacks over a store whose calls suspend once, the
@@ -47,6 +62,8 @@
 
 mod driver;
 mod load;
+mod mobile;
+mod redis;
 mod report;
 mod server;
 mod suspending;
@@ -72,6 +89,13 @@ pub(crate) enum Stack {
     SessiondSuspending,
     /// tower-sessions over its `MemoryStore` behind a suspension per store call.
     TowerSessionsSuspending,
+    /// sessiond's app over its `EmbeddedStore` (redb, durable) in a temporary folder.
+    SessiondEmbedded,
+    /// sessiond's app over its `RedisStore` (`--redis-url`).
+    SessiondRedis,
+    /// The real `sessiond serve` router with mobile apps (`/mobileapp/`), files in a
+    /// temporary `MobileApps` folder.
+    SessiondMobile,
 }
 
 impl Stack {
@@ -83,8 +107,30 @@ impl Stack {
             Self::TowerSessions => "tower-sessions",
             Self::SessiondSuspending => "sessiond-suspending",
             Self::TowerSessionsSuspending => "tower-sessions-suspending",
+            Self::SessiondEmbedded => "sessiond-embedded",
+            Self::SessiondRedis => "sessiond-redis",
+            Self::SessiondMobile => "sessiond-mobile",
         }
     }
+
+    /// Whether the server keeps files in a temporary folder of its own, which it
+    /// deletes when its stdin closes.
+    pub(crate) fn has_data_dir(self) -> bool {
+        matches!(self, Self::SessiondEmbedded | Self::SessiondMobile)
+    }
+}
+
+/// Groups of scenarios (`--only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Group {
+    /// S1, S2, S3, S6 (`--scenarios`): sessiond vs tower-sessions vs bare axum.
+    Peers,
+    /// R1, R2: sessiond over its memory, embedded (redb) and Redis stores, and
+    /// redis-benchmark against the same Redis.
+    Stores,
+    /// M1, M2, M3: mobile-app logins, authorized requests, refresh of session files.
+    Mobile,
 }
 
 /// The scenarios of the protocol that this harness runs.
@@ -103,7 +149,7 @@ pub(crate) enum Scenario {
 #[derive(Debug, Parser)]
 #[command(
     name = "sessiond-bench",
-    about = "sessiond vs tower-sessions vs bare axum (benchmark protocol S1, S2, S3, S6)",
+    about = "sessiond vs tower-sessions vs bare axum (benchmark protocol S1, S2, S3, S6); sessiond's stores (R1, R2); mobile apps (M1, M2, M3)",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -139,7 +185,11 @@ pub(crate) struct RunArgs {
     /// Smoke test: 1 repetition of 2 s, 1 s warm-up.
     #[arg(long)]
     pub quick: bool,
-    /// Scenarios to run.
+    /// Groups of scenarios to run: peers (S1, S2, S3, S6 as `--scenarios` says),
+    /// stores (R1, R2), mobile (M1, M2, M3).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Group::Peers, Group::Stores, Group::Mobile])]
+    pub only: Vec<Group>,
+    /// Scenarios of the peers group to run.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::S1, Scenario::S2, Scenario::S3, Scenario::S6])]
     pub scenarios: Vec<Scenario>,
     /// Stacks to compare in S1–S3 (S6 always measures sessiond and tower-sessions).
@@ -161,6 +211,15 @@ pub(crate) struct RunArgs {
     /// Longest wait for a quiet machine before a repetition, seconds.
     #[arg(long, default_value_t = 120)]
     pub quiet_wait: u64,
+    /// Stores group: the `redis-server` to start (pinned to core 0, on a free port).
+    #[arg(long, default_value = "redis-server")]
+    pub redis_server: String,
+    /// Stores group: the `redis-benchmark` to run against it.
+    #[arg(long, default_value = "redis-benchmark")]
+    pub redis_benchmark: String,
+    /// M3: how many session files to refresh (default 100000; 10000 with --quick).
+    #[arg(long)]
+    pub refresh_files: Option<u64>,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -172,19 +231,30 @@ struct ServerArgs {
     #[arg(long, value_enum)]
     stack: Stack,
     /// Where to listen (port 0: any free port; the bound address is printed).
-    #[arg(long, default_value = "127.0.0.1:0", conflicts_with = "fill")]
+    #[arg(long, default_value = "127.0.0.1:0", conflicts_with_all = ["fill", "refresh_files"])]
     listen: SocketAddr,
     /// S6: create this many idle sessions, print the RSS delta as JSON, exit.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "refresh_files")]
     fill: Option<u64>,
+    /// `sessiond-redis`: the Redis to use (`redis://127.0.0.1:PORT/`).
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// M3 (`sessiond-mobile`): write this many session files, time
+    /// `MobileSessions::refresh`, print the result as JSON, exit.
+    #[arg(long)]
+    refresh_files: Option<u64>,
+    /// M3: how many timed refreshes of each kind.
+    #[arg(long, default_value_t = 3)]
+    refresh_reps: usize,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Server(args)) => match args.fill {
-            Some(n) => server::fill(args.stack, n),
-            None => server::serve(args.stack, args.listen),
+        Some(Command::Server(args)) => match (args.fill, args.refresh_files) {
+            (Some(n), _) => server::fill(args.stack, n),
+            (None, Some(n)) => mobile::refresh_bench(args.stack, n, args.refresh_reps),
+            (None, None) => server::serve(args.stack, args.listen, args.redis_url.as_deref()),
         },
         Some(Command::Run(args)) => driver::run(args),
         None => driver::run(cli.run),

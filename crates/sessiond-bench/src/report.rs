@@ -5,9 +5,11 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::mobile::RefreshResult;
+use crate::redis::BenchRun;
 use crate::server::FillResult;
 use crate::sys;
-use crate::{RunArgs, Stack};
+use crate::{Group, RunArgs, Stack};
 
 /// Where and how the run happened.
 #[derive(Debug, Serialize)]
@@ -46,6 +48,14 @@ pub(crate) struct Header {
     pub warmup_secs: u64,
     /// Connections.
     pub conns: usize,
+    /// The groups run (`--only`).
+    pub groups: Vec<Group>,
+    /// Stores group: the redis-server, where and how it ran.
+    pub redis_server: Option<String>,
+    /// Stores group: `redis-benchmark --version`.
+    pub redis_benchmark: Option<String>,
+    /// The filesystem of the temporary folders (EmbeddedStore file, MobileApps).
+    pub data_fs: Option<String>,
 }
 
 impl Header {
@@ -103,6 +113,8 @@ impl Header {
             rustc: sys::command_output("rustc", &["--version"]).unwrap_or_else(unknown),
             versions: sys::locked_versions(&[
                 "tower-sessions",
+                "redb",
+                "redis",
                 "axum",
                 "hyper",
                 "hyper-util",
@@ -117,6 +129,10 @@ impl Header {
             secs: args.secs,
             warmup_secs: args.warmup,
             conns: args.conns,
+            groups: args.only.clone(),
+            redis_server: None,
+            redis_benchmark: None,
+            data_fs: None,
         }
     }
 }
@@ -130,6 +146,8 @@ pub(crate) struct RepResult {
     pub ok: u64,
     /// Other responses.
     pub non_2xx: u64,
+    /// 2xx responses failing the scenario's answer check (M1).
+    pub invalid: u64,
     /// Requests with no response.
     pub errors: u64,
     /// Wall time.
@@ -162,6 +180,15 @@ pub(crate) struct RepResult {
     pub background_cores: f64,
     /// How many times the repetition was run (retried when the machine was busy).
     pub attempts: u32,
+    /// `sessiond-redis`: Redis CPU time (utime+stime delta) per response, µs.
+    pub redis_cpu_us_per_req: Option<f64>,
+    /// `sessiond-redis`: Redis CPU time / wall time.
+    pub redis_cpu_busy: Option<f64>,
+    /// `sessiond-redis`: Redis commands per response (`INFO commandstats` delta).
+    pub redis_calls_per_req: Option<Vec<(String, f64)>>,
+    /// Stores and mobile groups: CPU time of all kernel threads (journal, writeback,
+    /// softirq) during the repetition per response, µs.
+    pub kernel_cpu_us_per_req: Option<f64>,
 }
 
 /// Median and spread.
@@ -227,8 +254,18 @@ pub(crate) struct StackResult {
     pub lost_pct: Option<Stat>,
     /// Non-2xx responses, all repetitions.
     pub non_2xx: u64,
+    /// 2xx answers failing the check, all repetitions.
+    pub invalid: u64,
     /// Requests with no response, all repetitions.
     pub errors: u64,
+    /// `sessiond-redis`: Redis CPU µs per request.
+    pub redis_cpu_us_per_req: Option<Stat>,
+    /// `sessiond-redis`: Redis CPU busy fraction.
+    pub redis_busy: Option<Stat>,
+    /// `sessiond-redis`: server + Redis CPU µs per request.
+    pub total_cpu_us_per_req: Option<Stat>,
+    /// Kernel threads' CPU µs per request (stores and mobile groups).
+    pub kernel_cpu_us_per_req: Option<Stat>,
     /// The repetitions.
     pub reps: Vec<RepResult>,
 }
@@ -242,6 +279,7 @@ impl StackResult {
                     .map(|l| (l as f64, 100.0 * l as f64 / (r.ok.max(1)) as f64))
             })
             .collect();
+        let redis = reps.iter().any(|r| r.redis_cpu_us_per_req.is_some());
         Self {
             stack,
             req_per_sec: Stat::of(reps.iter().map(|r| r.req_per_sec)),
@@ -255,7 +293,22 @@ impl StackResult {
             lost_updates: (!lost.is_empty()).then(|| Stat::of(lost.iter().map(|l| l.0))),
             lost_pct: (!lost.is_empty()).then(|| Stat::of(lost.iter().map(|l| l.1))),
             non_2xx: reps.iter().map(|r| r.non_2xx).sum(),
+            invalid: reps.iter().map(|r| r.invalid).sum(),
             errors: reps.iter().map(|r| r.errors).sum(),
+            redis_cpu_us_per_req: redis
+                .then(|| Stat::of(reps.iter().filter_map(|r| r.redis_cpu_us_per_req))),
+            redis_busy: redis.then(|| Stat::of(reps.iter().filter_map(|r| r.redis_cpu_busy))),
+            total_cpu_us_per_req: redis.then(|| {
+                Stat::of(
+                    reps.iter().filter_map(|r| {
+                        r.redis_cpu_us_per_req.map(|x| x + r.server_cpu_us_per_req)
+                    }),
+                )
+            }),
+            kernel_cpu_us_per_req: reps
+                .iter()
+                .any(|r| r.kernel_cpu_us_per_req.is_some())
+                .then(|| Stat::of(reps.iter().filter_map(|r| r.kernel_cpu_us_per_req))),
             reps,
         }
     }
@@ -278,8 +331,21 @@ pub(crate) struct ScenarioResult {
     pub reps: usize,
     /// Warm-up seconds per stack.
     pub warmup_secs: u64,
+    /// Whether the bodies of the answers were checked (M1).
+    pub checks_answers: bool,
+    /// What the table needs said.
+    pub notes: Vec<String>,
     /// The stacks.
     pub stacks: Vec<StackResult>,
+}
+
+/// Results that are not per-stack tables.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Extras {
+    /// R1: redis-benchmark against the stores group's Redis.
+    pub redis_benchmark: Vec<BenchRun>,
+    /// M3: refresh of many session files.
+    pub refresh: Option<RefreshResult>,
 }
 
 /// A ratio a target names.
@@ -308,6 +374,8 @@ pub(crate) struct Report {
     pub scenarios: Vec<ScenarioResult>,
     /// S6.
     pub memory: Vec<FillResult>,
+    /// redis-benchmark (R1) and the refresh (M3).
+    pub extras: Extras,
     /// The ratios the targets name.
     pub ratios: Vec<Ratio>,
     /// Anything unusual.
@@ -319,6 +387,7 @@ impl Report {
         header: Header,
         scenarios: Vec<ScenarioResult>,
         memory: Vec<FillResult>,
+        extras: Extras,
         notes: Vec<String>,
     ) -> Self {
         let mut ratios = Vec::new();
@@ -367,6 +436,10 @@ impl Report {
             Stack::TowerSessionsSuspending,
             None,
         );
+        for id in ["R1", "R2"] {
+            pair(id, Stack::SessiondEmbedded, Stack::Sessiond, None);
+            pair(id, Stack::SessiondRedis, Stack::Sessiond, None);
+        }
         for (stack, target) in [
             (Stack::Sessiond, Some(0)),
             (Stack::TowerSessions, None),
@@ -402,12 +475,106 @@ impl Report {
                 meets: sessiond.then_some(m.bytes_per_session <= 300.0),
             });
         }
+        store_ratios(&mut ratios, &scenarios, &extras);
         Self {
             header,
             scenarios,
             memory,
+            extras,
             ratios,
             notes,
+        }
+    }
+}
+
+/// The stores and mobile groups' ratios (R1 against redis-benchmark, lost updates
+/// of R2, answers of M1 and M2).
+fn store_ratios(ratios: &mut Vec<Ratio>, scenarios: &[ScenarioResult], extras: &Extras) {
+    let find = |id: &str, stack: Stack| {
+        scenarios
+            .iter()
+            .find(|s| s.id == id)
+            .and_then(|s| s.stacks.iter().find(|x| x.stack == stack))
+    };
+    if let Some(redis) = find("R1", Stack::SessiondRedis) {
+        for (core, target) in [(Some(0), Some(0.7)), (Some(1), None), (None, Some(0.7))] {
+            let runs: Vec<&BenchRun> = extras
+                .redis_benchmark
+                .iter()
+                .filter(|b| b.client_core == core)
+                .collect();
+            if runs.is_empty() {
+                continue;
+            }
+            let get = Stat::of(runs.iter().map(|b| b.get_per_sec)).median;
+            let v = redis.req_per_sec.median / get;
+            let place = match core {
+                Some(0) => "its client on core 0 with Redis, as the load generator",
+                Some(_) => "its client on core 1, Redis alone on core 0",
+                None => "unpinned",
+            };
+            ratios.push(Ratio {
+                scenario: "R1".into(),
+                what: format!(
+                    "sessiond-redis req/s / redis-benchmark GET/s ({place}; {:.0} / {get:.0})",
+                    redis.req_per_sec.median
+                ),
+                value: v,
+                shown: format!("{v:.2}"),
+                target: target.map_or_else(|| "(reference)".into(), |t| format!("≥ {t}")),
+                meets: target.map(|t| v >= t),
+            });
+        }
+        if let (Some(total), Some(mem)) = (&redis.total_cpu_us_per_req, find("R1", Stack::Sessiond))
+        {
+            let v = total.median / mem.cpu_us_per_req.median;
+            ratios.push(Ratio {
+                scenario: "R1".into(),
+                what: "sessiond-redis (server + Redis) / sessiond (memory) CPU per request".into(),
+                value: v,
+                shown: format!("{v:.2}"),
+                target: "(reference)".into(),
+                meets: None,
+            });
+        }
+    }
+    for stack in [
+        Stack::Sessiond,
+        Stack::SessiondEmbedded,
+        Stack::SessiondRedis,
+    ] {
+        if let Some(x) = find("R2", stack) {
+            let lost: i64 = x.reps.iter().filter_map(|r| r.lost_updates).sum();
+            let ok: u64 = x.reps.iter().map(|r| r.ok).sum();
+            ratios.push(Ratio {
+                scenario: "R2".into(),
+                what: format!("{} lost updates, all repetitions", stack.name()),
+                value: lost as f64,
+                shown: format!("{lost} of {ok}"),
+                target: "= 0".into(),
+                meets: Some(lost == 0),
+            });
+        }
+    }
+    for (id, what) in [
+        ("M1", "answers that were not 200 with a token"),
+        ("M2", "answers that were not 2xx"),
+    ] {
+        if let Some(x) = find(id, Stack::SessiondMobile) {
+            let bad = x.non_2xx + x.invalid + x.errors;
+            let all: u64 = x
+                .reps
+                .iter()
+                .map(|r| r.ok + r.non_2xx + r.invalid + r.errors)
+                .sum();
+            ratios.push(Ratio {
+                scenario: id.into(),
+                what: format!("{what} (incl. failed requests), all repetitions"),
+                value: bad as f64,
+                shown: format!("{bad} of {all}"),
+                target: "= 0".into(),
+                meets: Some(bad == 0),
+            });
         }
     }
 }
@@ -466,11 +633,41 @@ pub(crate) fn markdown(r: &Report) -> String {
          in both session stacks; payload {} bytes",
         crate::server::PAYLOAD.len()
     );
+    if h.groups.iter().any(|g| *g != Group::Peers) {
+        let _ = writeln!(
+            o,
+            "- stores and mobile groups: \"other load\" also leaves out Redis's CPU and \
+             that of all kernel threads (the journal and writeback work an fsync hands to \
+             them, softirqs), which get their own columns"
+        );
+    }
+    if let Some(redis) = &h.redis_server {
+        let _ = writeln!(o, "- Redis (stores group): {redis}");
+    }
+    if let Some(b) = &h.redis_benchmark {
+        let _ = writeln!(o, "- redis-benchmark: {b}");
+    }
+    if let Some(fs) = &h.data_fs {
+        let _ = writeln!(
+            o,
+            "- temporary files (EmbeddedStore's redb file, MobileApps): {fs}"
+        );
+    }
     let _ = writeln!(o);
-    for s in &r.scenarios {
+    let peers = |s: &&ScenarioResult| s.id.starts_with('S');
+    for s in r.scenarios.iter().filter(peers) {
         scenario_md(&mut o, s);
     }
     memory_md(&mut o, &r.memory);
+    for s in r.scenarios.iter().filter(|s| !peers(s)) {
+        scenario_md(&mut o, s);
+        if s.id == "R1" {
+            redis_benchmark_md(&mut o, &r.extras.redis_benchmark);
+        }
+    }
+    if let Some(m3) = &r.extras.refresh {
+        refresh_md(&mut o, m3);
+    }
     ratios_md(&mut o, &r.ratios);
     if !r.notes.is_empty() {
         let _ = writeln!(o, "## Notes\n");
@@ -490,6 +687,7 @@ fn scenario_md(o: &mut String, s: &ScenarioResult) {
         s.request, s.conns, s.reps, s.secs
     );
     let s3 = s.stacks.iter().any(|x| x.lost_updates.is_some());
+    let redis = s.stacks.iter().any(|x| x.redis_cpu_us_per_req.is_some());
     let _ = write!(
         o,
         "| stack | req/s | p50 µs | p99 µs | server CPU µs/req | of which user % | server busy % | load gen busy % | other load, cores (max) | non-2xx / errors |"
@@ -497,18 +695,40 @@ fn scenario_md(o: &mut String, s: &ScenarioResult) {
     if s3 {
         let _ = write!(o, " lost updates | lost % |");
     }
+    if redis {
+        let _ = write!(
+            o,
+            " Redis CPU µs/req | server + Redis CPU µs/req | Redis busy % |"
+        );
+    }
+    let kernel = s.stacks.iter().any(|x| x.kernel_cpu_us_per_req.is_some());
+    if kernel {
+        let _ = write!(o, " kernel threads CPU µs/req |");
+    }
+    if s.checks_answers {
+        let _ = write!(o, " 200s without a token |");
+    }
     let _ = writeln!(o);
     let _ = write!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     if s3 {
         let _ = write!(o, "---:|---:|");
     }
+    if redis {
+        let _ = write!(o, "---:|---:|---:|");
+    }
+    if kernel {
+        let _ = write!(o, "---:|");
+    }
+    if s.checks_answers {
+        let _ = write!(o, "---:|");
+    }
     let _ = writeln!(o);
+    let pct = |s: &Stat| Stat {
+        median: s.median * 100.0,
+        min: s.min * 100.0,
+        max: s.max * 100.0,
+    };
     for x in &s.stacks {
-        let pct = |s: &Stat| Stat {
-            median: s.median * 100.0,
-            min: s.min * 100.0,
-            max: s.max * 100.0,
-        };
         let _ = write!(
             o,
             "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {:.2} | {} / {} |",
@@ -534,9 +754,57 @@ fn scenario_md(o: &mut String, s: &ScenarioResult) {
                 x.lost_pct.as_ref().map_or("n/a".into(), |l| spread(l, 1)),
             );
         }
+        if redis {
+            let or_na = |v: Option<&Stat>, d| v.map_or("n/a".into(), |v| spread(v, d));
+            let _ = write!(
+                o,
+                " {} | {} | {} |",
+                or_na(x.redis_cpu_us_per_req.as_ref(), 2),
+                or_na(x.total_cpu_us_per_req.as_ref(), 2),
+                or_na(x.redis_busy.as_ref().map(pct).as_ref(), 0),
+            );
+        }
+        if kernel {
+            let _ = write!(
+                o,
+                " {} |",
+                x.kernel_cpu_us_per_req
+                    .as_ref()
+                    .map_or("n/a".into(), |v| spread(v, 2))
+            );
+        }
+        if s.checks_answers {
+            let _ = write!(o, " {} |", x.invalid);
+        }
         let _ = writeln!(o);
     }
     let _ = writeln!(o);
+    scenario_tail_md(o, s);
+}
+
+/// What follows a scenario's table: Redis commands, compare-and-swap counts, notes.
+fn scenario_tail_md(o: &mut String, s: &ScenarioResult) {
+    for x in &s.stacks {
+        if let Some(calls) = x.reps.first().and_then(|r| r.redis_calls_per_req.as_ref()) {
+            let list: Vec<String> = calls
+                .iter()
+                .map(|(name, n)| format!("`{}` {n:.3}", name.to_uppercase()))
+                .collect();
+            let _ = writeln!(
+                o,
+                "{}: Redis commands per request (`INFO commandstats`, repetition 1): {}.\n",
+                x.stack.name(),
+                if list.is_empty() {
+                    "none".into()
+                } else {
+                    list.join(", ")
+                }
+            );
+        }
+    }
+    for n in &s.notes {
+        let _ = writeln!(o, "{n}\n");
+    }
     for x in &s.stacks {
         let calls: u64 = x.reps.iter().filter_map(|r| r.cas_calls).sum();
         let conflicts: u64 = x.reps.iter().filter_map(|r| r.cas_conflicts).sum();
@@ -551,6 +819,120 @@ fn scenario_md(o: &mut String, s: &ScenarioResult) {
             );
         }
     }
+}
+
+fn redis_benchmark_md(o: &mut String, runs: &[BenchRun]) {
+    if runs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "### R1 reference: redis-benchmark GET against the same Redis\n"
+    );
+    let _ = writeln!(
+        o,
+        "Run after each round of R1 repetitions, at the same concurrency; `-n` set from a \
+         warm-up run so that a run lasts about as long as a repetition. The key \
+         (`key:__rand_int__`) does not exist: each GET answers nil, Redis's cheapest read. \
+         \"Redis CPU\" = utime+stime delta of redis-server ÷ requests.\n"
+    );
+    let _ = writeln!(
+        o,
+        "| client | GET/s | p50 ms | p99 ms | Redis CPU µs/GET | Redis busy % | runs |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|");
+    let mut cores: Vec<Option<usize>> = runs.iter().map(|r| r.client_core).collect();
+    cores.sort_unstable();
+    cores.dedup();
+    for core in cores {
+        let rs: Vec<&BenchRun> = runs.iter().filter(|r| r.client_core == core).collect();
+        let opt = |f: fn(&BenchRun) -> Option<f64>| {
+            let v: Vec<f64> = rs.iter().filter_map(|r| f(r)).collect();
+            if v.is_empty() {
+                "n/a".to_string()
+            } else {
+                spread(&Stat::of(v), 3)
+            }
+        };
+        let client = match core {
+            Some(0) => "core 0 (with Redis and the load generator's core)".to_string(),
+            Some(c) => format!("core {c} (Redis alone on core 0)"),
+            None => "unpinned".to_string(),
+        };
+        let _ = writeln!(
+            o,
+            "| {client} | {} | {} | {} | {} | {} | {} |",
+            spread(&Stat::of(rs.iter().map(|r| r.get_per_sec)), 0),
+            opt(|r| r.p50_ms),
+            opt(|r| r.p99_ms),
+            spread(&Stat::of(rs.iter().map(|r| r.redis_cpu_us_per_req)), 2),
+            spread(&Stat::of(rs.iter().map(|r| r.redis_busy * 100.0)), 0),
+            rs.len()
+        );
+    }
+    if let Some(r) = runs.first() {
+        let _ = writeln!(o, "\nCommand: `{}`\n", r.command);
+    }
+}
+
+fn refresh_md(o: &mut String, r: &RefreshResult) {
+    let _ = writeln!(
+        o,
+        "## M3 refresh: `MobileSessions::refresh()` of {} session files\n",
+        r.files
+    );
+    let _ = writeln!(
+        o,
+        "No HTTP; one process pinned to core 1, one current_thread runtime. {} files made \
+         by `MobileSessions::authenticate` (durable writes, {:.2} s), \
+         the other {} written directly in the same format (checked against a login's \
+         file; {:.1} s, not timed), all in one app folder, each with its sidecar: {:.0} + \
+         {:.0} bytes on average. The files were just written: the page cache is warm. \
+         \"load\": a fresh `MobileSessions` reads every file (all new); \"again\": a \
+         second refresh of the same instance (all unchanged). Medians with (min–max) of \
+         {} repetitions.\n",
+        r.via_login,
+        r.login_secs,
+        r.files - r.via_login,
+        r.write_secs,
+        r.file_bytes,
+        r.sidecar_bytes,
+        r.load_ms.len()
+    );
+    let _ = writeln!(
+        o,
+        "| refresh | ms | files/s | process CPU ms | sessions reported |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|");
+    for (name, ms, cpu, count) in [
+        ("load (all new)", &r.load_ms, &r.load_cpu_ms, &r.loaded),
+        (
+            "again (all unchanged)",
+            &r.again_ms,
+            &r.again_cpu_ms,
+            &r.unchanged,
+        ),
+    ] {
+        let rate = Stat::of(ms.iter().map(|m| r.files as f64 * 1000.0 / m));
+        let counts: Vec<String> = count.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            o,
+            "| {name} | {} | {} | {} | {} |",
+            spread(&Stat::of(ms.iter().copied()), 0),
+            spread(&rate, 0),
+            spread(&Stat::of(cpu.iter().copied()), 0),
+            counts.join(", ")
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\nUnusable files reported: {}. Tokens (a login's and a written file's) authorize \
+         after the refresh: {}. Memory after the first load: {:.0} bytes per session (RSS \
+         delta).\n",
+        r.errors,
+        if r.tokens_authorize { "yes" } else { "**no**" },
+        r.rss_bytes_per_session
+    );
 }
 
 fn memory_md(o: &mut String, memory: &[FillResult]) {

@@ -13,8 +13,15 @@
 //!
 //! `--fill N` (S6) serves nothing: it creates N idle guest sessions through the
 //! stack's store API and prints the RSS delta as JSON.
+//!
+//! `sessiond-embedded` and `sessiond-redis` serve the same sessiond routes over
+//! another `SessionStore`; `sessiond-mobile` serves the real `sessiond serve` router
+//! (see [`crate::mobile`]). Stacks with files (`sessiond-embedded`,
+//! `sessiond-mobile`) create a temporary folder and delete it when their stdin
+//! closes (the driver closes it to stop them), then exit.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,7 +53,18 @@ fn internal(e: impl std::fmt::Display) -> HandlerError {
 
 /// Serves `stack` on `listen` (port 0 allowed) and prints `listening <addr>` on stdout
 /// once the socket is bound. Never returns unless the server fails.
-pub(crate) fn serve(stack: Stack, listen: SocketAddr) -> anyhow::Result<()> {
+pub(crate) fn serve(
+    stack: Stack,
+    listen: SocketAddr,
+    redis_url: Option<&str>,
+) -> anyhow::Result<()> {
+    let data = if stack.has_data_dir() {
+        let dir = DataDir::create(stack.name())?;
+        exit_when_stdin_closes(dir.path().to_path_buf());
+        Some(dir)
+    } else {
+        None
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -55,9 +73,28 @@ pub(crate) fn serve(stack: Stack, listen: SocketAddr) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr()?;
+        let data_path = data.as_ref().map(|d| d.path().to_path_buf());
         let router = match stack {
             Stack::Bare => bare_router(),
             Stack::Sessiond => sessiond_router(Arc::new(sessiond_store::MemoryStore::new())),
+            Stack::SessiondEmbedded => {
+                use sessiond_core::Clock as _;
+                let path = data_path.context("no data folder")?.join("sessions.redb");
+                let store =
+                    sessiond_store::EmbeddedStore::open(&path, sessiond_core::SystemClock.now())
+                        .with_context(|| format!("opening {}", path.display()))?;
+                sessiond_router(Arc::new(store))
+            }
+            Stack::SessiondRedis => {
+                let url = redis_url.context("sessiond-redis needs --redis-url")?;
+                let store = sessiond_store::RedisStore::connect(url, Duration::from_secs(2))
+                    .await
+                    .with_context(|| format!("connecting to {url}"))?;
+                sessiond_router(Arc::new(store))
+            }
+            Stack::SessiondMobile => {
+                crate::mobile::app_router(&data_path.context("no data folder")?).await?
+            }
             Stack::SessiondSuspending => {
                 let store = Arc::new(SuspendingSessiond::default());
                 let stats = store.clone();
@@ -82,8 +119,50 @@ pub(crate) fn serve(stack: Stack, listen: SocketAddr) -> anyhow::Result<()> {
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .await?;
+        drop(data);
         Ok(())
     })
+}
+
+/// A temporary folder of this process, deleted on drop.
+#[derive(Debug)]
+pub(crate) struct DataDir(PathBuf);
+
+impl DataDir {
+    /// Creates `<temp dir>/sessiond-bench-<what>-<pid>-<ns>`.
+    pub(crate) fn create(what: &str) -> anyhow::Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "sessiond-bench-{what}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self(path))
+    }
+
+    /// The folder.
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Deletes `dir` and exits once stdin reaches its end: the driver closes the pipe to
+/// stop a server with files (and if the driver dies, the pipe closes too). The
+/// thread sleeps in `read` until then.
+fn exit_when_stdin_closes(dir: PathBuf) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::process::exit(0);
+    });
 }
 
 // ---------------------------------------------------------------- bare (the limit)
@@ -252,7 +331,12 @@ pub(crate) fn fill(stack: Stack, n: u64) -> anyhow::Result<()> {
         .build()?;
     let result = rt.block_on(async move {
         match stack {
-            Stack::Bare | Stack::SessiondSuspending | Stack::TowerSessionsSuspending => {
+            Stack::Bare
+            | Stack::SessiondSuspending
+            | Stack::TowerSessionsSuspending
+            | Stack::SessiondEmbedded
+            | Stack::SessiondRedis
+            | Stack::SessiondMobile => {
                 anyhow::bail!("--fill takes sessiond or tower-sessions")
             }
             Stack::Sessiond => {

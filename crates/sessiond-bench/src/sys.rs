@@ -164,3 +164,61 @@ pub(crate) fn loadavg() -> Option<String> {
     let s = std::fs::read_to_string("/proc/loadavg").ok()?;
     Some(s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
 }
+
+/// The device, type and mount options of the filesystem holding `path` (`findmnt`),
+/// else its type (`stat -f`).
+pub(crate) fn filesystem_of(path: &Path) -> Option<String> {
+    let p = path.to_string_lossy();
+    command_output(
+        "findmnt",
+        &["-n", "-o", "SOURCE,FSTYPE,OPTIONS", "--target", &p],
+    )
+    .or_else(|| command_output("stat", &["-f", "-c", "%T", &p]))
+    .map(|s| {
+        format!(
+            "{p}: {}",
+            s.split_whitespace().collect::<Vec<_>>().join(" ")
+        )
+    })
+}
+
+/// utime + stime of every kernel thread (kthreadd, pid 2, and its children), clock
+/// ticks, per pid: the journal (jbd2), writeback and I/O workers that do a
+/// process's fsyncs, and ksoftirqd. Kernel workers come and go: compare two readings
+/// with [`kernel_ticks_delta`].
+pub(crate) fn kernel_thread_ticks() -> Vec<(u32, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ppid: u32 = f.get(1).and_then(|x| x.parse().ok()).unwrap_or(0);
+        if pid == 2 || ppid == 2 {
+            let t = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+            out.push((pid, t(11) + t(12)));
+        }
+    }
+    out
+}
+
+/// Kernel-thread CPU between two [`kernel_thread_ticks`] readings: threads present at
+/// the end count from their start value (0 if new); threads that exited in between
+/// are left out.
+pub(crate) fn kernel_ticks_delta(before: &[(u32, u64)], after: &[(u32, u64)]) -> u64 {
+    let start: std::collections::HashMap<u32, u64> = before.iter().copied().collect();
+    after
+        .iter()
+        .map(|(pid, t)| t.saturating_sub(start.get(pid).copied().unwrap_or(0)))
+        .sum()
+}
