@@ -216,10 +216,23 @@ impl Sessions {
         if !snapshot.record.accepts_token(&hash, now) {
             return Ok(None);
         }
+        Ok(self
+            .record_activity(snapshot, now)
+            .await?
+            .map(|s| (s, hash)))
+    }
+
+    /// Counts a read as activity: the store is written only when the last recorded
+    /// activity is older than the touch granularity (one second).
+    async fn record_activity(
+        &self,
+        snapshot: Snapshot,
+        now: Timestamp,
+    ) -> Result<Option<Snapshot>, SessionsError> {
         if now.since(snapshot.last_activity) < TOUCH_GRANULARITY {
-            return Ok(Some((snapshot, hash)));
+            return Ok(Some(snapshot));
         }
-        Ok(self.0.store.touch(&id, now).await?.map(|s| (s, hash)))
+        Ok(self.0.store.touch(&snapshot.record.id, now).await?)
     }
 
     /// A live session, without counting as activity.
@@ -227,9 +240,13 @@ impl Sessions {
         Ok(self.0.store.get(id, self.now()).await?)
     }
 
-    /// A live session, counted as activity.
+    /// A live session, counted as activity (written to the store at most once a second).
     pub async fn touch(&self, id: &SessionId) -> Result<Option<Snapshot>, SessionsError> {
-        Ok(self.0.store.touch(id, self.now()).await?)
+        let now = self.now();
+        match self.0.store.get(id, now).await? {
+            Some(snapshot) => self.record_activity(snapshot, now).await,
+            None => Ok(None),
+        }
     }
 
     /// Applies `change` to the record atomically.
