@@ -54,8 +54,8 @@ pub fn run(server: String, password: String, command: MobileCommand) -> anyhow::
                 println!(
                     "{:<50} {:>8} {:>8}",
                     app["label"].as_str().unwrap_or(""),
-                    app["sessions"],
-                    app["pending"]
+                    app["sessions"].as_u64().unwrap_or(0),
+                    app["pending"].as_u64().unwrap_or(0)
                 );
             }
         }
