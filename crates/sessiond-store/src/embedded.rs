@@ -281,17 +281,17 @@ impl SessionStore for EmbeddedStore {
         now: Timestamp,
     ) -> Result<Option<OtpRecord>, StoreError> {
         let hash = *hash;
+        // The mirror holds every stored OTP: an unknown token (anyone can send one
+        // with `?$4DSID=`) costs no write to the file.
         self.blocking(move |inner| {
-            let mut existed = false;
+            let Some(otp) = inner.mirror.remove_otp_now(&hash) else {
+                return Ok(None);
+            };
             inner.commit(|txn| {
-                existed = txn.open_table(OTPS)?.remove(hash.0.as_slice())?.is_some();
+                txn.open_table(OTPS)?.remove(hash.0.as_slice())?;
                 Ok(())
             })?;
-            Ok(if existed {
-                inner.mirror.take_otp_now(&hash, now)
-            } else {
-                None
-            })
+            Ok(otp.is_valid(now).then_some(otp))
         })
         .await
     }

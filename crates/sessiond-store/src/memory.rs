@@ -263,7 +263,12 @@ impl MemoryStore {
     }
 
     pub(crate) fn take_otp_now(&self, hash: &TokenHash, now: Timestamp) -> Option<OtpRecord> {
-        self.0.otps.lock().remove(hash).filter(|o| o.is_valid(now))
+        self.remove_otp_now(hash).filter(|o| o.is_valid(now))
+    }
+
+    /// Removes an OTP whether or not it is still valid.
+    pub(crate) fn remove_otp_now(&self, hash: &TokenHash) -> Option<OtpRecord> {
+        self.0.otps.lock().remove(hash)
     }
 
     /// Frees what came due; returns the ids of the sessions removed and the hashes of
