@@ -310,6 +310,15 @@ fn cookie_of(resp: &reqwest::Response) -> String {
     set_cookie(resp).unwrap()
 }
 
+/// GET a handler app URL (cookie `4DSID_A`), its body parsed as JSON.
+async fn get_json(url: &str, cookie: Option<&str>) -> Value {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(c) = cookie {
+        req = req.header("cookie", format!("4DSID_A={c}"));
+    }
+    serde_json::from_str(&req.send().await.unwrap().text().await.unwrap()).unwrap()
+}
+
 #[tokio::test]
 async fn case_15_otp_restores_the_session_once() {
     let (base, _) = handler_app().await;
@@ -318,18 +327,7 @@ async fn case_15_otp_restores_the_session_once() {
     let creator_cookie = cookie_of(&resp);
     let otp = resp.text().await.unwrap();
     assert_eq!(otp.len(), 32);
-    let creator: Value = serde_json::from_str(
-        &http
-            .get(format!("{base}/whoami"))
-            .header("cookie", format!("4DSID_A={creator_cookie}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let creator: Value = get_json(&format!("{base}/whoami"), Some(&creator_cookie)).await;
     // Another browser (no cookie) arrives with $4DSID.
     let resp = http
         .get(format!("{base}/whoami?%244DSID={otp}"))
@@ -343,58 +341,25 @@ async fn case_15_otp_restores_the_session_once() {
     assert_eq!(other["owner"], "creator");
     // The re-issued cookie keeps working, and the creator's cookie still works.
     for c in [&restored_cookie, &creator_cookie] {
-        let v: Value = serde_json::from_str(
-            &http
-                .get(format!("{base}/whoami"))
-                .header("cookie", format!("4DSID_A={c}"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        )
-        .unwrap();
+        let v: Value = get_json(&format!("{base}/whoami"), Some(c)).await;
         assert_eq!(v["id"], creator["id"]);
     }
     // Second use: not restored; a fresh guest session is used.
-    let again: Value = serde_json::from_str(
-        &http
-            .get(format!("{base}/whoami?$4DSID={otp}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let again: Value = get_json(&format!("{base}/whoami?$4DSID={otp}"), None).await;
     assert_ne!(again["id"], creator["id"]);
 }
 
 #[tokio::test]
 async fn case_16_restore_unknown_token_is_false_and_keeps_the_session() {
     let (base, _) = handler_app().await;
-    let v: Value = serde_json::from_str(
-        &reqwest::get(format!("{base}/restore/unknown"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let v: Value = get_json(&format!("{base}/restore/unknown"), None).await;
     assert_eq!(v["ok"], false);
     assert_eq!(v["before"], v["after"]);
-    let v: Value = serde_json::from_str(
-        &reqwest::get(format!("{base}/restore/3C81A8D7AFE64C2E9CCFFCDC35DC52F5"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
+    let v: Value = get_json(
+        &format!("{base}/restore/3C81A8D7AFE64C2E9CCFFCDC35DC52F5"),
+        None,
     )
-    .unwrap();
+    .await;
     assert_eq!(v["ok"], false);
 }
 
@@ -419,18 +384,7 @@ async fn restore_in_a_handler_switches_session_and_reissues_cookie() {
     let v: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
     assert_eq!(v["ok"], true);
     assert_ne!(v["before"], v["after"]);
-    let me: Value = serde_json::from_str(
-        &http
-            .get(format!("{base}/whoami"))
-            .header("cookie", format!("4DSID_A={cookie}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let me: Value = get_json(&format!("{base}/whoami"), Some(&cookie)).await;
     assert_eq!(me["id"], v["after"]);
 }
 
