@@ -68,6 +68,7 @@ pub(crate) async fn app_router(data: &Path) -> anyhow::Result<Router> {
         api_key,
         users_file: None,
         admin: Arc::new(AdminAuth::new(data)),
+        failures: Arc::default(),
         mobile: Some(MobileState::new(mobile, Arc::new(Policy::default()), None)),
     };
     Ok(sessiond_server::app(state))

@@ -140,6 +140,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         api_key: key,
         users_file: Some(config.data.join("users.json")),
         admin: Arc::new(AdminAuth::new(&config.data)),
+        failures: Arc::default(),
         mobile: Some(mobile_state),
     };
     runtime.block_on(async move {

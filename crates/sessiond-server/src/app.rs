@@ -17,6 +17,7 @@ use crate::config::ServerConfig;
 use crate::credentials::{AdminAuth, ApiKey};
 use crate::error::ApiError;
 use crate::layer::SessionLayer;
+use crate::limiter::FailureLimiter;
 use crate::routes::mobile::MobileState;
 use crate::routes::{admin, browser, mobile, service};
 
@@ -33,6 +34,8 @@ pub struct AppState {
     pub users_file: Option<PathBuf>,
     /// The admin credential check.
     pub admin: Arc<AdminAuth>,
+    /// Failed password attempts (login and admin credential), per client address.
+    pub failures: Arc<FailureLimiter>,
     /// Mobile apps (`None`: `/mobileapp/` answers 404).
     pub mobile: Option<MobileState>,
 }

@@ -53,6 +53,18 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
     }
 
+    /// 429 `too_many_attempts` after repeated failed passwords.
+    pub fn too_many_attempts(wait: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!(
+                "too many failed attempts from this address; try again in {} s",
+                wait.as_secs().max(1)
+            ),
+        )
+    }
+
     /// 500 for a fault of the server (details go to the log, not the client).
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)

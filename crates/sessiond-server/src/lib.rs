@@ -4,6 +4,7 @@
 //! |---|---|
 //! | [`session`] | [`Session`]: the handle with 4D's `Session` members, [`Session::current()`], the axum extractor |
 //! | [`layer`] | [`SessionLayer`]: cookie `4DSID_<AppName>`, guest creation, `$4DSID` OTP restore, token rotation on the response |
+//! | [`limiter`] | [`limiter::FailureLimiter`]: 429 after repeated failed passwords from one address |
 //! | [`routes`] | `/api` (browser), `/service/v1` (service API with its API key) |
 //! | [`app`] | [`AppState`], [`app()`] (the router), [`run()`] (serve with graceful shutdown) |
 //! | [`cluster`] | several nodes on one Redis: mobile changes over pub/sub, resync on reconnect |
@@ -20,6 +21,7 @@ pub mod credentials;
 pub mod error;
 pub mod hook;
 pub mod layer;
+pub mod limiter;
 pub mod routes;
 pub mod session;
 pub mod users;

@@ -41,11 +41,23 @@ pub async fn require_admin(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let client = crate::layer::client_ip(&req, state.config.trust_proxy_headers);
+    let now = state.sessions.now();
+    state
+        .failures
+        .check(client, now)
+        .map_err(ApiError::too_many_attempts)?;
     match bearer(req.headers()) {
-        Some(p) if state.admin.verify(p).await => Ok(next.run(req).await),
-        _ => Err(ApiError::unauthorized(
-            "the admin credential is required: Authorization: Bearer <admin password>",
-        )),
+        Some(p) if state.admin.verify(p).await => {
+            state.failures.succeeded(client);
+            Ok(next.run(req).await)
+        }
+        _ => {
+            state.failures.failed(client, now);
+            Err(ApiError::unauthorized(
+                "the admin credential is required: Authorization: Bearer <admin password>",
+            ))
+        }
     }
 }
 

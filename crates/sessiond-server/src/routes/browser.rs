@@ -48,6 +48,14 @@ async fn login(
             "the built-in login has no users file",
         ));
     };
+    // The address the session was opened from: the real peer (or, when trusted,
+    // the proxy's X-Forwarded-For), recorded by the session layer.
+    let client = session.snapshot().record.ip;
+    let now = state.sessions.now();
+    state
+        .failures
+        .check(client, now)
+        .map_err(ApiError::too_many_attempts)?;
     let user = tokio::task::spawn_blocking(move || {
         let users = Users::load(&path)?;
         Ok::<_, crate::users::UsersError>(users.verify(&body.user_name, &body.password).cloned())
@@ -59,12 +67,14 @@ async fn login(
         ApiError::internal("the users file cannot be read")
     })?;
     let Some(user) = user else {
+        state.failures.failed(client, now);
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_credentials",
             "wrong user name or password",
         ));
     };
+    state.failures.succeeded(client);
     let input = PrivilegeInput {
         privileges: user.privileges,
         roles: user.roles,

@@ -74,6 +74,7 @@ impl Server {
             api_key: ApiKey::from_key(KEY),
             users_file: Some(users),
             admin: Arc::new(AdminAuth::new(dir.path())),
+            failures: Arc::default(),
             mobile: None,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -959,4 +960,26 @@ async fn concurrency_64_clients_x_100_read_patch_if_match_lose_nothing() {
         .service(Method::GET, &format!("/sessions/{id}/storage"), None)
         .await;
     assert_eq!(v["storage"]["n"], 6400);
+}
+
+#[tokio::test]
+async fn repeated_failed_logins_from_one_address_get_429_until_the_window_ends() {
+    let s = Server::start().await;
+    let login = |password: &'static str| {
+        s.http
+            .post(s.url("/api/login"))
+            .json(&json!({"userName": "ann", "password": password}))
+            .send()
+    };
+    for _ in 0..sessiond_server::limiter::MAX_FAILURES {
+        assert_eq!(login("wrong").await.unwrap().status(), 401);
+    }
+    let resp = login("ann-password").await.unwrap();
+    assert_eq!(resp.status(), 429, "even the right password waits");
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"],
+        "too_many_attempts"
+    );
+    s.clock.advance(sessiond_server::limiter::WINDOW);
+    assert_eq!(login("ann-password").await.unwrap().status(), 200);
 }

@@ -119,6 +119,7 @@ impl Harness {
             api_key: ApiKey::from_key("k"),
             users_file: None,
             admin: Arc::new(AdminAuth::new(data)),
+            failures: Arc::default(),
             mobile: Some(MobileState::new(
                 mobile.clone(),
                 hook.clone(),
