@@ -18,7 +18,8 @@ pub struct OtpRecord {
 impl OtpRecord {
     /// `Session.createOTP({lifespan})` for `record`: a token and its record, or `None`
     /// where 4D returns `""` (the stored-procedure session). The lifespan defaults to
-    /// the idle timeout (web) or 10 s (desktop) and is at least 10 s.
+    /// the idle timeout (web) or 10 s (desktop); it is at least 10 s and at most the
+    /// longest idle timeout.
     pub fn create(
         record: &SessionRecord,
         lifespan: Option<Duration>,
@@ -30,7 +31,10 @@ impl OtpRecord {
             SessionKind::Remote => policy.desktop_otp_lifespan,
             SessionKind::StoredProcedure => return None,
         };
-        let lifespan = lifespan.unwrap_or(default).max(policy.otp_min_lifespan);
+        let longest = Duration::from_secs(u64::from(policy.max_idle_timeout_minutes) * 60);
+        let lifespan = lifespan
+            .unwrap_or(default)
+            .clamp(policy.otp_min_lifespan, longest);
         let token = OtpToken::random();
         let rec = Self {
             hash: token.hash(),

@@ -17,7 +17,7 @@ use parking_lot::RwLock;
 use serde_json::{Map, Value, json};
 use sessiond_core::{PrivilegeInput, SessionId, SessionRecord};
 use sessiond_store::fs::atomic_write;
-use sessiond_store::{Rotation, Sessions, SessionsError, Snapshot};
+use sessiond_store::{Rotation, Sessions, SessionsError, Snapshot, StoreError};
 use subtle::ConstantTimeEq;
 
 use crate::activation::{Activations, EmailError, Requested};
@@ -401,7 +401,7 @@ impl MobileSessions {
     ) -> Result<AuthAnswer, MobileError> {
         let login = parse_login(body)?;
         let folder = folder_name(login.team_id, login.app_id);
-        let _guard = self.writes.lock().await;
+        let guard = self.writes.lock().await;
         let existing = {
             let index = self.index.read();
             index
@@ -486,6 +486,8 @@ impl MobileSessions {
                 user_info: result.user_info,
             },
             Status::Pending if !login.email.is_empty() => {
+                // The session is written: sending mail must not hold up other logins.
+                drop(guard);
                 let status_text = self
                     .email_validation(&folder, &id, login.email, result.status_text)
                     .await;
@@ -634,10 +636,15 @@ impl MobileSessions {
     /// and userName) when it does not exist — after a restart, or for a file made by
     /// 4D. Mobile-owned web sessions do not expire by idleness: the token has no expiry.
     async fn ensure_web(&self, entry: &Entry) -> Result<Snapshot, MobileError> {
-        if let Some(id) = entry.side.web_session {
-            if let Some(s) = self.sessions.touch(&id).await? {
-                return Ok(s);
-            }
+        // A file without a link (made by 4D, or whose sidecar is lost) gets a web
+        // session id derived from the mobile session, so every request, every node and
+        // every restart finds the same one without writing anything.
+        let id = entry
+            .side
+            .web_session
+            .unwrap_or_else(|| derived_web_id(&entry.file));
+        if let Some(s) = self.sessions.touch(&id).await? {
+            return Ok(s);
         }
         let policy = self.sessions.policy();
         let mut record = SessionRecord::new_web(
@@ -647,12 +654,16 @@ impl MobileSessions {
                 .as_str()
                 .and_then(|s| s.parse().ok()),
         );
-        if let Some(id) = entry.side.web_session {
-            record.id = id;
-        }
+        record.id = id;
         record.idle_timeout = policy.max_idle_timeout_minutes;
-        let id = record.id;
-        let mut snapshot = self.sessions.insert(record).await?;
+        let mut snapshot = match self.sessions.insert(record).await {
+            Ok(s) => s,
+            // Another request created it meanwhile.
+            Err(SessionsError::Store(StoreError::Duplicate(_))) => {
+                return self.sessions.touch(&id).await?.ok_or(MobileError::NotFound);
+            }
+            Err(e) => return Err(e.into()),
+        };
         if !entry.side.privileges.is_empty() || !entry.side.user_name.is_empty() {
             let input = PrivilegeInput {
                 privileges: entry.side.privileges.clone(),
@@ -769,6 +780,18 @@ impl MobileSessions {
         );
         Ok(report)
     }
+}
+
+/// The web session id of a mobile session that has no recorded link: the first 128
+/// bits of SHA-256 over its app folder and id.
+fn derived_web_id(file: &SessionFile) -> SessionId {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(
+        format!("sessiond-mobile-web:{}/{}", file.folder(), file.id).as_bytes(),
+    );
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    SessionId::from_bytes(bytes)
 }
 
 /// The content of a session file: the request's fields 4D keeps (never the

@@ -212,15 +212,17 @@ fn otp_param(req: &Request<Body>) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// The client's address: the socket peer, or — only when trusted — the first
-/// address of `X-Forwarded-For`.
+/// The client's address: the socket peer, or — only when trusted — the last
+/// address of `X-Forwarded-For` (the one the proxy added).
 pub(crate) fn client_ip(req: &Request<Body>, trust_proxy_headers: bool) -> Option<IpAddr> {
     if trust_proxy_headers {
         let forwarded = req
             .headers()
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            // The last entry is the one the trusted proxy added; earlier ones are
+            // whatever the client sent.
+            .and_then(|v| v.rsplit(',').next())
             .and_then(|v| v.trim().parse().ok());
         if forwarded.is_some() {
             return forwarded;

@@ -1,5 +1,5 @@
-//! [`FailureLimiter`]: slows password guessing. After [`MAX_FAILURES`] failed
-//! attempts from one client address within [`WINDOW`], further attempts from it are
+//! [`FailureLimiter`]: slows password guessing. After [`MAX_FAILURES`]
+//! unsuccessful attempts from one client address within [`WINDOW`], further attempts from it are
 //! answered 429 until the window ends — whatever the password — so that a guess costs
 //! the attacker time and the server no argon2 verification.
 
@@ -25,18 +25,10 @@ pub struct FailureLimiter {
 }
 
 impl FailureLimiter {
-    /// `Err(wait)` when `client` must wait before trying again.
-    pub fn check(&self, client: Option<IpAddr>, now: Timestamp) -> Result<(), Duration> {
-        match self.failures.lock().get(&client) {
-            Some(&(count, start)) if count >= MAX_FAILURES && now < start.plus(WINDOW) => {
-                Err(start.plus(WINDOW).since(now))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts a failed attempt.
-    pub fn failed(&self, client: Option<IpAddr>, now: Timestamp) {
+    /// Counts an attempt from `client` before its password is checked, or refuses it
+    /// (`Err(wait)`) when the client used up its budget. Counting first means that
+    /// concurrent attempts cannot all slip through before any of them failed.
+    pub fn begin(&self, client: Option<IpAddr>, now: Timestamp) -> Result<(), Duration> {
         let mut map = self.failures.lock();
         if map.len() >= MAX_TRACKED {
             map.retain(|_, (_, start)| now < start.plus(WINDOW));
@@ -45,10 +37,14 @@ impl FailureLimiter {
         if now >= entry.1.plus(WINDOW) {
             *entry = (0, now);
         }
+        if entry.0 >= MAX_FAILURES {
+            return Err(entry.1.plus(WINDOW).since(now));
+        }
         entry.0 += 1;
+        Ok(())
     }
 
-    /// Forgets the failures of a client that just succeeded.
+    /// The attempt succeeded: the client's count starts over.
     pub fn succeeded(&self, client: Option<IpAddr>) {
         self.failures.lock().remove(&client);
     }
@@ -62,18 +58,15 @@ mod tests {
     fn blocks_after_the_budget_until_the_window_ends() {
         let l = FailureLimiter::default();
         let ip = Some("203.0.113.7".parse().unwrap());
+        let other = Some("203.0.113.8".parse().unwrap());
         let t0 = Timestamp(1_000_000);
         for _ in 0..MAX_FAILURES {
-            assert!(l.check(ip, t0).is_ok());
-            l.failed(ip, t0);
+            assert!(l.begin(ip, t0).is_ok());
         }
-        assert_eq!(l.check(ip, t0), Err(WINDOW));
-        assert!(
-            l.check(Some("203.0.113.8".parse().unwrap()), t0).is_ok(),
-            "other clients are not affected"
-        );
-        assert!(l.check(ip, t0.plus(WINDOW)).is_ok());
+        assert_eq!(l.begin(ip, t0), Err(WINDOW));
+        assert!(l.begin(other, t0).is_ok(), "other clients are not affected");
+        assert!(l.begin(ip, t0.plus(WINDOW)).is_ok(), "a new window");
         l.succeeded(ip);
-        assert!(l.check(ip, t0).is_ok());
+        assert!(l.begin(ip, t0.plus(WINDOW)).is_ok());
     }
 }

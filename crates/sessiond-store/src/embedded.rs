@@ -303,7 +303,7 @@ impl SessionStore for EmbeddedStore {
             if sessions.is_empty() && otps.is_empty() && dirty.is_empty() {
                 return Ok(0);
             }
-            inner.commit(|txn| {
+            let written = inner.commit(|txn| {
                 let mut table = txn.open_table(SESSIONS)?;
                 for id in &sessions {
                     table.remove(id.as_bytes().as_slice())?;
@@ -322,7 +322,15 @@ impl SessionStore for EmbeddedStore {
                     table.remove(hash.0.as_slice())?;
                 }
                 Ok(())
-            })?;
+            });
+            if let Err(e) = written {
+                // Keep the activity for the next purge.
+                let mut again = inner.dirty.lock();
+                for (id, at) in dirty {
+                    again.entry(id).or_insert(at);
+                }
+                return Err(e);
+            }
             Ok(sessions.len())
         })
         .await

@@ -45,19 +45,16 @@ pub async fn require_admin(
     let now = state.sessions.now();
     state
         .failures
-        .check(client, now)
+        .begin(client, now)
         .map_err(ApiError::too_many_attempts)?;
     match bearer(req.headers()) {
         Some(p) if state.admin.verify(p).await => {
             state.failures.succeeded(client);
             Ok(next.run(req).await)
         }
-        _ => {
-            state.failures.failed(client, now);
-            Err(ApiError::unauthorized(
-                "the admin credential is required: Authorization: Bearer <admin password>",
-            ))
-        }
+        _ => Err(ApiError::unauthorized(
+            "the admin credential is required: Authorization: Bearer <admin password>",
+        )),
     }
 }
 

@@ -54,7 +54,7 @@ async fn login(
     let now = state.sessions.now();
     state
         .failures
-        .check(client, now)
+        .begin(client, now)
         .map_err(ApiError::too_many_attempts)?;
     let user = tokio::task::spawn_blocking(move || {
         let users = Users::load(&path)?;
@@ -67,7 +67,6 @@ async fn login(
         ApiError::internal("the users file cannot be read")
     })?;
     let Some(user) = user else {
-        state.failures.failed(client, now);
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_credentials",

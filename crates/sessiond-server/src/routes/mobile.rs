@@ -399,7 +399,8 @@ async fn forward(mobile: &MobileState, who: &Authorized, mut req: Request) -> Re
         ("x-session-userinfo", user_info),
         ("x-session-privileges", privileges),
     ] {
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        // UTF-8 bytes are kept as they are (e-mails and user info may be non-ASCII).
+        if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
             headers.insert(HeaderName::from_static(name), v);
         }
     }

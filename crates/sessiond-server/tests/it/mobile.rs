@@ -455,7 +455,13 @@ async fn vector_13_and_round_trip_a_4d_file_placed_by_hand_is_served_after_refre
     );
     let report = m.store.refresh().await.unwrap();
     assert_eq!((report.loaded, report.errors.len()), (1, 0), "{report:?}");
-    assert_eq!(m.get("Event", Some(IOS_TOKEN_4D)).await.0, 200);
+    let (st, first) = m.get("Event", Some(IOS_TOKEN_4D)).await;
+    assert_eq!(st, 200);
+    let (_, second) = m.get("Event", Some(IOS_TOKEN_4D)).await;
+    assert_eq!(
+        first["headers"]["x-session-id"], second["headers"]["x-session-id"],
+        "a file without a sidecar keeps one web session across requests"
+    );
     // The same device logging in finds its session (found by user agent, not recomputed).
     let (_, v) = m.post("$authenticate", IOS, None).await;
     assert_eq!(v["token"], IOS_TOKEN_4D);
