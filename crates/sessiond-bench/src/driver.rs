@@ -112,13 +112,7 @@ impl Drop for ServerProc {
 }
 
 fn server_command(exe: &Path, placement: Placement) -> Command {
-    if placement.pin_servers {
-        let mut cmd = Command::new("taskset");
-        cmd.arg("-c").arg(SERVER_CORE.to_string()).arg(exe);
-        cmd
-    } else {
-        Command::new(exe)
-    }
+    sys::pinned(exe, placement.pin_servers.then_some(SERVER_CORE))
 }
 
 /// What a scenario's requests do.

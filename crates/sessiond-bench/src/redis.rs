@@ -4,7 +4,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -29,14 +29,7 @@ impl RedisProc {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let mut cmd = match core {
-            Some(c) => {
-                let mut cmd = Command::new("taskset");
-                cmd.arg("-c").arg(c.to_string()).arg(program);
-                cmd
-            }
-            None => Command::new(program),
-        };
+        let mut cmd = crate::sys::pinned(program, core);
         let dir = std::env::temp_dir();
         cmd.arg("--port")
             .arg(port.to_string())
@@ -213,14 +206,7 @@ pub(crate) fn run_benchmark(
     .iter()
     .map(ToString::to_string)
     .collect();
-    let mut cmd = match core {
-        Some(c) => {
-            let mut cmd = Command::new("taskset");
-            cmd.arg("-c").arg(c.to_string()).arg(program);
-            cmd
-        }
-        None => Command::new(program),
-    };
+    let mut cmd = crate::sys::pinned(program, core);
     cmd.args(&args);
     let shown = match core {
         Some(c) => format!("taskset -c {c} {program} {}", args.join(" ")),

@@ -15,6 +15,22 @@ pub(crate) fn command_output(program: &str, args: &[&str]) -> Option<String> {
 }
 
 /// Whether `taskset` (util-linux) can be run.
+/// `program`, run as `taskset -c CORE program` when `core` is given (taskset execs
+/// the program, so the child's pid is the program's).
+pub(crate) fn pinned(
+    program: impl AsRef<std::ffi::OsStr>,
+    core: Option<usize>,
+) -> std::process::Command {
+    match core {
+        Some(c) => {
+            let mut cmd = std::process::Command::new("taskset");
+            cmd.arg("-c").arg(c.to_string()).arg(program);
+            cmd
+        }
+        None => std::process::Command::new(program),
+    }
+}
+
 pub(crate) fn taskset_available() -> bool {
     command_output("taskset", &["-V"]).is_some()
 }

@@ -38,6 +38,12 @@ pub(crate) fn sessiond(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Comma
     cmd
 }
 
+/// The `Set-Cookie` header a cookie-less `GET /api/session` gets from `base`.
+pub(crate) fn new_session_cookie(base: &str) -> String {
+    let resp = reqwest::blocking::get(format!("{base}/api/session")).unwrap();
+    resp.headers()["set-cookie"].to_str().unwrap().to_string()
+}
+
 /// Starts `sessiond serve` on a free port and waits for its "listening" line.
 pub(crate) fn start(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
     let mut env = env.to_vec();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::{sessiond, start};
+use crate::{new_session_cookie, sessiond, start};
 
 #[test]
 fn first_start_creates_the_data_folder_and_shows_secrets_once() {
@@ -27,16 +27,7 @@ fn first_start_creates_the_data_folder_and_shows_secrets_once() {
         .send()
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let resp = client
-        .get(format!("{}/api/session", run.base))
-        .send()
-        .unwrap();
-    assert!(
-        resp.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .starts_with("4DSID_sessiond=")
-    );
+    assert!(new_session_cookie(&run.base).starts_with("4DSID_sessiond="));
     drop(run);
     let again = start(dir.path(), &[], &[]);
     assert!(
@@ -78,16 +69,7 @@ fn secrets_from_the_environment_and_app_name_flag() {
         .send()
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let resp = client
-        .get(format!("{}/api/session", run.base))
-        .send()
-        .unwrap();
-    assert!(
-        resp.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .starts_with("4DSID_Shop=")
-    );
+    assert!(new_session_cookie(&run.base).starts_with("4DSID_Shop="));
     assert!(dir.path().join("d/credentials.json").exists());
 }
 
@@ -197,13 +179,7 @@ fn config_file_settings_apply_and_flags_win() {
         &["--config", "custom.toml", "--app-name", "FromFlag"],
         &[("SESSIOND_API_KEY", "k")],
     );
-    let resp = reqwest::blocking::get(format!("{}/api/session", run.base)).unwrap();
-    assert!(
-        resp.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .starts_with("4DSID_FromFlag=")
-    );
+    assert!(new_session_cookie(&run.base).starts_with("4DSID_FromFlag="));
 }
 
 #[cfg(unix)]
