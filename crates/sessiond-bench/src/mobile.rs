@@ -23,6 +23,7 @@ use sessiond_mobile::{
 use sessiond_server::AppState;
 use sessiond_server::config::ServerConfig;
 use sessiond_server::credentials::{AdminAuth, Credentials};
+use sessiond_server::desktop::{DesktopConfig, DesktopSessions};
 use sessiond_server::routes::mobile::MobileState;
 use sessiond_store::Sessions;
 
@@ -63,13 +64,14 @@ pub(crate) async fn app_router(data: &Path) -> anyhow::Result<Router> {
     mobile.refresh().await.context("loading MobileApps")?;
     sessions.spawn_reaper(config.reaper_interval);
     let state = AppState {
-        sessions,
+        sessions: sessions.clone(),
         config: Arc::new(config),
         api_key,
         users_file: None,
         admin: Arc::new(AdminAuth::new(data)),
         failures: Arc::default(),
         mobile: Some(MobileState::new(mobile, Arc::new(Policy::default()), None)),
+        desktop: DesktopSessions::builder(sessions.clone(), DesktopConfig::default()).build(),
     };
     Ok(sessiond_server::app(state))
 }

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use sessiond_core::{SessionPolicy, SetPrivilegesMode};
 use sessiond_mobile::IdMode;
 use sessiond_mobile::hook::{Decision, Matchers, Policy};
+use sessiond_server::desktop::DesktopConfig;
 use sessiond_server::hook::Callout;
 use sessiond_server::{SameSite, SecureMode, ServerConfig};
 
@@ -33,6 +34,21 @@ pub struct FileConfig {
     sessions: SessionsSection,
     #[serde(default)]
     mobile: MobileSection,
+    #[serde(default)]
+    remote: RemoteSection,
+}
+
+/// `[remote]`: remote-client sessions.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteSection {
+    sleep_timeout_minutes: Option<u64>,
+    postponed_timeout_minutes: Option<u64>,
+    ping_interval_seconds: Option<u64>,
+    ping_timeout_seconds: Option<u64>,
+    max_frame_bytes: Option<usize>,
+    max_calls_per_connection: Option<usize>,
+    stored_procedures_user: Option<String>,
 }
 
 /// `[mobile]`: 4D mobile apps.
@@ -146,6 +162,8 @@ pub struct Config {
     pub mobile: MobileSettings,
     /// This node's name among several sharing a Redis store.
     pub node: String,
+    /// Remote-client sessions.
+    pub remote: DesktopConfig,
 }
 
 /// Default listen address.
@@ -239,6 +257,7 @@ impl Config {
             None => sessiond_core::id::to_hex(&sessiond_core::id::random_bytes::<4>()),
         };
         let mobile = mobile(file.mobile)?;
+        let remote = remote(&file.remote)?;
         Ok(Self {
             listen,
             data,
@@ -247,6 +266,7 @@ impl Config {
             server,
             mobile,
             node,
+            remote,
         })
     }
 }
@@ -267,6 +287,56 @@ fn http_url(key: &str, u: &str) -> anyhow::Result<http::Uri> {
         );
     }
     Ok(uri)
+}
+
+fn remote(r: &RemoteSection) -> anyhow::Result<DesktopConfig> {
+    let mut c = DesktopConfig::default();
+    let minutes = |key: &str, v: Option<u64>, default: Duration| match v {
+        None => Ok(default),
+        Some(m @ 1..=525_600) => Ok(Duration::from_secs(m * 60)),
+        Some(_) => bail!("remote.{key} must be 1 to 525600 (a year)"),
+    };
+    c.sleep_timeout = minutes(
+        "sleep_timeout_minutes",
+        r.sleep_timeout_minutes,
+        c.sleep_timeout,
+    )?;
+    c.postponed_timeout = minutes(
+        "postponed_timeout_minutes",
+        r.postponed_timeout_minutes,
+        c.postponed_timeout,
+    )?;
+    if let Some(s) = r.ping_interval_seconds {
+        if !(1..=3600).contains(&s) {
+            bail!("remote.ping_interval_seconds must be 1 to 3600");
+        }
+        c.ping_interval = Duration::from_secs(s);
+    }
+    if let Some(s) = r.ping_timeout_seconds {
+        c.ping_timeout = Duration::from_secs(s);
+    }
+    if c.ping_timeout <= c.ping_interval {
+        bail!("remote.ping_timeout_seconds must be longer than the ping interval");
+    }
+    if let Some(n) = r.max_frame_bytes {
+        if !(1024..=64 << 20).contains(&n) {
+            bail!("remote.max_frame_bytes must be 1024 to 67108864");
+        }
+        c.max_frame_bytes = n;
+    }
+    if let Some(n) = r.max_calls_per_connection {
+        if !(1..=10_000).contains(&n) {
+            bail!("remote.max_calls_per_connection must be 1 to 10000");
+        }
+        c.max_calls_per_connection = n;
+    }
+    if let Some(u) = &r.stored_procedures_user {
+        if u.len() > 255 || u.chars().any(char::is_control) {
+            bail!("remote.stored_procedures_user: at most 255 printable characters");
+        }
+        c.stored_procedures_user.clone_from(u);
+    }
+    Ok(c)
 }
 
 fn mobile(m: MobileSection) -> anyhow::Result<MobileSettings> {

@@ -20,6 +20,7 @@ use sessiond_core::{Clock, Roles, SystemClock};
 use sessiond_mobile::activation::{Activations, EmailConfig, MailTransport};
 use sessiond_mobile::{MobileConfig, MobileSessions};
 use sessiond_server::credentials::{AdminAuth, Credentials};
+use sessiond_server::desktop::DesktopSessions;
 use sessiond_server::hook::ConfigHook;
 use sessiond_server::routes::mobile::MobileState;
 use sessiond_server::users::Users;
@@ -135,13 +136,14 @@ fn serve(config: Config) -> anyhow::Result<()> {
     ));
     let mobile_state = MobileState::new(mobile.clone(), hook, config.mobile.upstream.clone());
     let state = AppState {
-        sessions,
+        sessions: sessions.clone(),
         config: Arc::new(config.server),
         api_key: key,
         users_file: Some(config.data.join("users.json")),
         admin: Arc::new(AdminAuth::new(&config.data)),
         failures: Arc::default(),
         mobile: Some(mobile_state),
+        desktop: DesktopSessions::builder(sessions.clone(), config.remote.clone()).build(),
     };
     runtime.block_on(async move {
         let listener = TcpListener::bind(config.listen)

@@ -9,6 +9,7 @@
 //! | [`storage`] | storage updates (merge patch, increment) applied atomically by stores |
 //! | [`otp`] | one-time tokens (`createOTP` / `restore`) |
 //! | [`promotion`] | request-scoped `promote` / `demote` |
+//! | [`protocol`] | the remote-client WebSocket protocol: messages and error codes |
 //! | [`id`] | session ids, cookie tokens, OTP tokens, hashing (OS CSPRNG) |
 //! | [`clock`] | [`Timestamp`], [`Clock`], [`ManualClock`] for tests |
 
@@ -19,6 +20,7 @@ pub mod otp;
 pub mod policy;
 pub mod privileges;
 pub mod promotion;
+pub mod protocol;
 pub mod roles;
 pub mod session;
 pub mod storage;

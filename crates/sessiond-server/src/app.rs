@@ -15,11 +15,12 @@ use tokio::net::TcpListener;
 
 use crate::config::ServerConfig;
 use crate::credentials::{AdminAuth, ApiKey};
+use crate::desktop::DesktopSessions;
 use crate::error::ApiError;
 use crate::layer::SessionLayer;
 use crate::limiter::FailureLimiter;
 use crate::routes::mobile::MobileState;
-use crate::routes::{admin, browser, mobile, service};
+use crate::routes::{admin, browser, mobile, remote, service};
 
 /// Everything the routes share.
 #[derive(Clone, Debug)]
@@ -38,10 +39,13 @@ pub struct AppState {
     pub failures: Arc<FailureLimiter>,
     /// Mobile apps (`None`: `/mobileapp/` answers 404).
     pub mobile: Option<MobileState>,
+    /// Remote-client sessions, the stored-procedures session, server-side functions.
+    pub desktop: DesktopSessions,
 }
 
 /// The router of `sessiond serve`: `/api` (browser, cookie sessions), `/service/v1`
-/// (API key), `/mobileapp/` (4D mobile apps), `/healthz`. Unknown routes and methods get JSON errors.
+/// (API key), `/mobileapp/` (4D mobile apps), `/remote` (remote clients), `/admin/api`,
+/// `/healthz`. Unknown routes and methods get JSON errors.
 pub fn app(state: AppState) -> Router {
     let layer = SessionLayer::new(state.sessions.clone(), state.config.cookie.clone())
         .trust_proxy_headers(state.config.trust_proxy_headers);
@@ -56,6 +60,7 @@ pub fn app(state: AppState) -> Router {
             admin::router().layer(from_fn_with_state(state.clone(), admin::require_admin)),
         )
         .merge(mobile::router())
+        .merge(remote::router())
         .route(
             "/healthz",
             get(|| async { axum::Json(json!({"status": "ok"})) }),
@@ -73,17 +78,23 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves [`app`] on `listener` until `shutdown` completes, with the reaper running;
-/// in-flight requests finish first (graceful shutdown).
+/// in-flight requests finish first (graceful shutdown). Opens the stored-procedures
+/// session and runs the startup hook first; ends remote sessions and runs the
+/// shutdown hook last ([`DesktopSessions::start`], [`DesktopSessions::shutdown`]).
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let reaper = state.sessions.spawn_reaper(state.config.reaper_interval);
+    let desktop = state.desktop.clone();
+    let expiry = desktop.start().await.map_err(std::io::Error::other)?;
     let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await;
+    expiry.abort();
+    desktop.shutdown().await;
     reaper.abort();
     result
 }

@@ -157,3 +157,29 @@ impl From<QueryRejection> for ApiError {
         Self::bad_request(r.body_text())
     }
 }
+
+impl From<crate::desktop::CallError> for ApiError {
+    fn from(e: crate::desktop::CallError) -> Self {
+        use sessiond_core::protocol::ErrorCode as C;
+        let (status, code) = match e.code {
+            C::UnknownFunction => (StatusCode::NOT_FOUND, "unknown_procedure"),
+            C::InvalidParams => (StatusCode::BAD_REQUEST, "invalid_params"),
+            C::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            C::SessionClosed => (StatusCode::NOT_FOUND, "session_not_found"),
+            C::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            _ => (StatusCode::UNPROCESSABLE_ENTITY, "procedure_failed"),
+        };
+        Self::new(status, code, e.message)
+    }
+}
+
+impl From<crate::desktop::DropError> for ApiError {
+    fn from(e: crate::desktop::DropError) -> Self {
+        match e {
+            crate::desktop::DropError::StoredProcedures => {
+                Self::new(StatusCode::CONFLICT, "cannot_drop", e.to_string())
+            }
+            crate::desktop::DropError::Sessions(e) => e.into(),
+        }
+    }
+}

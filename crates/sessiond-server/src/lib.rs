@@ -5,7 +5,8 @@
 //! | [`session`] | [`Session`]: the handle with 4D's `Session` members, [`Session::current()`], the axum extractor |
 //! | [`layer`] | [`SessionLayer`]: cookie `4DSID_<AppName>`, guest creation, `$4DSID` OTP restore, token rotation on the response |
 //! | [`limiter`] | [`limiter::FailureLimiter`]: 429 after repeated failed passwords from one address |
-//! | [`routes`] | `/api` (browser), `/service/v1` (service API with its API key) |
+//! | [`routes`] | `/api` (browser), `/service/v1` (service API with its API key), `/remote` (remote clients' WebSocket), `/mobileapp/`, `/admin/api` |
+//! | [`desktop`] | [`desktop::DesktopSessions`]: remote-client sessions, the stored-procedures session, server-side functions and hooks |
 //! | [`app`] | [`AppState`], [`app()`] (the router), [`run()`] (serve with graceful shutdown) |
 //! | [`cluster`] | several nodes on one Redis: mobile changes over pub/sub, resync on reconnect |
 //! | [`config`] | [`ServerConfig`], [`CookieConfig`] |
@@ -18,6 +19,7 @@ pub mod app;
 pub mod cluster;
 pub mod config;
 pub mod credentials;
+pub mod desktop;
 pub mod error;
 pub mod hook;
 pub mod layer;

@@ -156,6 +156,20 @@ impl Users {
         })
     }
 
+    /// Loads `path` and checks a login on a blocking thread (argon2 is CPU-heavy):
+    /// the matching user, or `None`.
+    pub async fn check(
+        path: std::path::PathBuf,
+        user_name: String,
+        password: String,
+    ) -> Result<Option<User>, UsersError> {
+        tokio::task::spawn_blocking(move || {
+            Ok(Users::load(&path)?.verify(&user_name, &password).cloned())
+        })
+        .await
+        .map_err(|_| UsersError::Rejected("the login check did not finish".into()))?
+    }
+
     /// The user whose name and password match (CPU-heavy: run off the async threads).
     pub fn verify(&self, user_name: &str, password: &str) -> Option<&User> {
         if let Some(u) = self.users.iter().find(|u| u.user_name == user_name) {

@@ -56,16 +56,12 @@ async fn login(
         .failures
         .begin(client, now)
         .map_err(ApiError::too_many_attempts)?;
-    let user = tokio::task::spawn_blocking(move || {
-        let users = Users::load(&path)?;
-        Ok::<_, crate::users::UsersError>(users.verify(&body.user_name, &body.password).cloned())
-    })
-    .await
-    .map_err(|_| ApiError::internal("login check failed"))?
-    .map_err(|e| {
-        tracing::error!(error = %e, "users file unusable");
-        ApiError::internal("the users file cannot be read")
-    })?;
+    let user = Users::check(path, body.user_name, body.password)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "users file unusable");
+            ApiError::internal("the users file cannot be read")
+        })?;
     let Some(user) = user else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,

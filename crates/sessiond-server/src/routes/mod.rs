@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod browser;
 pub mod mobile;
+pub mod remote;
 pub mod service;
 
 use axum::extract::rejection::PathRejection;

@@ -39,6 +39,7 @@ pub fn router() -> Router<AppState> {
         .route("/sessions/{id}/otp", post(create_otp))
         .route("/otp/restore", post(restore_otp))
         .route("/activity", get(activity))
+        .route("/stored-procedures/{name}", post(stored_procedure))
 }
 
 /// Middleware: `Authorization: Bearer <api key>`, compared in constant time.
@@ -81,7 +82,7 @@ async fn delete_session(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if state.sessions.remove(&parse_id(&id)?).await? {
+    if state.desktop.drop_session(&parse_id(&id)?).await? {
         Ok(Json(json!({"deleted": true})))
     } else {
         Err(ApiError::session_not_found())
@@ -353,9 +354,63 @@ async fn activity(
         out.insert("sessions".into(), list.into());
     }
     if processes {
-        // Server-side calls run in remote and stored-procedure sessions; web sessions
-        // have none.
-        out.insert("processes".into(), Value::Array(Vec::new()));
+        // This node's running calls of the listed sessions; in "all" mode each
+        // carries its session's info (4D: `session`), in "processes" mode it does not.
+        let infos: std::collections::HashMap<_, _> = found
+            .iter()
+            .map(|s| (s.record.id, s.record.info()))
+            .collect();
+        let list: Vec<Value> = state
+            .desktop
+            .processes(session.as_ref())
+            .iter()
+            .filter_map(|p| {
+                let info = infos.get(&p.session)?;
+                let mut v = p.json();
+                if sessions {
+                    v["session"] = info.clone();
+                }
+                Some(v)
+            })
+            .collect();
+        out.insert("processes".into(), list.into());
     }
     Ok(Json(Value::Object(out)))
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ProcedureQuery {
+    /// Wait for the result (default) or answer 202 at once.
+    #[serde(default = "yes")]
+    wait: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /stored-procedures/{name}`: starts a stored procedure (4D's `Execute on
+/// server`) with the JSON body (optional) as its parameters.
+async fn stored_procedure(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    query: Result<Query<ProcedureQuery>, axum::extract::rejection::QueryRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    use axum::response::IntoResponse as _;
+    let Query(q) = query?;
+    let params: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?
+    };
+    let run = state.desktop.execute_on_server(&name, params).await?;
+    let number = run.number;
+    if !q.wait {
+        return Ok((StatusCode::ACCEPTED, Json(json!({"process": number}))).into_response());
+    }
+    let result = run.result.await?;
+    Ok(Json(json!({"process": number, "result": result})).into_response())
 }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use sessiond_core::{ManualClock, PrivilegeInput, Roles, SessionPolicy, Timestamp};
 use sessiond_server::config::ServerConfig;
 use sessiond_server::credentials::{AdminAuth, ApiKey};
+use sessiond_server::desktop::{DesktopConfig, DesktopSessions};
 use sessiond_server::users::Users;
 use sessiond_server::{AppState, CookieConfig, Session, SessionLayer, run};
 use sessiond_store::{MemoryStore, Sessions};
@@ -68,14 +69,16 @@ impl Server {
             vec!["a".into()],
         )
         .unwrap();
+        let sessions = sessions(&clock);
         let state = AppState {
-            sessions: sessions(&clock),
+            sessions: sessions.clone(),
             config: Arc::new(ServerConfig::new("TestApp").unwrap()),
             api_key: ApiKey::from_key(KEY),
             users_file: Some(users),
             admin: Arc::new(AdminAuth::new(dir.path())),
             failures: Arc::default(),
             mobile: None,
+            desktop: DesktopSessions::builder(sessions.clone(), DesktopConfig::default()).build(),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

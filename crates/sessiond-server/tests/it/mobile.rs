@@ -16,6 +16,7 @@ use sessiond_mobile::activation::{Activations, EmailConfig, MailTransport};
 use sessiond_mobile::{AuthHook, HookResult, IdMode, MobileConfig, MobileSessions};
 use sessiond_server::config::ServerConfig;
 use sessiond_server::credentials::{AdminAuth, ApiKey, Credentials};
+use sessiond_server::desktop::{DesktopConfig, DesktopSessions};
 use sessiond_server::routes::mobile::MobileState;
 use sessiond_server::{AppState, run};
 use sessiond_store::Sessions;
@@ -125,6 +126,7 @@ impl Harness {
                 hook.clone(),
                 Some(echo_upstream().await),
             )),
+            desktop: DesktopSessions::builder(sessions.clone(), DesktopConfig::default()).build(),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -1,0 +1,675 @@
+//! Desktop sessions (4D's wording): remote-client sessions and the one
+//! stored-procedures session, with the server-side functions that run in them.
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | this one | [`DesktopSessions`] and its builder: functions, stored procedures, hooks, [`DesktopConfig`] |
+//! | [`functions`] | [`CallError`], the function and hook types, the built-in `session.*` functions |
+//! | [`processes`] | the running calls (`processes` of the activity listing) |
+//! | `remote` | the remote sessions of this node: states, deadlines, connections |
+//!
+//! The WebSocket endpoint that remote clients speak to is `routes::remote`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use serde_json::json;
+//! use sessiond_core::{Roles, SessionPolicy, SystemClock};
+//! use sessiond_server::Session;
+//! use sessiond_server::desktop::{CallError, DesktopConfig, DesktopSessions};
+//! use sessiond_store::{MemoryStore, Sessions};
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let sessions = Sessions::new(Arc::new(MemoryStore::new()), Arc::new(Roles::default()),
+//!     Arc::new(SystemClock), SessionPolicy::default());
+//! let desktop = DesktopSessions::builder(sessions, DesktopConfig::default())
+//!     .procedure("nightly", |_params| async {
+//!         let session = Session::current().expect("runs in the stored-procedures session");
+//!         session.update_storage(|s| { s.insert("ran".into(), true.into()); Ok(()) }).await?;
+//!         Ok::<_, CallError>(json!(session.info()["type"]))
+//!     })
+//!     .build();
+//! let run = desktop.execute_on_server("nightly", json!(null)).await.unwrap();
+//! assert_eq!(run.result.await.unwrap(), json!("storedProcedure"));
+//! # });
+//! ```
+
+pub mod functions;
+pub mod processes;
+mod remote;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use serde_json::Value;
+use sessiond_core::protocol::{CloseReason, ErrorCode, Hello};
+use sessiond_core::{DesktopInfo, SessionId, SessionKind, SessionRecord, Timestamp};
+use sessiond_store::{ActivityFilter, Sessions, SessionsError};
+use tokio::sync::OnceCell;
+
+pub use functions::{CallError, CallFuture, Function, Hook};
+pub use processes::{Process, ProcessKind};
+pub use remote::RemoteState;
+
+use crate::Session;
+use crate::users::User;
+use functions::Functions;
+use processes::Processes;
+pub(crate) use remote::{Attached, Control};
+
+/// Settings of remote-client sessions (`[remote]` in `sessiond.toml`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesktopConfig {
+    /// How long a `sleeping` session is kept (4D: `Remote connection sleep timeout`,
+    /// 48 h).
+    pub sleep_timeout: Duration,
+    /// How long a `postponed` session (connection lost without goodbye) waits for a
+    /// reconnection (15 minutes, 4D's QUIC session timeout).
+    pub postponed_timeout: Duration,
+    /// The server pings every connection this often.
+    pub ping_interval: Duration,
+    /// A connection that sent nothing (not even a pong) for this long is lost.
+    pub ping_timeout: Duration,
+    /// A new connection must say hello within this time.
+    pub hello_timeout: Duration,
+    /// The largest frame answered with a protocol error; frames past four times
+    /// this close the connection (WebSocket code 1009).
+    pub max_frame_bytes: usize,
+    /// Calls running at once on one connection.
+    pub max_calls_per_connection: usize,
+    /// How often sleeping and postponed sessions are checked for expiry.
+    pub check_interval: Duration,
+    /// `userName` of the stored-procedures session.
+    pub stored_procedures_user: String,
+}
+
+impl Default for DesktopConfig {
+    fn default() -> Self {
+        Self {
+            sleep_timeout: Duration::from_secs(48 * 3600),
+            postponed_timeout: Duration::from_secs(15 * 60),
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(75),
+            hello_timeout: Duration::from_secs(10),
+            max_frame_bytes: 1 << 20,
+            max_calls_per_connection: 64,
+            check_interval: Duration::from_secs(1),
+            stored_procedures_user: "Designer".into(),
+        }
+    }
+}
+
+/// Builds a [`DesktopSessions`]: register functions, procedures and hooks.
+pub struct DesktopBuilder {
+    sessions: Sessions,
+    config: DesktopConfig,
+    functions: Functions,
+    procedures: Functions,
+    hooks: Hooks,
+}
+
+#[derive(Default)]
+struct Hooks {
+    open: Option<Hook>,
+    close: Option<Hook>,
+    startup: Option<Hook>,
+    shutdown: Option<Hook>,
+}
+
+impl DesktopBuilder {
+    fn checked(name: &str) -> &str {
+        if let Err(e) = functions::check_name(name) {
+            panic!("{e}");
+        }
+        name
+    }
+
+    /// Registers a function remote clients call by name; it runs with
+    /// [`Session::current()`] = the caller's remote session.
+    ///
+    /// # Panics
+    /// When `name` is empty, over 128 bytes, has control characters or starts with
+    /// `session.` (the built-in functions).
+    #[must_use]
+    pub fn function<F, Fut>(mut self, name: &str, f: F) -> Self
+    where
+        F: Fn(Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, CallError>> + Send + 'static,
+    {
+        self.functions
+            .insert(Self::checked(name), functions::function(f));
+        self
+    }
+
+    /// Registers a stored procedure, started by
+    /// [`DesktopSessions::execute_on_server`] or `POST /service/v1/stored-procedures/{name}`;
+    /// it runs in the stored-procedures session.
+    ///
+    /// # Panics
+    /// As [`DesktopBuilder::function`].
+    #[must_use]
+    pub fn procedure<F, Fut>(mut self, name: &str, f: F) -> Self
+    where
+        F: Fn(Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, CallError>> + Send + 'static,
+    {
+        self.procedures
+            .insert(Self::checked(name), functions::function(f));
+        self
+    }
+
+    /// On Server Open Connection: runs in each new remote session before the client
+    /// is welcomed; an `Err` refuses the connection.
+    #[must_use]
+    pub fn on_open<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), CallError>> + Send + 'static,
+    {
+        self.hooks.open = Some(functions::hook(f));
+        self
+    }
+
+    /// On Server Close Connection: runs in a remote session when it ends (goodbye,
+    /// drop, expiry, shutdown).
+    #[must_use]
+    pub fn on_close<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), CallError>> + Send + 'static,
+    {
+        self.hooks.close = Some(functions::hook(f));
+        self
+    }
+
+    /// On Server Startup: runs in the stored-procedures session when the server starts.
+    #[must_use]
+    pub fn on_startup<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), CallError>> + Send + 'static,
+    {
+        self.hooks.startup = Some(functions::hook(f));
+        self
+    }
+
+    /// On Server Shutdown: runs in the stored-procedures session when the server stops.
+    #[must_use]
+    pub fn on_shutdown<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), CallError>> + Send + 'static,
+    {
+        self.hooks.shutdown = Some(functions::hook(f));
+        self
+    }
+
+    /// The finished registry.
+    pub fn build(self) -> DesktopSessions {
+        DesktopSessions(Arc::new(Inner {
+            sessions: self.sessions,
+            config: self.config,
+            functions: self.functions,
+            procedures: self.procedures,
+            hooks: self.hooks,
+            processes: Arc::default(),
+            remotes: remote::Registry::default(),
+            stored: OnceCell::new(),
+        }))
+    }
+}
+
+struct Inner {
+    sessions: Sessions,
+    config: DesktopConfig,
+    functions: Functions,
+    procedures: Functions,
+    hooks: Hooks,
+    processes: Arc<Processes>,
+    remotes: remote::Registry,
+    stored: OnceCell<SessionId>,
+}
+
+/// Remote-client sessions, the stored-procedures session, and what runs in them.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct DesktopSessions(Arc<Inner>);
+
+impl std::fmt::Debug for DesktopSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DesktopSessions")
+            .field("config", &self.0.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored procedure started by [`DesktopSessions::execute_on_server`].
+pub struct StartedProcedure {
+    /// Its process number in the activity listing.
+    pub number: u64,
+    /// Its result, when it ends.
+    pub result: futures::future::BoxFuture<'static, Result<Value, CallError>>,
+}
+
+/// Why a session cannot be dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum DropError {
+    /// The stored-procedures session lives as long as the server.
+    #[error("the stored-procedures session lives as long as the server")]
+    StoredProcedures,
+    /// The store failed.
+    #[error(transparent)]
+    Sessions(#[from] SessionsError),
+}
+
+impl DesktopSessions {
+    /// A builder with the built-in `session.*` functions (callable remotely and as
+    /// stored procedures).
+    pub fn builder(sessions: Sessions, config: DesktopConfig) -> DesktopBuilder {
+        DesktopBuilder {
+            sessions,
+            config,
+            functions: Functions::with_builtins(),
+            procedures: Functions::with_builtins(),
+            hooks: Hooks::default(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DesktopConfig {
+        &self.0.config
+    }
+
+    /// The session operations.
+    pub fn sessions(&self) -> &Sessions {
+        &self.0.sessions
+    }
+
+    fn now(&self) -> Timestamp {
+        self.0.sessions.now()
+    }
+
+    /// Server start: removes remote and stored-procedure sessions this node left in a
+    /// persistent store, opens the stored-procedures session, runs the startup hook,
+    /// and starts the expiry of sleeping and postponed sessions.
+    pub async fn start(&self) -> Result<tokio::task::JoinHandle<()>, SessionsError> {
+        let node = self.0.sessions.node().map(str::to_owned);
+        for kind in [SessionKind::Remote, SessionKind::StoredProcedure] {
+            let filter = ActivityFilter {
+                kind: Some(kind),
+                ..ActivityFilter::default()
+            };
+            for s in self.0.sessions.activity(&filter).await? {
+                if s.record.node.as_deref() == node.as_deref()
+                    && Some(&s.record.id) != self.0.stored.get()
+                {
+                    self.0.sessions.remove(&s.record.id).await?;
+                }
+            }
+        }
+        let stored = self.stored_procedures_session().await?;
+        if let Some(h) = &self.0.hooks.startup {
+            self.run_hook(h, stored, "onServerStartup").await;
+        }
+        let this = self.clone();
+        Ok(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(this.0.config.check_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                this.expire_due().await;
+            }
+        }))
+    }
+
+    /// Server stop: ends every remote session of this node (close hooks run, clients
+    /// are told), runs the shutdown hook, ends the stored-procedures session.
+    pub async fn shutdown(&self) {
+        for persistent in self.0.remotes.all() {
+            self.close_remote(&persistent, CloseReason::Shutdown).await;
+        }
+        if let Some(&stored) = self.0.stored.get() {
+            if let Some(h) = &self.0.hooks.shutdown {
+                self.run_hook(h, stored, "onServerShutdown").await;
+            }
+            if let Err(e) = self.0.sessions.remove(&stored).await {
+                tracing::warn!(error = %e, "cannot remove the stored-procedures session");
+            }
+        }
+    }
+
+    /// The id of the stored-procedures session (opened on first use).
+    pub async fn stored_procedures_session(&self) -> Result<SessionId, SessionsError> {
+        let id = self
+            .0
+            .stored
+            .get_or_try_init(|| async {
+                let desktop = DesktopInfo {
+                    machine_name: host_name(),
+                    host_type: sessiond_core::protocol::HostType::this_machine()
+                        .as_str()
+                        .into(),
+                    state: "active".into(),
+                    ..DesktopInfo::default()
+                };
+                let mut record = SessionRecord::new(
+                    SessionKind::StoredProcedure,
+                    self.now(),
+                    self.0.sessions.policy(),
+                    None,
+                    Some(desktop),
+                );
+                // It lives as long as the server, whatever the absolute lifetime.
+                record.hard_deadline = None;
+                record.user_name = self.0.config.stored_procedures_user.as_str().into();
+                Ok::<_, SessionsError>(self.0.sessions.insert(record).await?.record.id)
+            })
+            .await?;
+        Ok(*id)
+    }
+
+    /// Starts stored procedure `name` with `params` in the stored-procedures session
+    /// (4D's `Execute on server`); it runs on its own task.
+    pub async fn execute_on_server(
+        &self,
+        name: &str,
+        params: Value,
+    ) -> Result<StartedProcedure, CallError> {
+        let f = self
+            .0
+            .procedures
+            .get(name)
+            .cloned()
+            .ok_or_else(|| CallError::unknown_function(name))?;
+        let session = self.stored_procedures_session().await?;
+        let guard = self.0.processes.start(
+            name.into(),
+            session,
+            ProcessKind::StoredProcedure,
+            self.now(),
+        );
+        let number = guard.number();
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            this.run_in(session, &f, params).await
+        });
+        Ok(StartedProcedure {
+            number,
+            result: Box::pin(async move {
+                task.await
+                    .unwrap_or_else(|_| Err(CallError::failed("the procedure was cancelled")))
+            }),
+        })
+    }
+
+    /// Runs remote function `name` in session `session` (listed as a process while
+    /// it runs).
+    pub(crate) async fn call(
+        &self,
+        session: SessionId,
+        name: &str,
+        params: Value,
+    ) -> Result<Value, CallError> {
+        let f = self
+            .0
+            .functions
+            .get(name)
+            .ok_or_else(|| CallError::unknown_function(name))?;
+        let _guard =
+            self.0
+                .processes
+                .start(name.into(), session, ProcessKind::RemoteCall, self.now());
+        self.run_in(session, f, params).await
+    }
+
+    /// Runs `f` with a fresh handle on `session` as [`Session::current()`]; a panic
+    /// becomes an internal error.
+    async fn run_in(
+        &self,
+        session: SessionId,
+        f: &Function,
+        params: Value,
+    ) -> Result<Value, CallError> {
+        let snapshot = self
+            .0
+            .sessions
+            .get(&session)
+            .await?
+            .ok_or(SessionsError::NotFound)?;
+        let handle = Session::new(self.0.sessions.clone(), snapshot, None);
+        match std::panic::AssertUnwindSafe(handle.scope(f(params)))
+            .catch_unwind()
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::error!(session = %session, "a server-side function panicked");
+                Err(CallError {
+                    code: ErrorCode::Internal,
+                    message: "the function failed unexpectedly".into(),
+                })
+            }
+        }
+    }
+
+    async fn run_hook(&self, hook: &Hook, session: SessionId, name: &str) -> bool {
+        let _guard = self
+            .0
+            .processes
+            .start(name.into(), session, ProcessKind::Hook, self.now());
+        let f: Function = {
+            let hook = hook.clone();
+            Arc::new(move |_| {
+                let hook = hook.clone();
+                Box::pin(async move { hook().await.map(|()| Value::Null) })
+            })
+        };
+        match self.run_in(session, &f, Value::Null).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(session = %session, hook = name, error = %e, "hook failed");
+                false
+            }
+        }
+    }
+
+    /// The running calls, oldest first (only those of `session` when given).
+    pub fn processes(&self, session: Option<&SessionId>) -> Vec<Process> {
+        self.0.processes.list(session)
+    }
+
+    /// The names clients can call.
+    pub fn function_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.0.functions.names().map(Into::into).collect();
+        names.sort();
+        names
+    }
+
+    /// Opens a remote session for `user` (checked by the caller), or resumes the one
+    /// of `hello.persistent_id`, attached to a new connection.
+    pub(crate) async fn open_remote(
+        &self,
+        user: &User,
+        hello: &Hello,
+        ip: Option<IpAddr>,
+    ) -> Result<(Attached, bool), CallError> {
+        if let Some(persistent) = hello.persistent_id {
+            let attached = self.resume_remote(&user.user_name, persistent, ip).await?;
+            return Ok((attached, true));
+        }
+        let persistent = SessionId::random();
+        let desktop = DesktopInfo {
+            machine_name: hello.machine_name.clone(),
+            system_user_name: hello.system_user_name.clone(),
+            host_type: hello.host_type.as_str().into(),
+            state: RemoteState::Active.as_str().into(),
+            persistent_id: Some(persistent),
+        };
+        let sessions = &self.0.sessions;
+        let mut record = SessionRecord::new(
+            SessionKind::Remote,
+            self.now(),
+            sessions.policy(),
+            ip,
+            Some(desktop),
+        );
+        record.user_name = user.user_name.as_str().into();
+        if !(user.roles.is_empty() && user.privileges.is_empty()) {
+            let input = sessiond_core::PrivilegeInput {
+                privileges: user.privileges.clone(),
+                roles: user.roles.clone(),
+                user_name: None,
+            };
+            record.set_privileges(sessions.roles(), &input, sessions.policy());
+        }
+        let id = sessions.insert(record).await?.record.id;
+        let attached = self
+            .0
+            .remotes
+            .insert(persistent, id, user.user_name.as_str());
+        if let Some(h) = &self.0.hooks.open {
+            if !self.run_hook(h, id, "onServerOpenConnection").await {
+                self.0.remotes.remove(&persistent);
+                sessions.remove(&id).await?;
+                return Err(CallError {
+                    code: ErrorCode::Refused,
+                    message: "the server refused the connection".into(),
+                });
+            }
+        }
+        Ok((attached, false))
+    }
+
+    async fn resume_remote(
+        &self,
+        user: &str,
+        persistent: SessionId,
+        ip: Option<IpAddr>,
+    ) -> Result<Attached, CallError> {
+        let unknown = || {
+            CallError {
+            code: ErrorCode::UnknownPersistentId,
+            message: "no session to resume with this persistentID (unknown, expired, or of another login)"
+                .into(),
+        }
+        };
+        let (attached, replaced) = self
+            .0
+            .remotes
+            .attach(&persistent, user)
+            .ok_or_else(unknown)?;
+        if let Some(old) = replaced {
+            old.close(CloseReason::Replaced);
+        }
+        match self.write_state(&attached.session, ip).await {
+            Ok(()) => Ok(attached),
+            Err(SessionsError::NotFound) => {
+                self.0.remotes.remove(&persistent);
+                Err(unknown())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes the registry's current state of a remote session into its record (and
+    /// its new address): whatever the order of concurrent writes, the last one
+    /// carries the latest state.
+    async fn write_state(
+        &self,
+        session: &SessionId,
+        ip: Option<IpAddr>,
+    ) -> Result<(), SessionsError> {
+        let registry = &self.0.remotes;
+        self.0
+            .sessions
+            .update(session, |r| {
+                if let (Some(d), Some(state)) =
+                    (r.desktop.as_deref_mut(), registry.state_of(session))
+                {
+                    state.as_str().clone_into(&mut d.state);
+                }
+                if ip.is_some() {
+                    r.ip = ip;
+                }
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The connection ended without a goodbye: an active session is postponed.
+    pub(crate) async fn detach_remote(&self, attached: &Attached) {
+        let deadline = self.now().plus(self.0.config.postponed_timeout);
+        if self.0.remotes.detach(attached, deadline) {
+            if let Err(e) = self.write_state(&attached.session, None).await {
+                tracing::warn!(session = %attached.session, error = %e, "cannot record the postponed state");
+            }
+        }
+    }
+
+    /// The client announced sleep.
+    pub(crate) async fn sleep_remote(&self, attached: &Attached) -> Result<(), CallError> {
+        let deadline = self.now().plus(self.0.config.sleep_timeout);
+        self.0.remotes.sleep(attached, deadline);
+        Ok(self.write_state(&attached.session, None).await?)
+    }
+
+    /// Ends a remote session: tells its connection, runs the close hook, removes it.
+    pub(crate) async fn close_remote(&self, persistent: &SessionId, reason: CloseReason) -> bool {
+        let Some((session, conn)) = self.0.remotes.remove(persistent) else {
+            return false;
+        };
+        if let Some(conn) = conn {
+            conn.close(reason);
+        }
+        if let Some(h) = &self.0.hooks.close {
+            self.run_hook(h, session, "onServerCloseConnection").await;
+        }
+        if let Err(e) = self.0.sessions.remove(&session).await {
+            tracing::warn!(session = %session, error = %e, "cannot remove a closed remote session");
+        }
+        tracing::info!(session = %session, ?reason, "remote session closed");
+        true
+    }
+
+    /// Closes the sleeping and postponed sessions whose time is up.
+    pub async fn expire_due(&self) {
+        for persistent in self.0.remotes.due(self.now()) {
+            self.close_remote(&persistent, CloseReason::Expired).await;
+        }
+    }
+
+    /// Ends a session of any kind (admin drop): a remote client is told and its close
+    /// hook runs; the stored-procedures session cannot be dropped. True if it existed.
+    pub async fn drop_session(&self, id: &SessionId) -> Result<bool, DropError> {
+        if self.0.stored.get() == Some(id) {
+            return Err(DropError::StoredProcedures);
+        }
+        if let Some(persistent) = self.0.remotes.persistent_of(id) {
+            return Ok(self.close_remote(&persistent, CloseReason::Dropped).await);
+        }
+        Ok(self.0.sessions.remove(id).await?)
+    }
+
+    /// Ends every session of one user (the stored-procedures session excepted);
+    /// returns how many.
+    pub async fn drop_user(&self, user_name: &str) -> Result<usize, DropError> {
+        let filter = ActivityFilter {
+            user_name: Some(user_name.to_string()),
+            ..ActivityFilter::default()
+        };
+        let mut n = 0;
+        for s in self.0.sessions.activity(&filter).await? {
+            if s.record.kind != SessionKind::StoredProcedure {
+                n += usize::from(self.drop_session(&s.record.id).await?);
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// This machine's host name (`machineName` of the stored-procedures session).
+fn host_name() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
