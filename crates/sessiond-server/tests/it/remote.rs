@@ -1,0 +1,893 @@
+//! Remote-client sessions over `/remote` and the stored-procedures session (spec §1.2,
+//! §1.4 `info`, §4, cases 18–20 and 22): real WebSocket connections on loopback, the
+//! Rust client of `sessiond-client`, raw frames for the bad inputs, a manual clock
+//! for the sleeping and postponed timeouts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt as _, StreamExt as _};
+use parking_lot::Mutex;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sessiond_client::{ClientConfig, ClientError, RemoteClient};
+use sessiond_core::protocol::{CloseReason, ErrorCode};
+use sessiond_core::{ManualClock, PrivilegeInput, Timestamp};
+use sessiond_server::config::ServerConfig;
+use sessiond_server::credentials::{AdminAuth, ApiKey};
+use sessiond_server::desktop::{CallError, DesktopConfig, DesktopSessions};
+use sessiond_server::users::Users;
+use sessiond_server::{AppState, Session, run};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+const KEY: &str = "remote-test-key";
+
+struct Remote {
+    base: String,
+    clock: ManualClock,
+    desktop: DesktopSessions,
+    /// What the hooks saw: `"<hook> <session id> <type>"`.
+    hooks: Arc<Mutex<Vec<String>>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+fn record(hooks: &Arc<Mutex<Vec<String>>>, name: &str) {
+    let s = Session::current().expect("hooks run in a session");
+    hooks.lock().push(format!(
+        "{name} {} {}",
+        s.id(),
+        s.info()["type"].as_str().unwrap()
+    ));
+}
+
+/// Every privilege function of the §4.5 matrix, as the session it runs in sees it.
+async fn matrix(_: Value) -> Result<Value, CallError> {
+    let s = Session::current().unwrap();
+    let set = s
+        .set_privileges(&PrivilegeInput {
+            privileges: vec!["a".into()],
+            roles: vec![],
+            user_name: Some("changed".into()),
+        })
+        .await?;
+    let has_a = s.has_privilege("a");
+    let has_any = s.has_privilege("any");
+    let get = s.get_privileges();
+    let promote = s.promote("a");
+    let otp = s.create_otp(None).await?;
+    let restore = s.restore("whatever").await?;
+    let clear = s.clear_privileges().await?;
+    Ok(json!({
+        "setPrivileges": set, "hasA": has_a, "hasAny": has_any, "getPrivileges": get,
+        "isGuest": s.is_guest(), "promote": promote, "otp": !otp.is_empty(),
+        "restore": restore, "clearPrivileges": clear, "afterClear": s.get_privileges(),
+        "userName": s.user_name(),
+    }))
+}
+
+impl Remote {
+    async fn start(config: DesktopConfig) -> Self {
+        let clock = ManualClock::new(Timestamp(1_800_000_000_000));
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users.json");
+        for name in ["ann", "bob", "refused"] {
+            Users::add(&users, name, &format!("{name}-password"), vec![], vec![]).unwrap();
+        }
+        let sessions = crate::http::sessions(&clock);
+        let hooks: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (h1, h2, h3, h4) = (hooks.clone(), hooks.clone(), hooks.clone(), hooks.clone());
+        let desktop = DesktopSessions::builder(sessions.clone(), config)
+            .function("matrix", matrix)
+            .procedure("matrix", matrix)
+            .function("boom", |_| async {
+                panic!("a bug in an application function")
+            })
+            .on_open(move || {
+                let hooks = h1.clone();
+                async move {
+                    record(&hooks, "open");
+                    if Session::current().unwrap().user_name() == "refused" {
+                        return Err(CallError::failed("not today"));
+                    }
+                    Ok(())
+                }
+            })
+            .on_close(move || {
+                let hooks = h2.clone();
+                async move {
+                    record(&hooks, "close");
+                    Ok(())
+                }
+            })
+            .on_startup(move || {
+                let hooks = h3.clone();
+                async move {
+                    record(&hooks, "startup");
+                    Ok(())
+                }
+            })
+            .on_shutdown(move || {
+                let hooks = h4.clone();
+                async move {
+                    record(&hooks, "shutdown");
+                    Ok(())
+                }
+            })
+            .build();
+        let state = AppState {
+            sessions,
+            config: Arc::new(ServerConfig::new("TestApp").unwrap()),
+            api_key: ApiKey::from_key(KEY),
+            users_file: Some(users),
+            admin: Arc::new(AdminAuth::new(dir.path())),
+            failures: Arc::default(),
+            mobile: None,
+            desktop: desktop.clone(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(run(listener, state, async {
+            let _ = stop.await;
+        }));
+        let this = Self {
+            base: format!("127.0.0.1:{}", addr.port()),
+            clock,
+            desktop,
+            hooks,
+            shutdown: Some(shutdown),
+            server,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        };
+        // The server is ready when its stored-procedures session is listed.
+        this.until(|a| !a["sessions"].as_array().unwrap().is_empty(), "")
+            .await;
+        this
+    }
+
+    fn ws_url(&self) -> String {
+        format!("ws://{}/remote", self.base)
+    }
+
+    fn client_config(&self, user: &str) -> ClientConfig {
+        let mut c = ClientConfig::new(&self.ws_url(), user, &format!("{user}-password"));
+        c.machine_name = format!("{user}-laptop");
+        c.system_user_name = format!("{user}-os");
+        c.host_type = sessiond_core::protocol::HostType::Mac;
+        c
+    }
+
+    async fn connect(&self, user: &str) -> RemoteClient {
+        RemoteClient::connect(self.client_config(user))
+            .await
+            .unwrap()
+    }
+
+    async fn service(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("http://{}/service/v1{path}", self.base))
+            .bearer_auth(KEY);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn activity(&self, query: &str) -> Value {
+        let (status, body) = self
+            .service(reqwest::Method::GET, &format!("/activity{query}"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Polls the activity listing (`query`) until `ok` holds (5 s at most).
+    async fn until(&self, ok: impl Fn(&Value) -> bool, query: &str) -> Value {
+        for _ in 0..500 {
+            let resp = self
+                .http
+                .get(format!("http://{}/service/v1/activity{query}", self.base))
+                .bearer_auth(KEY)
+                .send()
+                .await;
+            if let Ok(resp) = resp {
+                if resp.status() == 200 {
+                    let a: Value = resp.json().await.unwrap();
+                    if ok(&a) {
+                        return a;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the activity listing never matched");
+    }
+
+    /// The listed session `id`, if any.
+    async fn listed(&self, id: &str) -> Option<Value> {
+        self.activity("?mode=sessions").await["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["ID"] == id)
+            .cloned()
+    }
+
+    async fn state_of(&self, id: &str) -> Option<String> {
+        self.listed(id)
+            .await
+            .map(|s| s["state"].as_str().unwrap().to_string())
+    }
+
+    async fn wait_state(&self, id: &str, state: &str) {
+        self.until(
+            |a| {
+                a["sessions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["ID"] == id && s["state"] == state)
+            },
+            "?mode=sessions",
+        )
+        .await;
+    }
+
+    fn hooks_of(&self, id: &str) -> Vec<String> {
+        self.hooks
+            .lock()
+            .iter()
+            .filter(|h| h.contains(id))
+            .cloned()
+            .collect()
+    }
+}
+
+fn config() -> DesktopConfig {
+    DesktopConfig {
+        max_frame_bytes: 4096,
+        ..DesktopConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn case_20_remote_info_has_the_client_facts_and_a_distinct_persistent_id() {
+    let r = Remote::start(config()).await;
+    let client = r.connect("ann").await;
+    let id = client.id().to_string();
+    let info = client.info();
+    assert_eq!(info["type"], "remote");
+    assert_eq!(info["ID"], id);
+    assert_eq!(info["userName"], "ann");
+    assert_eq!(info["machineName"], "ann-laptop");
+    assert_eq!(info["systemUserName"], "ann-os");
+    assert_eq!(info["hostType"], "mac");
+    assert_eq!(info["IPAddress"], "127.0.0.1");
+    assert_eq!(info["state"], "active");
+    let persistent = info["persistentID"].as_str().unwrap();
+    assert_eq!(persistent.len(), 32);
+    assert_ne!(persistent, id);
+    assert_eq!(persistent, client.persistent_id().to_string());
+    assert!(info["creationDateTime"].as_str().unwrap().ends_with('Z'));
+    // Inside a server-side call, Session::current() is the caller's session.
+    let inside = client.call("session.info", Value::Null).await.unwrap();
+    assert_eq!(inside["id"], id);
+    assert_eq!(inside["info"]["persistentID"], persistent);
+    assert_eq!(
+        inside["isGuest"], false,
+        "desktop sessions are never guests"
+    );
+    // On Server Open Connection ran in the new session.
+    assert_eq!(r.hooks_of(&id), [format!("open {id} remote")]);
+    // Another login never reuses a persistentID.
+    let again = r.connect("ann").await;
+    assert_ne!(again.persistent_id(), client.persistent_id());
+    assert_ne!(again.id(), client.id());
+    client.goodbye().await.unwrap();
+    assert_eq!(
+        r.hooks_of(&id),
+        [format!("open {id} remote"), format!("close {id} remote")],
+        "a goodbye runs On Server Close Connection"
+    );
+    assert!(
+        r.listed(&id).await.is_none(),
+        "a goodbye ends the session at once"
+    );
+}
+
+#[tokio::test]
+async fn reconnect_after_a_dropped_connection_resumes_the_same_id_and_storage() {
+    let r = Remote::start(config()).await;
+    let mut client = r.connect("ann").await;
+    let id = client.id();
+    client
+        .call("session.increment", json!({"key": "n"}))
+        .await
+        .unwrap();
+    client.disconnect();
+    r.wait_state(&id.to_string(), "postponed").await;
+    assert!(client.reconnect().await.unwrap(), "resumed");
+    assert_eq!(client.id(), id);
+    assert_eq!(client.info()["state"], "active");
+    assert_eq!(
+        client
+            .call("session.increment", json!({"key": "n"}))
+            .await
+            .unwrap(),
+        2,
+        "the storage survived the reconnection"
+    );
+    assert_eq!(r.state_of(&id.to_string()).await.unwrap(), "active");
+}
+
+#[tokio::test]
+async fn postponed_session_closes_after_its_timeout_on_the_clock() {
+    let r = Remote::start(config()).await;
+    let mut client = r.connect("ann").await;
+    let id = client.id().to_string();
+    client.disconnect();
+    r.wait_state(&id, "postponed").await;
+    r.clock.advance(Duration::from_secs(14 * 60));
+    r.desktop.expire_due().await;
+    assert_eq!(
+        r.state_of(&id).await.unwrap(),
+        "postponed",
+        "kept 15 minutes"
+    );
+    r.clock.advance(Duration::from_secs(61));
+    r.desktop.expire_due().await;
+    assert!(r.listed(&id).await.is_none(), "closed after 15 minutes");
+    assert!(r.hooks_of(&id).contains(&format!("close {id} remote")));
+    let e = client.reconnect().await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::UnknownPersistentId), "{e}");
+}
+
+#[tokio::test]
+async fn sleeping_session_is_kept_48_hours_and_wakes_with_its_storage() {
+    let r = Remote::start(config()).await;
+    let mut client = r.connect("ann").await;
+    let id = client.id().to_string();
+    client
+        .call("session.patch", json!({"patch": {"doc": "draft"}}))
+        .await
+        .unwrap();
+    client.sleep().await.unwrap();
+    r.wait_state(&id, "sleeping").await;
+    r.clock.advance(Duration::from_secs(47 * 3600));
+    r.desktop.expire_due().await;
+    assert_eq!(r.state_of(&id).await.unwrap(), "sleeping");
+    assert!(
+        client.reconnect().await.unwrap(),
+        "waking resumes the session"
+    );
+    assert_eq!(client.info()["state"], "active");
+    assert_eq!(
+        client.call("session.storage", Value::Null).await.unwrap(),
+        json!({"doc": "draft"})
+    );
+    client.sleep().await.unwrap();
+    r.clock.advance(Duration::from_secs(48 * 3600 + 1));
+    r.desktop.expire_due().await;
+    assert!(r.listed(&id).await.is_none(), "closed after 48 h asleep");
+}
+
+#[tokio::test]
+async fn two_concurrent_calls_of_one_client_lose_no_update() {
+    let r = Remote::start(config()).await;
+    let client = r.connect("ann").await;
+    let run = || async {
+        for _ in 0..1000 {
+            client
+                .call("session.increment", json!({"key": "n"}))
+                .await
+                .unwrap();
+        }
+    };
+    tokio::join!(run(), run());
+    assert_eq!(
+        client.call("session.storage", Value::Null).await.unwrap(),
+        json!({"n": 2000})
+    );
+}
+
+#[tokio::test]
+async fn case_19_stored_procedures_share_one_session() {
+    let r = Remote::start(config()).await;
+    let (s1, a) = r
+        .service(
+            reqwest::Method::POST,
+            "/stored-procedures/session.increment",
+            Some(json!({"key": "runs"})),
+        )
+        .await;
+    assert_eq!(s1, 200, "{a}");
+    assert_eq!(a["result"], 1);
+    let run = r
+        .desktop
+        .execute_on_server("session.increment", json!({"key": "runs"}))
+        .await
+        .unwrap();
+    assert_eq!(run.result.await.unwrap(), 2, "the same storage");
+    let (_, b) = r
+        .service(
+            reqwest::Method::POST,
+            "/stored-procedures/session.info",
+            None,
+        )
+        .await;
+    let info = &b["result"]["info"];
+    assert_eq!(info["type"], "storedProcedure");
+    assert_eq!(b["result"]["userName"], "Designer");
+    assert_eq!(
+        info["machineName"],
+        gethostname::gethostname().to_string_lossy().as_ref()
+    );
+    let sp = r.desktop.stored_procedures_session().await.unwrap();
+    assert_eq!(b["result"]["id"], sp.to_string());
+    assert!(
+        r.hooks_of(&sp.to_string())
+            .contains(&format!("startup {sp} storedProcedure")),
+        "On Server Startup runs in the stored-procedures session"
+    );
+    // Not waiting: 202 and the process number.
+    let (s, c) = r
+        .service(
+            reqwest::Method::POST,
+            "/stored-procedures/session.wait?wait=false",
+            Some(json!({"ms": 1})),
+        )
+        .await;
+    assert_eq!(s, 202);
+    assert!(c["process"].as_u64().unwrap() > 0);
+    // Bad input.
+    let (s, e) = r
+        .service(reqwest::Method::POST, "/stored-procedures/nope", None)
+        .await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_procedure"))
+    );
+    let resp = r
+        .http
+        .post(format!(
+            "http://{}/service/v1/stored-procedures/session.info",
+            r.base
+        ))
+        .bearer_auth(KEY)
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let (s, e) = r
+        .service(
+            reqwest::Method::POST,
+            "/stored-procedures/session.increment",
+            Some(json!([1])),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_params"))
+    );
+    // The stored-procedures session cannot be dropped.
+    let (s, _) = r
+        .service(reqwest::Method::DELETE, &format!("/sessions/{sp}"), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn case_18_and_4_5_privilege_matrix_for_both_desktop_kinds() {
+    let r = Remote::start(config()).await;
+    // Stored procedure (4D 21 column: no-ops, always privileged).
+    let sp = r
+        .desktop
+        .execute_on_server("matrix", Value::Null)
+        .await
+        .unwrap()
+        .result
+        .await
+        .unwrap();
+    assert_eq!(
+        sp,
+        json!({"setPrivileges": false, "hasA": true, "hasAny": true, "getPrivileges": ["WebAdmin"],
+               "isGuest": false, "promote": 0, "otp": false, "restore": false,
+               "clearPrivileges": true, "afterClear": ["WebAdmin"], "userName": "Designer"})
+    );
+    // Remote session (4D 21 column: real privileges, userName ignored, OTP works).
+    let client = r.connect("ann").await;
+    let rem = client.call("matrix", Value::Null).await.unwrap();
+    assert_eq!(
+        rem,
+        json!({"setPrivileges": true, "hasA": true, "hasAny": false, "getPrivileges": ["a"],
+               "isGuest": false, "promote": 0, "otp": true, "restore": false,
+               "clearPrivileges": true, "afterClear": [], "userName": "ann"})
+    );
+}
+
+#[tokio::test]
+async fn case_22_activity_lists_desktop_sessions_and_their_running_calls() {
+    let r = Remote::start(config()).await;
+    let client = Arc::new(r.connect("ann").await);
+    let id = client.id().to_string();
+    let waiting = {
+        let c = client.clone();
+        tokio::spawn(async move { c.call("session.wait", json!({"ms": 3000})).await })
+    };
+    let all = r
+        .until(|a| !a["processes"].as_array().unwrap().is_empty(), "")
+        .await;
+    let kinds: Vec<&str> = all["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"remote") && kinds.contains(&"storedProcedure"),
+        "{kinds:?}"
+    );
+    let p = &all["processes"][0];
+    assert_eq!(p["name"], "session.wait");
+    assert_eq!(p["sessionID"], id);
+    assert_eq!(p["state"], "executing");
+    assert_eq!(
+        p["session"]["ID"], id,
+        "with sessions, each process carries its session"
+    );
+    // Processes only, one session: no sessions list and no `session` property.
+    let only = r.activity(&format!("?mode=processes&session={id}")).await;
+    assert!(only.get("sessions").is_none());
+    assert_eq!(only["processes"][0]["sessionID"], id);
+    assert!(only["processes"][0].get("session").is_none());
+    // Sessions only.
+    let sessions = r.activity("?mode=sessions&kind=remote").await;
+    assert!(sessions.get("processes").is_none());
+    assert_eq!(sessions["sessions"].as_array().unwrap().len(), 1);
+    // Another session's filter shows none of these calls; an unknown id is a 404.
+    let sp = r.desktop.stored_procedures_session().await.unwrap();
+    let other = r.activity(&format!("?mode=processes&session={sp}")).await;
+    assert_eq!(other["processes"], json!([]));
+    let (s, _) = r
+        .service(
+            reqwest::Method::GET,
+            "/activity?session=00000000000000000000000000000000",
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    assert_eq!(waiting.await.unwrap().unwrap(), 3000);
+    r.until(|a| a["processes"] == json!([]), "").await;
+}
+
+#[tokio::test]
+async fn admin_drop_closes_the_session_and_tells_the_client() {
+    let r = Remote::start(config()).await;
+    let mut client = r.connect("ann").await;
+    let id = client.id().to_string();
+    let (s, _) = r
+        .service(reqwest::Method::DELETE, &format!("/sessions/{id}"), None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(client.closed().await, Some(CloseReason::Dropped));
+    assert!(r.hooks_of(&id).contains(&format!("close {id} remote")));
+    assert!(r.listed(&id).await.is_none());
+    let e = client.reconnect().await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::UnknownPersistentId));
+    // Dropping a user's sessions reaches remote sessions too.
+    let bob = r.connect("bob").await;
+    assert_eq!(r.desktop.drop_user("bob").await.unwrap(), 1);
+    assert_eq!(bob.closed().await, Some(CloseReason::Dropped));
+}
+
+#[tokio::test]
+async fn a_reconnection_replaces_a_live_connection_of_the_same_login() {
+    let r = Remote::start(config()).await;
+    let first = r.connect("ann").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(r.ws_url()).await.unwrap();
+    ws.send(hello("ann", Some(&first.persistent_id().to_string())))
+        .await
+        .unwrap();
+    let welcome = next_json(&mut ws).await;
+    assert_eq!(welcome["type"], "welcome");
+    assert_eq!(welcome["resumed"], true);
+    assert_eq!(welcome["id"], first.id().to_string());
+    assert_eq!(first.closed().await, Some(CloseReason::Replaced));
+}
+
+#[tokio::test]
+async fn open_hook_can_refuse_a_connection() {
+    let r = Remote::start(config()).await;
+    let e = RemoteClient::connect(r.client_config("refused"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Refused), "{e}");
+    let remote = r.activity("?kind=remote").await;
+    assert_eq!(
+        remote["sessions"],
+        json!([]),
+        "nothing is left of a refused login"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_remote_sessions_and_runs_the_hooks_in_their_sessions() {
+    let mut r = Remote::start(config()).await;
+    let client = r.connect("ann").await;
+    let id = client.id().to_string();
+    let sp = r.desktop.stored_procedures_session().await.unwrap();
+    r.shutdown.take().unwrap().send(()).unwrap();
+    assert_eq!(client.closed().await, Some(CloseReason::Shutdown));
+    (&mut r.server).await.unwrap().unwrap();
+    assert!(r.hooks_of(&id).contains(&format!("close {id} remote")));
+    assert!(
+        r.hooks_of(&sp.to_string())
+            .contains(&format!("shutdown {sp} storedProcedure"))
+    );
+}
+
+fn hello(user: &str, persistent: Option<&str>) -> Message {
+    let mut h = json!({"type": "hello", "protocol": 1, "userName": user,
+        "password": format!("{user}-password"), "machineName": "m",
+        "systemUserName": "s", "hostType": "linux"});
+    if let Some(p) = persistent {
+        h["persistentID"] = p.into();
+    }
+    Message::text(h.to_string())
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next JSON text frame (pings skipped); `Null` when the server closed.
+async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("an answer in time")
+        {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).unwrap(),
+            Some(Ok(Message::Close(_)) | Err(_)) | None => return Value::Null,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// Opens a raw connection, sends `first`, returns the first answer and whether the
+/// server then closed the connection.
+async fn first_answer(r: &Remote, first: Message) -> (Value, bool) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(r.ws_url()).await.unwrap();
+    ws.send(first).await.unwrap();
+    let answer = next_json(&mut ws).await;
+    (answer, next_json(&mut ws).await.is_null())
+}
+
+fn code(v: &Value) -> &str {
+    v["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error: {v}"))
+}
+
+#[tokio::test]
+async fn bad_input_gets_protocol_errors_and_other_clients_are_unaffected() {
+    let r = Remote::start(config()).await;
+    let bystander = r.connect("bob").await;
+    // Before the hello: every error closes the connection.
+    for (frame, expected) in [
+        (Message::text("not json"), "bad_frame"),
+        (
+            Message::text(r#"{"type":"call","id":1,"function":"session.info"}"#),
+            "hello_required",
+        ),
+        (Message::text(r#"{"type":"dance"}"#), "unknown_type"),
+        (Message::binary(vec![1, 2, 3]), "bad_frame"),
+        (
+            Message::text(
+                r#"{"type":"hello","protocol":2,"userName":"ann","password":"ann-password","machineName":"m","systemUserName":"s","hostType":"linux"}"#,
+            ),
+            "unsupported_protocol",
+        ),
+        (
+            Message::text(
+                r#"{"type":"hello","protocol":1,"userName":"ann","password":"wrong","machineName":"m","systemUserName":"s","hostType":"linux"}"#,
+            ),
+            "invalid_credentials",
+        ),
+        (
+            Message::text(
+                r#"{"type":"hello","protocol":1,"userName":"nobody","password":"x","machineName":"m","systemUserName":"s","hostType":"linux"}"#,
+            ),
+            "invalid_credentials",
+        ),
+        (
+            Message::text(
+                r#"{"type":"hello","protocol":1,"userName":"ann","password":"ann-password","machineName":"m\u0007","systemUserName":"s","hostType":"linux"}"#,
+            ),
+            "bad_frame",
+        ),
+        (
+            hello("ann", Some(&bystander.persistent_id().to_string())),
+            "unknown_persistent_id",
+        ),
+        (
+            hello("ann", Some("0123456789ABCDEF0123456789ABCDEF")),
+            "unknown_persistent_id",
+        ),
+        (hello("ann", Some("not-an-id")), "bad_frame"),
+    ] {
+        let (answer, closed) = first_answer(&r, frame.clone()).await;
+        assert_eq!(code(&answer), expected, "{frame:?} → {answer}");
+        assert!(closed, "{frame:?}: the connection is closed");
+    }
+    // After the hello: errors are answered and the connection goes on.
+    let (mut ws, _) = tokio_tungstenite::connect_async(r.ws_url()).await.unwrap();
+    ws.send(hello("ann", None)).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    for (frame, expected, id) in [
+        (Message::text("{"), "bad_frame", None),
+        (Message::text("x".repeat(5000)), "frame_too_large", None),
+        (
+            Message::text(r#"{"type":"teleport"}"#),
+            "unknown_type",
+            None,
+        ),
+        (Message::binary(vec![0; 8]), "bad_frame", None),
+        (hello("ann", None), "hello_required", None),
+        (
+            Message::text(r#"{"type":"call","id":7,"function":"nope"}"#),
+            "unknown_function",
+            Some(7),
+        ),
+        (
+            Message::text(
+                r#"{"type":"call","id":8,"function":"session.increment","params":{"key":1}}"#,
+            ),
+            "invalid_params",
+            Some(8),
+        ),
+        (
+            Message::text(r#"{"type":"call","id":9,"function":"boom"}"#),
+            "internal",
+            Some(9),
+        ),
+        (
+            Message::text(r#"{"type":"call","id":"ten","function":"session.info"}"#),
+            "bad_frame",
+            None,
+        ),
+        (
+            Message::text(r#"{"type":"goodbye","now":true}"#),
+            "bad_frame",
+            None,
+        ),
+    ] {
+        ws.send(frame.clone()).await.unwrap();
+        let answer = next_json(&mut ws).await;
+        assert_eq!(code(&answer), expected, "{frame:?} → {answer}");
+        assert_eq!(answer.get("id").and_then(Value::as_u64), id, "{answer}");
+    }
+    ws.send(Message::text(
+        r#"{"type":"call","id":11,"function":"session.increment","params":{"key":"n"}}"#,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"type": "result", "id": 11, "value": 1})
+    );
+    // Past four times the frame limit the connection is closed (WebSocket 1009).
+    ws.send(Message::text("x".repeat(4 * 4096 + 1)))
+        .await
+        .unwrap();
+    assert!(next_json(&mut ws).await.is_null());
+    // The other client never noticed.
+    assert_eq!(
+        bystander
+            .call("session.increment", json!({"key": "n"}))
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn too_many_concurrent_calls_and_duplicate_ids_are_refused() {
+    let r = Remote::start(DesktopConfig {
+        max_calls_per_connection: 2,
+        ..config()
+    })
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(r.ws_url()).await.unwrap();
+    ws.send(hello("ann", None)).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    let call = |id: u64| {
+        Message::text(
+            json!({"type": "call", "id": id, "function": "session.wait", "params": {"ms": 300}})
+                .to_string(),
+        )
+    };
+    ws.send(call(1)).await.unwrap();
+    ws.send(call(1)).await.unwrap();
+    let dup = next_json(&mut ws).await;
+    assert_eq!(
+        (code(&dup), dup["id"].as_u64()),
+        ("duplicate_call_id", Some(1))
+    );
+    ws.send(call(2)).await.unwrap();
+    ws.send(call(3)).await.unwrap();
+    let busy = next_json(&mut ws).await;
+    assert_eq!(
+        (code(&busy), busy["id"].as_u64()),
+        ("too_many_calls", Some(3))
+    );
+    let mut done: Vec<u64> = vec![
+        next_json(&mut ws).await["id"].as_u64().unwrap(),
+        next_json(&mut ws).await["id"].as_u64().unwrap(),
+    ];
+    done.sort_unstable();
+    assert_eq!(done, [1, 2]);
+}
+
+#[tokio::test]
+async fn a_silent_client_is_detected_by_ping_and_postponed() {
+    let r = Remote::start(DesktopConfig {
+        ping_interval: Duration::from_millis(50),
+        ping_timeout: Duration::from_millis(200),
+        ..config()
+    })
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(r.ws_url()).await.unwrap();
+    ws.send(hello("ann", None)).await.unwrap();
+    let welcome = next_json(&mut ws).await;
+    let id = welcome["id"].as_str().unwrap().to_string();
+    // The client stops reading (so it never answers a ping): the server gives up on
+    // the connection and keeps the session for a reconnection.
+    r.wait_state(&id, "postponed").await;
+    drop(ws);
+    // A client that answers pings stays active.
+    let alive = r.connect("bob").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(r.state_of(&alive.id().to_string()).await.unwrap(), "active");
+}
+
+#[tokio::test]
+async fn failed_passwords_are_limited_per_address() {
+    let r = Remote::start(config()).await;
+    let wrong = Message::text(
+        r#"{"type":"hello","protocol":1,"userName":"ann","password":"wrong","machineName":"m","systemUserName":"s","hostType":"linux"}"#,
+    );
+    for _ in 0..10 {
+        let (a, _) = first_answer(&r, wrong.clone()).await;
+        assert_eq!(code(&a), "invalid_credentials");
+    }
+    let (a, _) = first_answer(&r, hello("ann", None)).await;
+    assert_eq!(
+        code(&a),
+        "too_many_attempts",
+        "even the right password waits"
+    );
+    let e = RemoteClient::connect(r.client_config("bob"))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        ClientError::Server {
+            code: ErrorCode::TooManyAttempts,
+            ..
+        }
+    ));
+}
