@@ -36,6 +36,55 @@ pub enum Command {
         #[command(subcommand)]
         command: MobileCommand,
     },
+    /// Connect to a running server as a remote client (4D's remote mode): call
+    /// server-side functions in a remote session, sleep, wake, reconnect. The password
+    /// comes from SESSIOND_REMOTE_PASSWORD or, when unset, the first line of standard
+    /// input.
+    Remote(RemoteArgs),
+}
+
+/// `sessiond remote ...`.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// The server's remote endpoint.
+    #[arg(
+        long,
+        env = "SESSIOND_REMOTE_URL",
+        default_value = "ws://127.0.0.1:8044/remote"
+    )]
+    pub url: String,
+    /// User name (of the server's users file).
+    #[arg(long, env = "SESSIOND_REMOTE_USER")]
+    pub user: String,
+    /// Resume this session (its persistentID) instead of opening a new one.
+    #[arg(long)]
+    pub persistent_id: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: RemoteCommand,
+}
+
+/// `sessiond remote <command>`.
+#[derive(Debug, Subcommand)]
+pub enum RemoteCommand {
+    /// Call a server-side function and print its result as JSON.
+    Call {
+        /// The function's name (built in: session.info, session.storage,
+        /// session.patch, session.increment, session.setPrivileges, …).
+        function: String,
+        /// Its parameters as JSON [default: null].
+        params: Option<String>,
+        /// Leave without goodbye: the session stays (postponed) for a reconnection
+        /// with --persistent-id; by default the session ends.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Tell the server this machine goes to sleep (the session becomes sleeping; wake
+    /// it with --persistent-id).
+    Sleep,
+    /// Read commands from standard input, one per line: `call NAME [JSON]`, `sleep`,
+    /// `wake`, `drop` (lose the connection), `reconnect`, `info`, `bye`.
+    Shell,
 }
 
 /// `sessiond mobile ...`.
@@ -95,7 +144,7 @@ pub struct ServeArgs {
     /// Application name; the cookie is 4DSID_<name> [default: sessiond].
     #[arg(long, env = "SESSIOND_APP_NAME")]
     pub app_name: Option<String>,
-    /// Session store [default: memory].
+    /// Session store: embedded, memory or redis://host:port/db [default: embedded].
     #[arg(long, env = "SESSIOND_STORE")]
     pub store: Option<String>,
 }

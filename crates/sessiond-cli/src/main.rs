@@ -6,10 +6,12 @@
 //! | `cli` | the clap command line |
 //! | `config` | flags + environment + `sessiond.toml` → [`config::Config`] |
 //! | `mobile` | `sessiond mobile …` over the admin API |
+//! | `remote` | `sessiond remote …`: a remote client (calls, sleep, wake, shell) |
 
 mod cli;
 mod config;
 mod mobile;
+mod remote;
 
 use std::io::BufRead;
 use std::sync::Arc;
@@ -58,6 +60,9 @@ fn main() -> std::process::ExitCode {
         }),
         Command::Mobile { server, command } => {
             read_secret("SESSIOND_ADMIN_PASSWORD").and_then(|pw| mobile::run(server, pw, command))
+        }
+        Command::Remote(args) => {
+            read_secret("SESSIOND_REMOTE_PASSWORD").and_then(|pw| remote::run(args, pw))
         }
         Command::Admin(AdminCommand::Password { data }) => read_secret("SESSIOND_ADMIN_PASSWORD")
             .and_then(|pw| {

@@ -111,12 +111,19 @@ impl ClientConfig {
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, ClientError>>>>>;
 
+/// Whether a connection is open, and why the server closed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Open,
+    Closed(Option<CloseReason>),
+}
+
 /// One WebSocket connection: a writer queue and a reader task.
 struct Connection {
     out: mpsc::UnboundedSender<Message>,
     pending: Pending,
     sleeping: Arc<Mutex<Option<oneshot::Sender<()>>>>,
-    closed: watch::Receiver<Option<Option<CloseReason>>>,
+    closed: watch::Receiver<Link>,
     tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
@@ -196,7 +203,7 @@ async fn open(
     });
     let pending: Pending = Arc::default();
     let sleeping: Arc<Mutex<Option<oneshot::Sender<()>>>> = Arc::default();
-    let (closed_tx, closed) = watch::channel(None);
+    let (closed_tx, closed) = watch::channel(Link::Open);
     let reader = {
         let pending = pending.clone();
         let sleeping = sleeping.clone();
@@ -231,7 +238,7 @@ async fn open(
             for (_, tx) in pending.lock().drain() {
                 let _ = tx.send(Err(ClientError::Closed(reason)));
             }
-            let _ = closed_tx.send(Some(reason));
+            let _ = closed_tx.send(Link::Closed(reason));
         })
     };
     let conn = Connection {
@@ -251,7 +258,14 @@ fn parse(text: &str) -> Result<ServerMessage, ClientError> {
 impl RemoteClient {
     /// Connects and opens a new remote session.
     pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
-        let (conn, id, persistent_id, info, _) = open(&config, None).await?;
+        Self::open(config, None).await
+    }
+
+    async fn open(
+        config: ClientConfig,
+        persistent_id: Option<SessionId>,
+    ) -> Result<Self, ClientError> {
+        let (conn, id, persistent_id, info, _) = open(&config, persistent_id).await?;
         Ok(Self {
             config,
             id,
@@ -260,6 +274,15 @@ impl RemoteClient {
             next_call: AtomicU64::new(1),
             conn: Some(conn),
         })
+    }
+
+    /// Connects and resumes the session of `persistent_id` (a sleeping, postponed or
+    /// live session of the same login).
+    pub async fn resume(
+        config: ClientConfig,
+        persistent_id: SessionId,
+    ) -> Result<Self, ClientError> {
+        Self::open(config, Some(persistent_id)).await
     }
 
     /// `Session.id` on the server.
@@ -336,8 +359,10 @@ impl RemoteClient {
     /// Waits until the server closes this connection; its reason, if it gave one.
     pub async fn closed(&self) -> Option<CloseReason> {
         let mut rx = self.conn.as_ref()?.closed.clone();
-        let r = rx.wait_for(Option::is_some).await.ok()?;
-        r.flatten()
+        match *rx.wait_for(|l| *l != Link::Open).await.ok()? {
+            Link::Closed(reason) => reason,
+            Link::Open => None,
+        }
     }
 
     /// Ends the session (goodbye) and waits for the server's confirmation.

@@ -1,7 +1,7 @@
 //! First start, secrets, configuration, roles.json, users, shutdown, the mobile CLI.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -311,4 +311,126 @@ fn mobile_config_and_the_mobile_cli_against_a_running_server() {
     .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}
+
+/// Runs `sessiond remote --url <base>/remote --user ann <args>` with `stdin`;
+/// returns (stdout, stderr).
+fn remote_cli(cwd: &Path, base: &str, args: &[&str], stdin: &str) -> (String, String) {
+    use std::io::Write as _;
+    let url = format!("{}/remote", base.replace("http://", "ws://"));
+    let mut child = sessiond(
+        cwd,
+        &[&["remote", "--url", &url, "--user", "ann"], args].concat(),
+        &[("SESSIOND_REMOTE_PASSWORD", "ann-secret-pw")],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    );
+    assert!(out.status.success(), "{args:?}: {stderr}");
+    (stdout, stderr)
+}
+
+#[test]
+fn remote_cli_calls_keeps_resumes_sleeps_and_wakes_a_remote_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sessiond(
+        dir.path(),
+        &["user", "add", "ann"],
+        &[("SESSIOND_USER_PASSWORD", "ann-secret-pw")],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success());
+    let run = start(dir.path(), &[], &[("SESSIOND_API_KEY", "k")]);
+    // A call that leaves the session postponed, then a resume by persistentID.
+    let (first, stderr) = remote_cli(
+        dir.path(),
+        &run.base,
+        &["call", "session.increment", r#"{"key":"n"}"#, "--keep"],
+        "",
+    );
+    assert_eq!(first.trim(), "1");
+    let persistent = stderr
+        .split_whitespace()
+        .skip_while(|w| *w != "persistentID")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let (second, _) = remote_cli(
+        dir.path(),
+        &run.base,
+        &[
+            "--persistent-id",
+            &persistent,
+            "call",
+            "session.increment",
+            r#"{"key":"n"}"#,
+        ],
+        "",
+    );
+    assert_eq!(second.trim(), "2", "the same session and storage");
+    // That call ended with a goodbye: the persistentID is spent.
+    let out = sessiond(
+        dir.path(),
+        &[
+            "remote",
+            "--url",
+            &format!("{}/remote", run.base.replace("http://", "ws://")),
+            "--user",
+            "ann",
+            "--persistent-id",
+            &persistent,
+            "call",
+            "session.info",
+        ],
+        &[("SESSIOND_REMOTE_PASSWORD", "ann-secret-pw")],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown_persistent_id"));
+    // The shell: sleep, wake, storage kept; bad commands answered, not fatal.
+    let (shell, _) = remote_cli(
+        dir.path(),
+        &run.base,
+        &["shell"],
+        "call session.patch {\"patch\":{\"doc\":\"draft\"}}\nsleep\nwake\ncall session.storage\ncall nope\ndance\ncall session.info\nbye\n",
+    );
+    let lines: Vec<&str> = shell.lines().collect();
+    assert_eq!(lines[0], r#"{"doc":"draft"}"#);
+    assert_eq!(lines[1], "sleeping");
+    assert!(lines[2].starts_with("resumed true session "), "{shell}");
+    assert_eq!(lines[3], r#"{"doc":"draft"}"#);
+    assert!(lines[4].starts_with("error: unknown_function"), "{shell}");
+    assert!(lines[5].starts_with("error: unknown command"), "{shell}");
+    let info: Value = serde_json::from_str(lines[6]).unwrap();
+    assert_eq!(info["info"]["type"], "remote");
+    assert_eq!(info["info"]["state"], "active");
+    assert_eq!(lines[7], "goodbye");
+    // The stored-procedures session through the service API.
+    let client = reqwest::blocking::Client::new();
+    let v: Value = client
+        .post(format!(
+            "{}/service/v1/stored-procedures/session.info",
+            run.base
+        ))
+        .bearer_auth("k")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(v["result"]["info"]["type"], "storedProcedure");
 }

@@ -438,19 +438,16 @@ impl DesktopSessions {
             .await?
             .ok_or(SessionsError::NotFound)?;
         let handle = Session::new(self.0.sessions.clone(), snapshot, None);
-        match std::panic::AssertUnwindSafe(handle.scope(f(params)))
+        std::panic::AssertUnwindSafe(handle.scope(f(params)))
             .catch_unwind()
             .await
-        {
-            Ok(r) => r,
-            Err(_) => {
+            .unwrap_or_else(|_| {
                 tracing::error!(session = %session, "a server-side function panicked");
                 Err(CallError {
                     code: ErrorCode::Internal,
                     message: "the function failed unexpectedly".into(),
                 })
-            }
-        }
+            })
     }
 
     async fn run_hook(&self, hook: &Hook, session: SessionId, name: &str) -> bool {

@@ -311,7 +311,7 @@ async fn serve(
                     tracing::info!(session = %attached.session, "remote client silent: connection lost");
                     return End::Lost;
                 }
-                if tx.send(Message::Ping(Default::default())).await.is_err() {
+                if tx.send(Message::Ping(axum::body::Bytes::new())).await.is_err() {
                     return End::Lost;
                 }
                 None
