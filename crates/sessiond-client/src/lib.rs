@@ -12,7 +12,7 @@
 //! # async fn demo() -> Result<(), sessiond_client::ClientError> {
 //! let config = ClientConfig::new("ws://127.0.0.1:8044/remote", "ann", "ann-password");
 //! let client = RemoteClient::connect(config).await?;
-//! let n = client.call("session.increment", serde_json::json!({"key": "visits"})).await?;
+//! let n = client.call("session.increment", serde_json::json!({"path": "visits"})).await?;
 //! println!("session {} visit {n}", client.id());
 //! client.goodbye().await
 //! # }

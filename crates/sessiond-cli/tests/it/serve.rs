@@ -359,7 +359,7 @@ fn remote_cli_calls_keeps_resumes_sleeps_and_wakes_a_remote_session() {
     let (first, stderr) = remote_cli(
         dir.path(),
         &run.base,
-        &["call", "session.increment", r#"{"key":"n"}"#, "--keep"],
+        &["call", "session.increment", r#"{"path":"n"}"#, "--keep"],
         "",
     );
     assert_eq!(first.trim(), "1");
@@ -377,7 +377,7 @@ fn remote_cli_calls_keeps_resumes_sleeps_and_wakes_a_remote_session() {
             &persistent,
             "call",
             "session.increment",
-            r#"{"key":"n"}"#,
+            r#"{"path":"n"}"#,
         ],
         "",
     );

@@ -198,17 +198,17 @@ async fn patch(params: Value) -> Result<Value, CallError> {
     Ok(storage)
 }
 
-/// `{"key": "a.b", "by": 1}` → the new value.
+/// `{"path": "a.b", "by": 1}` (as the service API's increment) → the new value.
 async fn increment(params: Value) -> Result<Value, CallError> {
     let p = object(&params)?;
-    let key = p
-        .get("key")
+    let path = p
+        .get("path")
         .and_then(Value::as_str)
-        .ok_or_else(|| CallError::invalid_params("expected {\"key\": \"name\", \"by\": 1}"))?
+        .ok_or_else(|| CallError::invalid_params("expected {\"path\": \"a.b\", \"by\": 1}"))?
         .to_owned();
     let by = p.get("by").cloned().unwrap_or_else(|| 1.into());
     Ok(current()?
-        .update_storage(|s| storage::increment(s, &key, &by))
+        .update_storage(|s| storage::increment(s, &path, &by))
         .await?)
 }
 

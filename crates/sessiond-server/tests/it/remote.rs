@@ -314,7 +314,7 @@ async fn reconnect_after_a_dropped_connection_resumes_the_same_id_and_storage() 
     let mut client = r.connect("ann").await;
     let id = client.id();
     client
-        .call("session.increment", json!({"key": "n"}))
+        .call("session.increment", json!({"path": "n"}))
         .await
         .unwrap();
     client.disconnect();
@@ -324,7 +324,7 @@ async fn reconnect_after_a_dropped_connection_resumes_the_same_id_and_storage() 
     assert_eq!(client.info()["state"], "active");
     assert_eq!(
         client
-            .call("session.increment", json!({"key": "n"}))
+            .call("session.increment", json!({"path": "n"}))
             .await
             .unwrap(),
         2,
@@ -391,7 +391,7 @@ async fn two_concurrent_calls_of_one_client_lose_no_update() {
     let run = || async {
         for _ in 0..1000 {
             client
-                .call("session.increment", json!({"key": "n"}))
+                .call("session.increment", json!({"path": "n"}))
                 .await
                 .unwrap();
         }
@@ -410,14 +410,14 @@ async fn case_19_stored_procedures_share_one_session() {
         .service(
             reqwest::Method::POST,
             "/stored-procedures/session.increment",
-            Some(json!({"key": "runs"})),
+            Some(json!({"path": "runs"})),
         )
         .await;
     assert_eq!(s1, 200, "{a}");
     assert_eq!(a["result"], 1);
     let run = r
         .desktop
-        .execute_on_server("session.increment", json!({"key": "runs"}))
+        .execute_on_server("session.increment", json!({"path": "runs"}))
         .await
         .unwrap();
     assert_eq!(run.result.await.unwrap(), 2, "the same storage");
@@ -754,7 +754,7 @@ async fn bad_input_gets_protocol_errors_and_other_clients_are_unaffected() {
         ),
         (
             Message::text(
-                r#"{"type":"call","id":8,"function":"session.increment","params":{"key":1}}"#,
+                r#"{"type":"call","id":8,"function":"session.increment","params":{"path":1}}"#,
             ),
             "invalid_params",
             Some(8),
@@ -781,7 +781,7 @@ async fn bad_input_gets_protocol_errors_and_other_clients_are_unaffected() {
         assert_eq!(answer.get("id").and_then(Value::as_u64), id, "{answer}");
     }
     ws.send(Message::text(
-        r#"{"type":"call","id":11,"function":"session.increment","params":{"key":"n"}}"#,
+        r#"{"type":"call","id":11,"function":"session.increment","params":{"path":"n"}}"#,
     ))
     .await
     .unwrap();
@@ -797,7 +797,7 @@ async fn bad_input_gets_protocol_errors_and_other_clients_are_unaffected() {
     // The other client never noticed.
     assert_eq!(
         bystander
-            .call("session.increment", json!({"key": "n"}))
+            .call("session.increment", json!({"path": "n"}))
             .await
             .unwrap(),
         1
