@@ -36,6 +36,7 @@ pub mod functions;
 pub mod processes;
 mod remote;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -249,6 +250,18 @@ pub struct StartedProcedure {
     pub number: u64,
     /// Its result, when it ends.
     pub result: futures::future::BoxFuture<'static, Result<Value, CallError>>,
+}
+
+/// What an activity listing shows (4D's `Process activity` options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ActivityMode {
+    /// Sessions and processes (each process with its session's `info`).
+    #[default]
+    All,
+    /// Sessions only.
+    SessionsOnly,
+    /// Processes only (without `session`).
+    ProcessesOnly,
 }
 
 /// Why a session cannot be dropped.
@@ -474,6 +487,55 @@ impl DesktopSessions {
     /// The running calls, oldest first (only those of `session` when given).
     pub fn processes(&self, session: Option<&SessionId>) -> Vec<Process> {
         self.0.processes.list(session)
+    }
+
+    /// 4D's `Process activity`: `{"sessions": [...], "processes": [...]}` per `mode`.
+    /// Sessions (every kind, every node) carry their `info` plus `privileges`,
+    /// `expirationDate` and `node`; processes are this node's running calls of the
+    /// listed sessions. `None` when `filter.session` names no live session.
+    pub async fn activity(
+        &self,
+        filter: &ActivityFilter,
+        mode: ActivityMode,
+    ) -> Result<Option<Value>, SessionsError> {
+        let found = self.0.sessions.activity(filter).await?;
+        if filter.session.is_some() && found.is_empty() {
+            return Ok(None);
+        }
+        let mut out = serde_json::Map::new();
+        if mode != ActivityMode::ProcessesOnly {
+            let list: Vec<Value> = found
+                .iter()
+                .map(|s| {
+                    let mut info = s.record.info();
+                    info["privileges"] = s.record.get_privileges().into();
+                    info["expirationDate"] = s.expiration_date().into();
+                    info["node"] = s.record.node.as_deref().into();
+                    info
+                })
+                .collect();
+            out.insert("sessions".into(), list.into());
+        }
+        if mode != ActivityMode::SessionsOnly {
+            let infos: HashMap<_, _> = found
+                .iter()
+                .map(|s| (s.record.id, s.record.info()))
+                .collect();
+            let list: Vec<Value> = self
+                .processes(filter.session.as_ref())
+                .iter()
+                .filter_map(|p| {
+                    let info = infos.get(&p.session)?;
+                    let mut v = p.json();
+                    if mode == ActivityMode::All {
+                        v["session"] = info.clone();
+                    }
+                    Some(v)
+                })
+                .collect();
+            out.insert("processes".into(), list.into());
+        }
+        Ok(Some(Value::Object(out)))
     }
 
     /// The names clients can call.

@@ -16,6 +16,7 @@ use sessiond_store::{ActivityFilter, PrivilegeChange, Rotation, Snapshot};
 
 use super::{ApiJson, ApiPath, bearer, parse_id, session_json};
 use crate::app::AppState;
+use crate::desktop::ActivityMode;
 use crate::error::ApiError;
 
 /// The service routes (authentication is applied by [`require_api_key`]).
@@ -320,10 +321,10 @@ async fn activity(
         })
         .transpose()?;
     let session = q.session.as_deref().map(parse_id).transpose()?;
-    let (sessions, processes) = match q.mode.as_deref().unwrap_or("all") {
-        "all" => (true, true),
-        "sessions" => (true, false),
-        "processes" => (false, true),
+    let mode = match q.mode.as_deref().unwrap_or("all") {
+        "all" => ActivityMode::All,
+        "sessions" => ActivityMode::SessionsOnly,
+        "processes" => ActivityMode::ProcessesOnly,
         _ => {
             return Err(ApiError::bad_request(
                 "mode must be all, sessions or processes",
@@ -335,47 +336,12 @@ async fn activity(
         kind,
         user_name: q.user_name,
     };
-    let found = state.sessions.activity(&filter).await?;
-    if session.is_some() && found.is_empty() {
-        return Err(ApiError::session_not_found());
-    }
-    let mut out = Map::new();
-    if sessions {
-        let list: Vec<Value> = found
-            .iter()
-            .map(|s| {
-                let mut info = s.record.info();
-                info["privileges"] = json!(s.record.get_privileges());
-                info["expirationDate"] = json!(s.expiration_date());
-                info["node"] = json!(s.record.node.as_deref());
-                info
-            })
-            .collect();
-        out.insert("sessions".into(), list.into());
-    }
-    if processes {
-        // This node's running calls of the listed sessions; in "all" mode each
-        // carries its session's info (4D: `session`), in "processes" mode it does not.
-        let infos: std::collections::HashMap<_, _> = found
-            .iter()
-            .map(|s| (s.record.id, s.record.info()))
-            .collect();
-        let list: Vec<Value> = state
-            .desktop
-            .processes(session.as_ref())
-            .iter()
-            .filter_map(|p| {
-                let info = infos.get(&p.session)?;
-                let mut v = p.json();
-                if sessions {
-                    v["session"] = info.clone();
-                }
-                Some(v)
-            })
-            .collect();
-        out.insert("processes".into(), list.into());
-    }
-    Ok(Json(Value::Object(out)))
+    state
+        .desktop
+        .activity(&filter, mode)
+        .await?
+        .map(Json)
+        .ok_or_else(ApiError::session_not_found)
 }
 
 #[derive(serde::Deserialize, Default)]

@@ -491,7 +491,16 @@ async fn case_22_process_activity_filter() {
     let (_b, _) = s.own(None).await;
     let id = a["id"].as_str().unwrap();
     let (_, all) = s.service(Method::GET, "/activity", None).await;
-    assert_eq!(all["sessions"].as_array().unwrap().len(), 2);
+    let mut kinds: Vec<&str> = all["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["type"].as_str().unwrap())
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["storedProcedure", "web", "web"]);
+    let (_, web) = s.service(Method::GET, "/activity?kind=web", None).await;
+    assert_eq!(web["sessions"].as_array().unwrap().len(), 2);
     let (_, one) = s
         .service(Method::GET, &format!("/activity?session={id}"), None)
         .await;

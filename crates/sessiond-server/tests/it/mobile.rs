@@ -624,7 +624,10 @@ async fn bad_input_gets_400_or_413_and_writes_nothing() {
     );
     assert!(
         m.sessions
-            .activity(&sessiond_store::ActivityFilter::default())
+            .activity(&sessiond_store::ActivityFilter {
+                kind: Some(sessiond_core::SessionKind::Web),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .is_empty()

@@ -406,52 +406,52 @@ async fn two_concurrent_calls_of_one_client_lose_no_update() {
 #[tokio::test]
 async fn case_19_stored_procedures_share_one_session() {
     let r = Remote::start(config()).await;
-    let (s1, a) = r
+    let (status, first) = r
         .service(
             reqwest::Method::POST,
             "/stored-procedures/session.increment",
             Some(json!({"path": "runs"})),
         )
         .await;
-    assert_eq!(s1, 200, "{a}");
-    assert_eq!(a["result"], 1);
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["result"], 1);
     let run = r
         .desktop
         .execute_on_server("session.increment", json!({"path": "runs"}))
         .await
         .unwrap();
     assert_eq!(run.result.await.unwrap(), 2, "the same storage");
-    let (_, b) = r
+    let (_, described) = r
         .service(
             reqwest::Method::POST,
             "/stored-procedures/session.info",
             None,
         )
         .await;
-    let info = &b["result"]["info"];
+    let info = &described["result"]["info"];
     assert_eq!(info["type"], "storedProcedure");
-    assert_eq!(b["result"]["userName"], "Designer");
+    assert_eq!(described["result"]["userName"], "Designer");
     assert_eq!(
         info["machineName"],
         gethostname::gethostname().to_string_lossy().as_ref()
     );
     let sp = r.desktop.stored_procedures_session().await.unwrap();
-    assert_eq!(b["result"]["id"], sp.to_string());
+    assert_eq!(described["result"]["id"], sp.to_string());
     assert!(
         r.hooks_of(&sp.to_string())
             .contains(&format!("startup {sp} storedProcedure")),
         "On Server Startup runs in the stored-procedures session"
     );
     // Not waiting: 202 and the process number.
-    let (s, c) = r
+    let (status, started) = r
         .service(
             reqwest::Method::POST,
             "/stored-procedures/session.wait?wait=false",
             Some(json!({"ms": 1})),
         )
         .await;
-    assert_eq!(s, 202);
-    assert!(c["process"].as_u64().unwrap() > 0);
+    assert_eq!(status, 202);
+    assert!(started["process"].as_u64().unwrap() > 0);
     // Bad input.
     let (s, e) = r
         .service(reqwest::Method::POST, "/stored-procedures/nope", None)
