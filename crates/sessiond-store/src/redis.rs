@@ -253,6 +253,10 @@ impl SessionStore for RedisStore {
         })
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn remove(&self, id: &SessionId) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
         let n: i64 = self.bounded(conn.del(key(id))).await?;

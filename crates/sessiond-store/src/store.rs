@@ -143,6 +143,12 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
         false
     }
 
+    /// Whether several nodes share this store (then each node owns the remote and
+    /// stored-procedure sessions it created; otherwise this process owns them all).
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Deletes a session; true if it existed.
     async fn remove(&self, id: &SessionId) -> Result<bool, StoreError>;
 

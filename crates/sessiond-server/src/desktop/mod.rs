@@ -302,10 +302,12 @@ impl DesktopSessions {
         self.0.sessions.now()
     }
 
-    /// Server start: removes remote and stored-procedure sessions this node left in a
-    /// persistent store, opens the stored-procedures session, runs the startup hook,
+    /// Server start: removes the remote and stored-procedure sessions an earlier run
+    /// left in a persistent store (on a store shared by several nodes, only those of
+    /// this node's name), opens the stored-procedures session, runs the startup hook,
     /// and starts the expiry of sleeping and postponed sessions.
     pub async fn start(&self) -> Result<tokio::task::JoinHandle<()>, SessionsError> {
+        let shared = self.0.sessions.store().shared();
         let node = self.0.sessions.node().map(str::to_owned);
         for kind in [SessionKind::Remote, SessionKind::StoredProcedure] {
             let filter = ActivityFilter {
@@ -313,7 +315,7 @@ impl DesktopSessions {
                 ..ActivityFilter::default()
             };
             for s in self.0.sessions.activity(&filter).await? {
-                if s.record.node.as_deref() == node.as_deref()
+                if (!shared || s.record.node.as_deref() == node.as_deref())
                     && Some(&s.record.id) != self.0.stored.get()
                 {
                     self.0.sessions.remove(&s.record.id).await?;

@@ -891,3 +891,36 @@ async fn failed_passwords_are_limited_per_address() {
         }
     ));
 }
+
+#[tokio::test]
+async fn start_removes_desktop_sessions_an_earlier_run_left_in_the_store() {
+    use sessiond_core::{Clock as _, DesktopInfo, SessionKind, SessionRecord};
+    let clock = ManualClock::new(Timestamp(1_800_000_000_000));
+    let sessions = crate::http::sessions(&clock).with_node("earlier-run");
+    let mut left = Vec::new();
+    for kind in [SessionKind::Remote, SessionKind::StoredProcedure] {
+        let record = SessionRecord::new(
+            kind,
+            clock.now(),
+            sessions.policy(),
+            None,
+            Some(DesktopInfo::default()),
+        );
+        left.push(sessions.insert(record).await.unwrap().record.id);
+    }
+    let (web, _) = sessions.create_web(None).await.unwrap();
+    // The next run has another node name; the store is not shared, so it owns all.
+    let sessions = sessions.with_node("this-run");
+    let desktop = DesktopSessions::builder(sessions.clone(), config()).build();
+    let expiry = desktop.start().await.unwrap();
+    for id in &left {
+        assert!(sessions.get(id).await.unwrap().is_none(), "{id} removed");
+    }
+    assert!(
+        sessions.get(&web.record.id).await.unwrap().is_some(),
+        "web sessions stay"
+    );
+    let sp = desktop.stored_procedures_session().await.unwrap();
+    assert!(!left.contains(&sp), "a new stored-procedures session");
+    expiry.abort();
+}
