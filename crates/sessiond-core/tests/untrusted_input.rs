@@ -42,6 +42,24 @@ proptest! {
     }
 
     #[test]
+    fn remote_frames_never_panic(s in ".{0,200}") {
+        let _ = sessiond_core::protocol::parse_client(&s);
+    }
+
+    #[test]
+    fn remote_frames_of_json_never_panic(v in arb_json(), kind in prop::sample::select(vec!["hello", "call", "sleep", "goodbye", "x"])) {
+        let mut frame = v;
+        if let Some(m) = frame.as_object_mut() {
+            m.insert("type".into(), kind.into());
+        }
+        if let Ok(m) = sessiond_core::protocol::parse_client(&frame.to_string()) {
+            // What parses re-serializes to a frame that parses to the same message.
+            let again = serde_json::to_string(&m).unwrap();
+            prop_assert_eq!(sessiond_core::protocol::parse_client(&again).unwrap(), m);
+        }
+    }
+
+    #[test]
     fn roles_parse_never_panics(s in ".{0,200}") {
         let _ = Roles::parse(&s, "roles.json");
     }

@@ -136,6 +136,16 @@ fn config_file_unknown_keys_and_bad_values_are_refused() {
         ("[sessions]\nidle_timeout = 5\n", "idle_timeout"),
         ("app_name = \"bad name\"\n", "app name"),
         ("store = \"postgres\"\n", "postgres"),
+        ("[remote]\nsleep_timeout = 5\n", "sleep_timeout"),
+        (
+            "[remote]\npostponed_timeout_minutes = 0\n",
+            "postponed_timeout_minutes",
+        ),
+        (
+            "[remote]\nping_interval_seconds = 60\nping_timeout_seconds = 30\n",
+            "ping_timeout_seconds",
+        ),
+        ("[remote]\nmax_frame_bytes = 10\n", "max_frame_bytes"),
     ] {
         std::fs::write(dir.path().join("sessiond.toml"), text).unwrap();
         let out = sessiond(

@@ -924,3 +924,26 @@ async fn start_removes_desktop_sessions_an_earlier_run_left_in_the_store() {
     assert!(!left.contains(&sp), "a new stored-procedures session");
     expiry.abort();
 }
+
+#[tokio::test]
+async fn a_connection_without_hello_in_time_is_closed() {
+    let r = Remote::start(DesktopConfig {
+        hello_timeout: Duration::from_millis(100),
+        ..config()
+    })
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(r.ws_url()).await.unwrap();
+    let answer = next_json(&mut ws).await;
+    assert_eq!(code(&answer), "hello_required");
+    assert!(next_json(&mut ws).await.is_null(), "closed");
+    // Not a WebSocket request: a JSON error.
+    let resp = r
+        .http
+        .get(format!("http://{}/remote", r.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_client_error());
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "websocket_required");
+}
