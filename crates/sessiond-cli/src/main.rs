@@ -157,7 +157,12 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         let shutdown = shutdown_signal()?;
         if let StoreChoice::Redis { url, .. } = &config.store {
-            sessiond_server::cluster::spawn_mobile_sync(url, config.node.clone(), mobile.clone())?;
+            sessiond_server::cluster::spawn_sync(
+                url,
+                config.node.clone(),
+                mobile.clone(),
+                state.desktop.clone(),
+            )?;
         }
         let report = mobile.reload_all().await?;
         for e in &report.errors {

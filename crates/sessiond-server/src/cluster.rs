@@ -1,7 +1,11 @@
-//! Several nodes on one Redis: what is not in Redis itself — the mobile sessions
-//! each node holds in memory from the shared `MobileApps` folder — follows changes
-//! made on other nodes through Redis pub/sub. Pub/sub can miss messages while a
-//! connection is down, so every (re)connection starts with a full reload (resync).
+//! Several nodes on one Redis: what is not in Redis itself follows changes made on
+//! other nodes through Redis pub/sub (channel [`CHANNEL`]):
+//! - the mobile sessions each node holds in memory from the shared `MobileApps`
+//!   folder (pub/sub can miss messages while a connection is down, so every
+//!   (re)connection starts with a full reload);
+//! - drops of remote sessions: a remote client is connected to one node, so a drop
+//!   made on another node is passed on to it, which tells its client and runs the
+//!   close hook.
 //!
 //! Web sessions need none of this: they live in Redis, so a privilege change or a
 //! drop on one node is what every node reads next.
@@ -10,65 +14,47 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use sessiond_core::SessionId;
 use sessiond_mobile::{MobileChange, MobileSessions};
+use tokio::sync::broadcast;
 
-/// The channel mobile changes go through.
-pub const CHANNEL: &str = "sessiond:mobile";
+use crate::desktop::DesktopSessions;
+
+/// The channel of the nodes' messages.
+pub const CHANNEL: &str = "sessiond:cluster";
+
+/// What one node tells the others.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum Event {
+    /// A mobile session file changed (or all of them: `Refresh`).
+    Mobile(MobileChange),
+    /// A remote session was dropped; the node its client is connected to closes it.
+    RemoteDropped(SessionId),
+}
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Message {
     node: String,
-    #[serde(flatten)]
-    change: MobileChange,
+    event: Event,
 }
 
-/// Publishes this node's mobile changes and applies the other nodes' ones, until
-/// the returned tasks are aborted. `node` names this node (its own messages are
-/// ignored).
-pub fn spawn_mobile_sync(
+/// Publishes this node's mobile changes and remote drops, and applies the other
+/// nodes' ones, until the returned tasks are aborted. `node` names this node (its
+/// own messages are ignored).
+pub fn spawn_sync(
     redis_url: &str,
     node: String,
     mobile: Arc<MobileSessions>,
+    desktop: DesktopSessions,
 ) -> Result<[tokio::task::JoinHandle<()>; 2], redis::RedisError> {
     let client = redis::Client::open(redis_url)?;
-    let publisher = {
-        let (client, node, mut changes) = (client.clone(), node.clone(), mobile.changes());
-        tokio::spawn(async move {
-            let mut conn: Option<redis::aio::MultiplexedConnection> = None;
-            loop {
-                let change = match changes.recv().await {
-                    Ok(c) => c,
-                    // Missed local changes: tell the others to reload everything.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        MobileChange::Refresh
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                };
-                let payload = serde_json::to_string(&Message {
-                    node: node.clone(),
-                    change,
-                })
-                .expect("serializable");
-                if conn.is_none() {
-                    conn = client.get_multiplexed_async_connection().await.ok();
-                }
-                let sent = match conn.as_mut() {
-                    Some(c) => redis::cmd("PUBLISH")
-                        .arg(CHANNEL)
-                        .arg(&payload)
-                        .query_async::<i64>(c)
-                        .await
-                        .is_ok(),
-                    None => false,
-                };
-                if !sent {
-                    // The others resync when their own connection comes back.
-                    conn = None;
-                    tracing::warn!("cannot publish a mobile change to Redis");
-                }
-            }
-        })
-    };
+    let publisher = tokio::spawn(publish(
+        client.clone(),
+        node.clone(),
+        mobile.changes(),
+        desktop.foreign_drops(),
+    ));
     let subscriber = tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -84,20 +70,9 @@ pub fn spawn_mobile_sync(
                             let Ok(payload) = msg.get_payload::<String>() else {
                                 continue;
                             };
-                            let Ok(m) = serde_json::from_str::<Message>(&payload) else {
-                                continue;
-                            };
-                            if m.node == node {
-                                continue;
-                            }
-                            let result = match m.change {
-                                MobileChange::Session { folder, id } => {
-                                    mobile.reload(&folder, &id).await
-                                }
-                                MobileChange::Refresh => mobile.reload_all().await.map(|_| ()),
-                            };
-                            if let Err(e) = result {
-                                tracing::warn!(error = %e, "applying a mobile change from another node failed");
+                            match serde_json::from_str::<Message>(&payload) {
+                                Ok(m) if m.node != node => apply(m.event, &mobile, &desktop).await,
+                                _ => {}
                             }
                         }
                     }
@@ -109,4 +84,68 @@ pub fn spawn_mobile_sync(
         }
     });
     Ok([publisher, subscriber])
+}
+
+async fn apply(event: Event, mobile: &MobileSessions, desktop: &DesktopSessions) {
+    let result = match event {
+        Event::Mobile(MobileChange::Session { folder, id }) => mobile.reload(&folder, &id).await,
+        Event::Mobile(MobileChange::Refresh) => mobile.reload_all().await.map(|_| ()),
+        Event::RemoteDropped(id) => {
+            desktop.drop_connected(&id).await;
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "applying a change from another node failed");
+    }
+}
+
+async fn publish(
+    client: redis::Client,
+    node: String,
+    mut changes: broadcast::Receiver<MobileChange>,
+    mut drops: broadcast::Receiver<SessionId>,
+) {
+    use broadcast::error::RecvError;
+    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+    loop {
+        let event = tokio::select! {
+            change = changes.recv() => match change {
+                Ok(c) => Event::Mobile(c),
+                // Missed local changes: tell the others to reload everything.
+                Err(RecvError::Lagged(_)) => Event::Mobile(MobileChange::Refresh),
+                Err(RecvError::Closed) => return,
+            },
+            drop = drops.recv() => match drop {
+                Ok(id) => Event::RemoteDropped(id),
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "remote drops not passed on to other nodes");
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            },
+        };
+        let payload = serde_json::to_string(&Message {
+            node: node.clone(),
+            event,
+        })
+        .expect("serializable");
+        if conn.is_none() {
+            conn = client.get_multiplexed_async_connection().await.ok();
+        }
+        let sent = match conn.as_mut() {
+            Some(c) => redis::cmd("PUBLISH")
+                .arg(CHANNEL)
+                .arg(&payload)
+                .query_async::<i64>(c)
+                .await
+                .is_ok(),
+            None => false,
+        };
+        if !sent {
+            // The others resync mobile sessions when their own connection comes back.
+            conn = None;
+            tracing::warn!("cannot publish a change to Redis");
+        }
+    }
 }

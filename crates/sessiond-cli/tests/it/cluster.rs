@@ -247,6 +247,41 @@ fn two_nodes_on_one_redis_share_everything() {
     assert_eq!(resp.status(), 200);
     assert_eq!(check(&a), 401);
     eventually("node B applies the push", || check(&b) == 401);
+    // A remote client connected to B, dropped on A: B tells its client.
+    let out = crate::sessiond(
+        dir.path(),
+        &["user", "add", "ann"],
+        &[("SESSIOND_USER_PASSWORD", "ann-secret-pw")],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = format!("{}/remote", b.base.replace("http://", "ws://"));
+    let client = rt
+        .block_on(sessiond_client::RemoteClient::connect(
+            sessiond_client::ClientConfig::new(&url, "ann", "ann-secret-pw"),
+        ))
+        .unwrap();
+    let rid = client.id().to_string();
+    let (_, act) = service(&http, &a, Method::GET, "/activity?kind=remote", None);
+    assert_eq!(
+        act["sessions"][0]["ID"],
+        rid.as_str(),
+        "A lists B's remote session"
+    );
+    assert_eq!(act["sessions"][0]["node"], "node-b");
+    let (st, _) = service(&http, &a, Method::DELETE, &format!("/sessions/{rid}"), None);
+    assert_eq!(st, 200);
+    let reason = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), client.closed())
+            .await
+            .expect("B closes the connection")
+    });
+    assert_eq!(reason, Some(sessiond_core::protocol::CloseReason::Dropped));
 }
 
 #[test]

@@ -216,6 +216,7 @@ impl DesktopBuilder {
             processes: Arc::default(),
             remotes: remote::Registry::default(),
             stored: OnceCell::new(),
+            foreign_drops: tokio::sync::broadcast::channel(256).0,
         }))
     }
 }
@@ -229,6 +230,8 @@ struct Inner {
     processes: Arc<Processes>,
     remotes: remote::Registry,
     stored: OnceCell<SessionId>,
+    /// Remote sessions dropped here whose client is connected to another node.
+    foreign_drops: tokio::sync::broadcast::Sender<SessionId>,
 }
 
 /// Remote-client sessions, the stored-procedures session, and what runs in them.
@@ -702,15 +705,42 @@ impl DesktopSessions {
     }
 
     /// Ends a session of any kind (admin drop): a remote client is told and its close
-    /// hook runs; the stored-procedures session cannot be dropped. True if it existed.
+    /// hook runs (on the node it is connected to, through [`Self::foreign_drops`]);
+    /// the stored-procedures session cannot be dropped. True if it existed.
     pub async fn drop_session(&self, id: &SessionId) -> Result<bool, DropError> {
         if self.0.stored.get() == Some(id) {
             return Err(DropError::StoredProcedures);
         }
-        if let Some(persistent) = self.0.remotes.persistent_of(id) {
-            return Ok(self.close_remote(&persistent, CloseReason::Dropped).await);
+        if self.drop_connected(id).await {
+            return Ok(true);
         }
-        Ok(self.0.sessions.remove(id).await?)
+        let Some(s) = self.0.sessions.get(id).await? else {
+            return Ok(false);
+        };
+        if s.record.kind == SessionKind::StoredProcedure {
+            return Err(DropError::StoredProcedures);
+        }
+        let existed = self.0.sessions.remove(id).await?;
+        if existed && s.record.kind == SessionKind::Remote {
+            // No receiver (a single node) is fine: nobody else holds it.
+            let _ = self.0.foreign_drops.send(*id);
+        }
+        Ok(existed)
+    }
+
+    /// Closes remote session `id` if its client is connected to this node (reason
+    /// `dropped`); false otherwise.
+    pub async fn drop_connected(&self, id: &SessionId) -> bool {
+        match self.0.remotes.persistent_of(id) {
+            Some(persistent) => self.close_remote(&persistent, CloseReason::Dropped).await,
+            None => false,
+        }
+    }
+
+    /// Remote sessions dropped on this node whose client is connected elsewhere (for
+    /// [`crate::cluster`] to pass on).
+    pub fn foreign_drops(&self) -> tokio::sync::broadcast::Receiver<SessionId> {
+        self.0.foreign_drops.subscribe()
     }
 
     /// Ends every session of one user (the stored-procedures session excepted);
