@@ -248,14 +248,7 @@ fn two_nodes_on_one_redis_share_everything() {
     assert_eq!(check(&a), 401);
     eventually("node B applies the push", || check(&b) == 401);
     // A remote client connected to B, dropped on A: B tells its client.
-    let out = crate::sessiond(
-        dir.path(),
-        &["user", "add", "ann"],
-        &[("SESSIOND_USER_PASSWORD", "ann-secret-pw")],
-    )
-    .output()
-    .unwrap();
-    assert!(out.status.success());
+    crate::add_user(dir.path(), "ann", "ann-secret-pw", &[]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -38,6 +38,22 @@ pub(crate) fn sessiond(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Comma
     cmd
 }
 
+/// Adds user `name` with `password` to `<cwd>/data/users.json` (`sessiond user add`).
+pub(crate) fn add_user(cwd: &Path, name: &str, password: &str, args: &[&str]) {
+    let out = sessiond(
+        cwd,
+        &[&["user", "add", name], args].concat(),
+        &[("SESSIOND_USER_PASSWORD", password)],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The `Set-Cookie` header a cookie-less `GET /api/session` gets from `base`.
 pub(crate) fn new_session_cookie(base: &str) -> String {
     let resp = reqwest::blocking::get(format!("{base}/api/session")).unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::{new_session_cookie, sessiond, start};
+use crate::{add_user, new_session_cookie, sessiond, start};
 
 #[test]
 fn first_start_creates_the_data_folder_and_shows_secrets_once() {
@@ -82,18 +82,7 @@ fn user_add_then_login() {
         r#"{"privileges": [{"privilege": "sales"}], "roles": [{"role": "Seller", "privileges": ["sales"]}]}"#,
     )
     .unwrap();
-    let out = sessiond(
-        dir.path(),
-        &["user", "add", "ann", "--role", "Seller"],
-        &[("SESSIOND_USER_PASSWORD", "ann-secret-pw")],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    add_user(dir.path(), "ann", "ann-secret-pw", &["--role", "Seller"]);
     let run = start(dir.path(), &[], &[("SESSIOND_API_KEY", "k")]);
     let client = reqwest::blocking::Client::new();
     let resp = client
@@ -356,14 +345,7 @@ fn remote_cli(cwd: &Path, base: &str, args: &[&str], stdin: &str) -> (String, St
 #[test]
 fn remote_cli_calls_keeps_resumes_sleeps_and_wakes_a_remote_session() {
     let dir = tempfile::tempdir().unwrap();
-    let out = sessiond(
-        dir.path(),
-        &["user", "add", "ann"],
-        &[("SESSIOND_USER_PASSWORD", "ann-secret-pw")],
-    )
-    .output()
-    .unwrap();
-    assert!(out.status.success());
+    add_user(dir.path(), "ann", "ann-secret-pw", &[]);
     let run = start(dir.path(), &[], &[("SESSIOND_API_KEY", "k")]);
     // A call that leaves the session postponed, then a resume by persistentID.
     let (first, stderr) = remote_cli(

@@ -113,16 +113,8 @@ impl Server {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, self.url(&format!("/service/v1{path}")))
-            .bearer_auth(KEY);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        let url = self.url(&format!("/service/v1{path}"));
+        crate::send_json(&self.http, method, url, KEY, body).await
     }
 }
 

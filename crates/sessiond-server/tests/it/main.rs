@@ -5,3 +5,21 @@
 mod http;
 mod mobile;
 mod remote;
+
+/// Sends `method url` with `Authorization: Bearer <bearer>` and an optional JSON
+/// body; returns the status and the JSON answer (`Null` when there is none).
+pub(crate) async fn send_json(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    bearer: &str,
+    body: Option<serde_json::Value>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut req = http.request(method, url).bearer_auth(bearer);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or_default())
+}

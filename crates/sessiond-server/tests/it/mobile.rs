@@ -641,15 +641,8 @@ impl Harness {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}/admin/api/mobile{path}", self.base))
-            .bearer_auth(ADMIN);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+        let url = format!("{}/admin/api/mobile{path}", self.base);
+        crate::send_json(&self.http, method, url, ADMIN, body).await
     }
 }
 

@@ -174,16 +174,8 @@ impl Remote {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("http://{}/service/v1{path}", self.base))
-            .bearer_auth(KEY);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        let url = format!("http://{}/service/v1{path}", self.base);
+        crate::send_json(&self.http, method, url, KEY, body).await
     }
 
     async fn activity(&self, query: &str) -> Value {
