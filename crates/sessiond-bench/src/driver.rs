@@ -128,6 +128,8 @@ enum Kind {
     MobileLogin,
     /// `GET /mobileapp/$licensecheck` with one login's Bearer token.
     MobileData,
+    /// Remote clients over the `/remote` WebSocket, each calling `noop` back to back.
+    RemoteCall,
 }
 
 impl Kind {
@@ -138,6 +140,21 @@ impl Kind {
             Self::Incr => (Method::POST, "/incr"),
             Self::MobileLogin => (Method::POST, "/mobileapp/$authenticate"),
             Self::MobileData => (Method::GET, "/mobileapp/$licensecheck"),
+            Self::RemoteCall => (Method::GET, "/remote"),
+        }
+    }
+
+    /// What the report says each connection sends.
+    fn describe(self) -> String {
+        if self == Self::RemoteCall {
+            format!(
+                r#"WebSocket /remote: {{"type":"call","id":N,"function":"{}","params":{}}}"#,
+                crate::remote::FUNCTION,
+                crate::remote::params()
+            )
+        } else {
+            let (method, path) = self.request();
+            format!("{method} {path}")
         }
     }
 }
@@ -155,6 +172,8 @@ struct Plan {
     kernel_threads: bool,
     /// Said under the table.
     notes: Vec<String>,
+    /// Connections (virtual users), when not `--conns`.
+    conns: Option<usize>,
 }
 
 /// What every scenario of a run shares.
@@ -185,7 +204,9 @@ fn peers_plan(scenario: Scenario, args: &RunArgs) -> Plan {
             "S3 hot write: one session, read counter + 1, write back",
             Kind::Incr,
         ),
-        Scenario::S6 => unreachable!("S6 sends no requests"),
+        Scenario::S6 | Scenario::X1 | Scenario::X2 | Scenario::X3 => {
+            unreachable!("not a peers scenario with requests")
+        }
     };
     let mut stacks = args.stacks.clone();
     if scenario == Scenario::S3 && !args.no_suspending {
@@ -203,6 +224,7 @@ fn peers_plan(scenario: Scenario, args: &RunArgs) -> Plan {
         redis_benchmark: false,
         kernel_threads: false,
         notes: Vec::new(),
+        conns: None,
     }
 }
 
@@ -229,6 +251,7 @@ fn stores_plans() -> [Plan; 2] {
                  redis-server process ÷ responses; it runs on the load generator's core."
                     .into(),
             ],
+            conns: None,
         },
         Plan {
             id: "R2",
@@ -247,6 +270,7 @@ fn stores_plans() -> [Plan; 2] {
                  in the server."
                     .into(),
             ],
+            conns: None,
         },
     ]
 }
@@ -271,6 +295,7 @@ fn mobile_plans() -> [Plan; 2] {
                  with `success: true` and a non-empty `token`."
                     .into(),
             ],
+            conns: None,
         },
         Plan {
             id: "M2",
@@ -286,8 +311,57 @@ fn mobile_plans() -> [Plan; 2] {
                  web session (MemoryStore)."
                     .into(),
             ],
+            conns: None,
         },
     ]
+}
+
+fn remote_plans(args: &RunArgs) -> Vec<Plan> {
+    let (call, result) = crate::remote::frame_sizes();
+    let common = format!(
+        "sessiond-remote: the real `sessiond serve` router; each call is one text frame \
+         ({call} bytes) parsed, checked against the connection's running calls, run on a \
+         task of its own in the caller's remote session (`Session::current()`, the \
+         registered `noop` returns its params) and answered with a `result` frame \
+         ({result} bytes). bare-ws: axum's WebSocket with no session and no login; it \
+         parses the same frame with the same `parse_client` and answers the same \
+         `result` in the connection's task: the cost of the WebSocket and the JSON alone. \
+         Clients: `sessiond-client`'s `RemoteClient` (tokio-tungstenite), logged in \
+         (argon2id) before the clock starts and saying goodbye after it stops; a call \
+         counts when its value equals its params. Latency = one round trip as the client \
+         sees it. No target was set by the issue: the ratios \
+         to bare-ws are for reference."
+    );
+    [
+        Plan {
+            id: "X1",
+            title: "X1 remote calls over one connection: one client, trivial server-side \
+                    calls back to back",
+            kind: Kind::RemoteCall,
+            stacks: vec![Stack::SessiondRemote, Stack::BareWs],
+            redis_benchmark: false,
+            kernel_threads: false,
+            notes: vec![common.clone()],
+            conns: Some(1),
+        },
+        Plan {
+            id: "X2",
+            title: "X2 remote calls over many connections: each client calls back to back, \
+                    all at once",
+            kind: Kind::RemoteCall,
+            stacks: vec![Stack::SessiondRemote, Stack::BareWs],
+            redis_benchmark: false,
+            kernel_threads: false,
+            notes: vec![common],
+            conns: Some(args.remote_clients),
+        },
+    ]
+    .into_iter()
+    .filter(|p| match p.id {
+        "X1" => args.scenarios.contains(&Scenario::X1),
+        _ => args.scenarios.contains(&Scenario::X2),
+    })
+    .collect()
 }
 
 /// The whole benchmark.
@@ -370,6 +444,9 @@ pub(crate) fn run(mut args: RunArgs) -> anyhow::Result<()> {
         eprintln!("M3: {files} session files");
         extras.refresh = Some(refresh(&exe, placement, files, args.reps)?);
     }
+    if args.only.contains(&Group::Remote) {
+        run_remote(&rt, &env, &mut scenarios, &mut extras)?;
+    }
     drop(rt);
 
     header.data_fs = sys::filesystem_of(&std::env::temp_dir());
@@ -401,7 +478,7 @@ fn run_peers(
 ) -> anyhow::Result<()> {
     let args = env.args;
     for &scenario in &args.scenarios {
-        if scenario == Scenario::S6 {
+        if !matches!(scenario, Scenario::S1 | Scenario::S2 | Scenario::S3) {
             continue;
         }
         let plan = peers_plan(scenario, args);
@@ -417,6 +494,69 @@ fn run_peers(
         }
     }
     Ok(())
+}
+
+/// X1, X2, then X3.
+fn run_remote(
+    rt: &tokio::runtime::Runtime,
+    env: &Env<'_>,
+    scenarios: &mut Vec<ScenarioResult>,
+    extras: &mut Extras,
+) -> anyhow::Result<()> {
+    for plan in remote_plans(env.args) {
+        let (result, _) = rt.block_on(run_scenario(env, &plan))?;
+        scenarios.push(result);
+    }
+    if env.args.scenarios.contains(&Scenario::X3) {
+        extras.remote_idle = rt.block_on(remote_idle(env))?;
+    }
+    Ok(())
+}
+
+/// X3: per repetition and stack (the stacks rotated), a fresh server, `--idle-clients` idle clients (after
+/// 20 warm ones), the server's RSS before and after.
+async fn remote_idle(env: &Env<'_>) -> anyhow::Result<Vec<crate::remote::IdleResult>> {
+    let args = env.args;
+    let n = args
+        .idle_clients
+        .unwrap_or(if args.quick { 100 } else { 1000 });
+    let mut out = Vec::new();
+    let stacks = [
+        Stack::SessiondRemote,
+        Stack::SessiondRemoteLight,
+        Stack::BareWs,
+    ];
+    for rep in 0..args.reps {
+        for k in 0..stacks.len() {
+            let stack = stacks[(k + rep) % stacks.len()];
+            eprintln!(
+                "X3: {} × {n} idle clients, rep {}/{}",
+                stack.name(),
+                rep + 1,
+                args.reps
+            );
+            let server = ServerProc::start(env.exe, stack, env.placement, None)?;
+            wait_ready(&server).await?;
+            let r = crate::remote::idle(
+                stack.name(),
+                rep,
+                server.addr,
+                server.pid(),
+                20,
+                n,
+                env.ticks_per_sec,
+            )
+            .await?;
+            eprintln!(
+                "  {:.0} bytes per client, {} of {} still answering",
+                r.bytes_per_client,
+                r.alive,
+                r.warm_clients + r.clients
+            );
+            out.push(r);
+        }
+    }
+    Ok(out)
 }
 
 /// R1 (with redis-benchmark) and R2, with a Redis of our own for their run.
@@ -598,7 +738,7 @@ async fn prepare(
     let (method, path) = kind.request();
     let base = RequestSpec::new(method, path);
     Ok(match kind {
-        Kind::Create => (base, None),
+        Kind::Create | Kind::RemoteCall => (base, None),
         Kind::Read => (
             RequestSpec {
                 cookie: fixed.cloned(),
@@ -631,7 +771,10 @@ async fn prepare(
 }
 
 async fn wait_ready(server: &ServerProc) -> anyhow::Result<()> {
-    let path = if server.stack == Stack::SessiondMobile {
+    let path = if matches!(
+        server.stack,
+        Stack::SessiondMobile | Stack::SessiondRemote | Stack::SessiondRemoteLight | Stack::BareWs
+    ) {
         "/healthz"
     } else {
         "/counter"
@@ -685,10 +828,11 @@ async fn warm_up(
         args.warmup
     );
     let (spec, _) = prepare(server, plan.kind, fixed).await?;
-    let r = load::run(
-        server.addr,
+    let r = drive(
+        server,
+        plan,
         &spec,
-        args.conns,
+        plan.conns.unwrap_or(args.conns),
         Duration::from_secs(args.warmup),
         || {},
         || {},
@@ -700,6 +844,24 @@ async fn warm_up(
         server.stack.name()
     );
     Ok(())
+}
+
+/// Runs `conns` connections of `plan`'s kind against `server` for `duration`: HTTP
+/// requests `spec` ([`load::run`]) or remote calls ([`crate::remote::run`]).
+async fn drive(
+    server: &ServerProc,
+    plan: &Plan,
+    spec: &RequestSpec,
+    conns: usize,
+    duration: Duration,
+    on_start: impl FnMut(),
+    on_end: impl FnMut(),
+) -> anyhow::Result<LoadResult> {
+    if plan.kind == Kind::RemoteCall {
+        crate::remote::run(server.addr, conns, duration, on_start, on_end).await
+    } else {
+        load::run(server.addr, spec, conns, duration, on_start, on_end).await
+    }
 }
 
 /// Fresh servers per scenario, so that sessions created earlier weigh on nothing
@@ -724,6 +886,10 @@ async fn start_servers(
         fixed.push(match plan.kind {
             Kind::Read => s2_session(server).await?,
             Kind::MobileData => Some(mobile_login(server).await?),
+            Kind::RemoteCall => {
+                crate::remote::check(server.addr).await?;
+                None
+            }
             _ => None,
         });
     }
@@ -737,7 +903,6 @@ async fn run_scenario(
     plan: &Plan,
 ) -> anyhow::Result<(ScenarioResult, Vec<BenchRun>)> {
     let args = env.args;
-    let (method, path) = plan.kind.request();
     let (servers, fixed) = start_servers(env, plan).await?;
     if args.warmup > 0 {
         for (server, f) in servers.iter().zip(&fixed) {
@@ -778,8 +943,8 @@ async fn run_scenario(
         ScenarioResult {
             id: plan.id.to_string(),
             title: plan.title.to_string(),
-            request: format!("{method} {path}"),
-            conns: args.conns,
+            request: plan.kind.describe(),
+            conns: plan.conns.unwrap_or(args.conns),
             secs: args.secs,
             reps: args.reps,
             warmup_secs: args.warmup,
@@ -917,10 +1082,11 @@ async fn measure(
             kernel_ticks(),
         )
     };
-    let result = load::run(
-        server.addr,
+    let result = drive(
+        server,
+        plan,
         &spec,
-        args.conns,
+        plan.conns.unwrap_or(args.conns),
         Duration::from_secs(args.secs),
         || cpu0 = sample(),
         || cpu1 = sample(),

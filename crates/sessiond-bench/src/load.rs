@@ -203,13 +203,40 @@ pub(crate) async fn fetch(addr: SocketAddr, spec: &RequestSpec) -> anyhow::Resul
     })
 }
 
+/// What one connection (or one remote client) counted during a run.
 #[derive(Default)]
-struct ConnResult {
-    ok: u64,
-    non_2xx: u64,
-    invalid: u64,
-    errors: u64,
-    latencies_us: Vec<u32>,
+pub(crate) struct ConnResult {
+    /// Successful answers.
+    pub ok: u64,
+    /// Answers with another status (remote: protocol errors).
+    pub non_2xx: u64,
+    /// Successful answers failing the check.
+    pub invalid: u64,
+    /// Requests with no answer.
+    pub errors: u64,
+    /// Per-answer latency, µs, in order.
+    pub latencies_us: Vec<u32>,
+}
+
+impl ConnResult {
+    /// Room for a run's latencies.
+    pub(crate) fn with_capacity() -> Self {
+        Self {
+            latencies_us: Vec::with_capacity(64 * 1024),
+            ..Self::default()
+        }
+    }
+}
+
+impl LoadResult {
+    /// Adds one connection's counts (sort [`LoadResult::latencies_us`] afterwards).
+    pub(crate) fn absorb(&mut self, r: &ConnResult) {
+        self.ok += r.ok;
+        self.non_2xx += r.non_2xx;
+        self.invalid += r.invalid;
+        self.errors += r.errors;
+        self.latencies_us.extend_from_slice(&r.latencies_us);
+    }
 }
 
 /// Runs `conns` connections against `addr` for `duration`, each sending `spec` back
@@ -238,12 +265,7 @@ pub(crate) async fn run(
     }
     let mut total = LoadResult::default();
     for t in tasks {
-        let r = t.await?;
-        total.ok += r.ok;
-        total.non_2xx += r.non_2xx;
-        total.invalid += r.invalid;
-        total.errors += r.errors;
-        total.latencies_us.extend_from_slice(&r.latencies_us);
+        total.absorb(&t.await?);
     }
     total.elapsed = start.elapsed();
     on_end();
@@ -257,10 +279,7 @@ async fn conn_loop(
     spec: RequestSpec,
     deadline: Instant,
 ) -> ConnResult {
-    let mut r = ConnResult {
-        latencies_us: Vec::with_capacity(64 * 1024),
-        ..ConnResult::default()
-    };
+    let mut r = ConnResult::with_capacity();
     while Instant::now() < deadline {
         let t0 = Instant::now();
         if let Ok((status, body)) = one(&mut sender, &spec).await {

@@ -8,6 +8,7 @@
 //! cargo run --release -p sessiond-bench -- --quick        # smoke test: 1 × 2 s
 //! cargo run --release -p sessiond-bench -- --only stores  # R1, R2 (needs redis-server, redis-benchmark)
 //! cargo run --release -p sessiond-bench -- --only mobile  # M1, M2, M3
+//! cargo run --release -p sessiond-bench -- --only remote  # X1, X2, X3
 //! ```
 //!
 //! One binary, two roles:
@@ -25,7 +26,7 @@
 //!   stack's store and prints the RSS delta (S6); `--stack sessiond-mobile
 //!   --refresh-files N` writes N mobile session files and times their refresh (M3).
 //!
-//! Three groups of scenarios, `--only peers,stores,mobile` (default: all):
+//! Four groups of scenarios, `--only peers,stores,mobile,remote` (default: all):
 //! - peers: S1, S2, S3, S6 of the protocol against tower-sessions and bare axum.
 //! - stores: R1 hot read (S2's `GET /read`) and R2 storage update (S3's `POST
 //!   /incr`, lost updates counted) for sessiond over its `MemoryStore`,
@@ -36,6 +37,11 @@
 //! - mobile: the real `sessiond serve` router with mobile apps: M1 logins of new
 //!   devices (each one two fsynced files), M2 authorized requests (`$licensecheck`),
 //!   M3 `MobileSessions::refresh` of 100,000 session files (no HTTP, core 1).
+//! - remote: remote clients over the `/remote` WebSocket (`sessiond-remote`: the real
+//!   router with a users file and a `noop` function) against `bare-ws` (axum
+//!   WebSocket answering the same frames with no session): X1 sequential calls over
+//!   one connection, X2 over 100 connections at once, X3 server RSS per idle
+//!   welcomed client. The clients are `sessiond-client`'s `RemoteClient`.
 //!
 //! S3 also runs `sessiond-suspending` and `tower-sessions-suspending` (unless
 //! `--no-suspending`): the same stacks over a store whose calls suspend once, the
@@ -64,6 +70,7 @@ mod driver;
 mod load;
 mod mobile;
 mod redis;
+mod remote;
 mod report;
 mod server;
 mod suspending;
@@ -96,6 +103,16 @@ pub(crate) enum Stack {
     /// The real `sessiond serve` router with mobile apps (`/mobileapp/`), files in a
     /// temporary `MobileApps` folder.
     SessiondMobile,
+    /// The real `sessiond serve` router serving remote clients on `/remote`, with a
+    /// users file in a temporary folder and a registered `noop` function.
+    SessiondRemote,
+    /// `sessiond-remote` with its user's password hashed with light argon2id
+    /// parameters (64 KiB, 1 pass) instead of the defaults (19 MiB, 2 passes): X3
+    /// without the login's transient 19 MiB, which glibc keeps per malloc arena.
+    SessiondRemoteLight,
+    /// axum WebSocket with no session and no login: answers a hello with a fixed
+    /// welcome and each call frame with its params (the limit of the remote group).
+    BareWs,
 }
 
 impl Stack {
@@ -110,13 +127,22 @@ impl Stack {
             Self::SessiondEmbedded => "sessiond-embedded",
             Self::SessiondRedis => "sessiond-redis",
             Self::SessiondMobile => "sessiond-mobile",
+            Self::SessiondRemote => "sessiond-remote",
+            Self::SessiondRemoteLight => "sessiond-remote-light",
+            Self::BareWs => "bare-ws",
         }
     }
 
     /// Whether the server keeps files in a temporary folder of its own, which it
     /// deletes when its stdin closes.
     pub(crate) fn has_data_dir(self) -> bool {
-        matches!(self, Self::SessiondEmbedded | Self::SessiondMobile)
+        matches!(
+            self,
+            Self::SessiondEmbedded
+                | Self::SessiondMobile
+                | Self::SessiondRemote
+                | Self::SessiondRemoteLight
+        )
     }
 }
 
@@ -131,6 +157,9 @@ pub(crate) enum Group {
     Stores,
     /// M1, M2, M3: mobile-app logins, authorized requests, refresh of session files.
     Mobile,
+    /// X1, X2, X3: remote clients over `/remote` (calls over 1 and 100 connections,
+    /// memory per idle client) against a bare axum WebSocket.
+    Remote,
 }
 
 /// The scenarios of the protocol that this harness runs.
@@ -144,12 +173,18 @@ pub(crate) enum Scenario {
     S3,
     /// S6 memory: bytes per idle session.
     S6,
+    /// X1 (remote group): calls over one connection.
+    X1,
+    /// X2 (remote group): calls over `--remote-clients` connections at once.
+    X2,
+    /// X3 (remote group): memory per idle remote client.
+    X3,
 }
 
 #[derive(Debug, Parser)]
 #[command(
     name = "sessiond-bench",
-    about = "sessiond vs tower-sessions vs bare axum (benchmark protocol S1, S2, S3, S6); sessiond's stores (R1, R2); mobile apps (M1, M2, M3)",
+    about = "sessiond vs tower-sessions vs bare axum (benchmark protocol S1, S2, S3, S6); sessiond's stores (R1, R2); mobile apps (M1, M2, M3); remote clients (X1, X2, X3)",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -186,11 +221,11 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub quick: bool,
     /// Groups of scenarios to run: peers (S1, S2, S3, S6 as `--scenarios` says),
-    /// stores (R1, R2), mobile (M1, M2, M3).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Group::Peers, Group::Stores, Group::Mobile])]
+    /// stores (R1, R2), mobile (M1, M2, M3), remote (X1, X2, X3).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Group::Peers, Group::Stores, Group::Mobile, Group::Remote])]
     pub only: Vec<Group>,
-    /// Scenarios of the peers group to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::S1, Scenario::S2, Scenario::S3, Scenario::S6])]
+    /// Scenarios of the peers (S*) and remote (X*) groups to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::S1, Scenario::S2, Scenario::S3, Scenario::S6, Scenario::X1, Scenario::X2, Scenario::X3])]
     pub scenarios: Vec<Scenario>,
     /// Stacks to compare in S1–S3 (S6 always measures sessiond and tower-sessions).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Stack::Bare, Stack::Sessiond, Stack::TowerSessions])]
@@ -220,6 +255,13 @@ pub(crate) struct RunArgs {
     /// M3: how many session files to refresh (default 100000; 10000 with --quick).
     #[arg(long)]
     pub refresh_files: Option<u64>,
+    /// X2: remote clients calling at once.
+    #[arg(long, default_value_t = 100)]
+    pub remote_clients: usize,
+    /// X3: idle remote clients connected before the server's RSS is read (default
+    /// 1000; 100 with --quick).
+    #[arg(long)]
+    pub idle_clients: Option<usize>,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

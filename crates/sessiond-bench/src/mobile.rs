@@ -53,26 +53,37 @@ fn mobile_config(data: &Path) -> MobileConfig {
     }
 }
 
-/// The `sessiond serve` router with mobile apps, its files under `data`. Starts the
-/// reaper (needs the runtime).
-pub(crate) async fn app_router(data: &Path) -> anyhow::Result<Router> {
+/// The `AppState` of `sessiond serve` over a `MemoryStore`, `credentials.json` under
+/// `data`: no users file, no mobile apps, no server-side functions (the stacks fill
+/// in what they serve). Starts the reaper (needs the runtime).
+pub(crate) fn app_state(data: &Path) -> anyhow::Result<AppState> {
     let config = ServerConfig::new("Bench").map_err(anyhow::Error::msg)?;
     let sessions = sessions(&config);
     let (_, api_key, _) = Credentials::ensure(data, Some("k"), Some("admin-pw"))
         .context("creating credentials.json")?;
-    let mobile = Arc::new(MobileSessions::new(mobile_config(data), sessions.clone()));
-    mobile.refresh().await.context("loading MobileApps")?;
     sessions.spawn_reaper(config.reaper_interval);
-    let state = AppState {
+    Ok(AppState {
         sessions: sessions.clone(),
         config: Arc::new(config),
         api_key,
         users_file: None,
         admin: Arc::new(AdminAuth::new(data)),
         failures: Arc::default(),
-        mobile: Some(MobileState::new(mobile, Arc::new(Policy::default()), None)),
-        desktop: DesktopSessions::builder(sessions.clone(), DesktopConfig::default()).build(),
-    };
+        mobile: None,
+        desktop: DesktopSessions::builder(sessions, DesktopConfig::default()).build(),
+    })
+}
+
+/// The `sessiond serve` router with mobile apps, its files under `data`. Starts the
+/// reaper (needs the runtime).
+pub(crate) async fn app_router(data: &Path) -> anyhow::Result<Router> {
+    let mut state = app_state(data)?;
+    let mobile = Arc::new(MobileSessions::new(
+        mobile_config(data),
+        state.sessions.clone(),
+    ));
+    mobile.refresh().await.context("loading MobileApps")?;
+    state.mobile = Some(MobileState::new(mobile, Arc::new(Policy::default()), None));
     Ok(sessiond_server::app(state))
 }
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::mobile::RefreshResult;
 use crate::redis::BenchRun;
+use crate::remote::IdleResult;
 use crate::server::FillResult;
 use crate::sys;
 use crate::{Group, RunArgs, Stack};
@@ -119,6 +120,8 @@ impl Header {
                 "hyper",
                 "hyper-util",
                 "tokio",
+                "tokio-tungstenite",
+                "tungstenite",
             ]),
             git,
             placement,
@@ -346,6 +349,8 @@ pub(crate) struct Extras {
     pub redis_benchmark: Vec<BenchRun>,
     /// M3: refresh of many session files.
     pub refresh: Option<RefreshResult>,
+    /// X3: server RSS per idle remote client, per repetition and stack.
+    pub remote_idle: Vec<IdleResult>,
 }
 
 /// A ratio a target names.
@@ -436,6 +441,9 @@ impl Report {
             Stack::TowerSessionsSuspending,
             None,
         );
+        for id in ["X1", "X2"] {
+            pair(id, Stack::SessiondRemote, Stack::BareWs, None);
+        }
         for id in ["R1", "R2"] {
             pair(id, Stack::SessiondEmbedded, Stack::Sessiond, None);
             pair(id, Stack::SessiondRedis, Stack::Sessiond, None);
@@ -476,6 +484,7 @@ impl Report {
             });
         }
         store_ratios(&mut ratios, &scenarios, &extras);
+        remote_ratios(&mut ratios, &scenarios, &extras);
         Self {
             header,
             scenarios,
@@ -483,6 +492,76 @@ impl Report {
             extras,
             ratios,
             notes,
+        }
+    }
+}
+
+/// The remote group's: bytes per idle client against bare-ws, and calls that failed.
+fn remote_ratios(ratios: &mut Vec<Ratio>, scenarios: &[ScenarioResult], extras: &Extras) {
+    let per_client = |stack: Stack| {
+        Stat::of(
+            extras
+                .remote_idle
+                .iter()
+                .filter(|r| r.stack == stack.name())
+                .map(|r| r.bytes_per_client),
+        )
+    };
+    if !extras.remote_idle.is_empty() {
+        let b = per_client(Stack::BareWs);
+        for stack in [Stack::SessiondRemoteLight, Stack::SessiondRemote] {
+            let a = per_client(stack);
+            let v = a.median / b.median;
+            ratios.push(Ratio {
+                scenario: "X3".into(),
+                what: format!(
+                    "{} / bare-ws RSS per idle client ({:.0} / {:.0} bytes; difference \
+                     {:.0} bytes)",
+                    stack.name(),
+                    a.median,
+                    b.median,
+                    a.median - b.median
+                ),
+                value: v,
+                shown: format!("{v:.2}"),
+                target: "(reference)".into(),
+                meets: None,
+            });
+        }
+        let (alive, all) = extras.remote_idle.iter().fold((0, 0), |(x, y), r| {
+            (x + r.alive, y + r.warm_clients + r.clients)
+        });
+        ratios.push(Ratio {
+            scenario: "X3".into(),
+            what: "idle clients that no longer answered a call after the reading, all \
+                   repetitions"
+                .into(),
+            value: (all - alive) as f64,
+            shown: format!("{} of {all}", all - alive),
+            target: "= 0".into(),
+            meets: Some(alive == all),
+        });
+    }
+    for s in scenarios.iter().filter(|s| s.id.starts_with('X')) {
+        for x in &s.stacks {
+            let bad = x.non_2xx + x.invalid + x.errors;
+            let all: u64 = x
+                .reps
+                .iter()
+                .map(|r| r.ok + r.non_2xx + r.invalid + r.errors)
+                .sum();
+            ratios.push(Ratio {
+                scenario: s.id.clone(),
+                what: format!(
+                    "{} calls without their params back (error answers, wrong values, \
+                     lost connections), all repetitions",
+                    x.stack.name()
+                ),
+                value: bad as f64,
+                shown: format!("{bad} of {all}"),
+                target: "= 0".into(),
+                meets: Some(bad == 0),
+            });
         }
     }
 }
@@ -613,7 +692,7 @@ pub(crate) fn markdown(r: &Report) -> String {
         o,
         "- method: per scenario, fresh servers; {} s warm-up per stack; then {} × {} s per \
          stack, stacks interleaved (order rotated each repetition); {} keep-alive HTTP/1.1 \
-         connections (hyper 1), requests back to back; medians with (min–max) over the \
+         connections (hyper 1) in the HTTP scenarios, requests back to back; medians with (min–max) over the \
          repetitions",
         h.warmup_secs, h.reps, h.secs, h.conns
     );
@@ -627,20 +706,18 @@ pub(crate) fn markdown(r: &Report) -> String {
         h.clk_tck,
         if h.clk_tck_assumed { " (assumed)" } else { "" }
     );
-    let _ = writeln!(
-        o,
-        "- cookies: HttpOnly, SameSite=Strict, Path=/, session cookie, not Secure (plain HTTP) \
-         in both session stacks; payload {} bytes",
-        crate::server::PAYLOAD.len()
-    );
-    if h.groups.iter().any(|g| *g != Group::Peers) {
+    if h.groups
+        .iter()
+        .any(|g| matches!(g, Group::Peers | Group::Stores))
+    {
         let _ = writeln!(
             o,
-            "- stores and mobile groups: \"other load\" also leaves out Redis's CPU and \
-             that of all kernel threads (the journal and writeback work an fsync hands to \
-             them, softirqs), which get their own columns"
+            "- cookies: HttpOnly, SameSite=Strict, Path=/, session cookie, not Secure (plain HTTP) \
+             in both session stacks; payload {} bytes",
+            crate::server::PAYLOAD.len()
         );
     }
+    groups_md(&mut o, &h.groups);
     if let Some(redis) = &h.redis_server {
         let _ = writeln!(o, "- Redis (stores group): {redis}");
     }
@@ -668,6 +745,7 @@ pub(crate) fn markdown(r: &Report) -> String {
     if let Some(m3) = &r.extras.refresh {
         refresh_md(&mut o, m3);
     }
+    remote_idle_md(&mut o, &r.extras.remote_idle);
     ratios_md(&mut o, &r.ratios);
     if !r.notes.is_empty() {
         let _ = writeln!(o, "## Notes\n");
@@ -679,18 +757,48 @@ pub(crate) fn markdown(r: &Report) -> String {
     o
 }
 
-fn scenario_md(o: &mut String, s: &ScenarioResult) {
-    let _ = writeln!(o, "## {}\n", s.title);
-    let _ = writeln!(
-        o,
-        "`{}`, {} connections, {} × {} s\n",
-        s.request, s.conns, s.reps, s.secs
-    );
+/// What the method line leaves out for the groups other than peers.
+fn groups_md(o: &mut String, groups: &[Group]) {
+    if groups.contains(&Group::Remote) {
+        let _ = writeln!(
+            o,
+            "- remote group (X1, X2): the same warm-up, repetitions and interleaving, but \
+             WebSocket clients (`sessiond-client`'s `RemoteClient`, tokio-tungstenite) on \
+             the load generator's runtime instead of HTTP connections, each awaiting its \
+             call's result before the next: X1 one client, X2 the count in its table; \
+             every client logs in (hello, argon2id) one at a time before the clock starts. \
+             X3: a fresh server per stack and repetition, warm clients, a reading of the \
+             server's RSS (/proc/<pid>/statm), more idle welcomed clients, 2 s, another \
+             reading"
+        );
+    }
+    if groups
+        .iter()
+        .any(|g| matches!(g, Group::Stores | Group::Mobile))
+    {
+        let _ = writeln!(
+            o,
+            "- stores and mobile groups: \"other load\" also leaves out Redis's CPU and \
+             that of all kernel threads (the journal and writeback work an fsync hands to \
+             them, softirqs), which get their own columns"
+        );
+    }
+}
+
+/// The head of a scenario's table; which optional columns it has (lost updates,
+/// Redis, kernel threads).
+fn scenario_head_md(o: &mut String, s: &ScenarioResult) -> (bool, bool, bool) {
     let s3 = s.stacks.iter().any(|x| x.lost_updates.is_some());
     let redis = s.stacks.iter().any(|x| x.redis_cpu_us_per_req.is_some());
+    let (unit, failures) = if s.id.starts_with('X') {
+        ("calls/s", "error answers / lost connections")
+    } else {
+        ("req/s", "non-2xx / errors")
+    };
     let _ = write!(
         o,
-        "| stack | req/s | p50 µs | p99 µs | server CPU µs/req | of which user % | server busy % | load gen busy % | other load, cores (max) | non-2xx / errors |"
+        "| stack | {unit} | p50 µs | p99 µs | server CPU µs/{} | of which user % | server busy % | load gen busy % | other load, cores (max) | {failures} |",
+        if s.id.starts_with('X') { "call" } else { "req" }
     );
     if s3 {
         let _ = write!(o, " lost updates | lost % |");
@@ -723,6 +831,17 @@ fn scenario_md(o: &mut String, s: &ScenarioResult) {
         let _ = write!(o, "---:|");
     }
     let _ = writeln!(o);
+    (s3, redis, kernel)
+}
+
+fn scenario_md(o: &mut String, s: &ScenarioResult) {
+    let _ = writeln!(o, "## {}\n", s.title);
+    let _ = writeln!(
+        o,
+        "`{}`, {} connections, {} × {} s\n",
+        s.request, s.conns, s.reps, s.secs
+    );
+    let (s3, redis, kernel) = scenario_head_md(o, s);
     let pct = |s: &Stat| Stat {
         median: s.median * 100.0,
         min: s.min * 100.0,
@@ -933,6 +1052,69 @@ fn refresh_md(o: &mut String, r: &RefreshResult) {
         if r.tokens_authorize { "yes" } else { "**no**" },
         r.rss_bytes_per_session
     );
+}
+
+fn remote_idle_md(o: &mut String, idle: &[IdleResult]) {
+    let Some(first) = idle.first() else {
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "## X3 memory per idle remote client: {} welcomed connections\n",
+        first.clients
+    );
+    let _ = writeln!(
+        o,
+        "A fresh server per stack and repetition (pinned like the others); {} clients \
+         connected first, then the server's RSS read (/proc/<pid>/statm), then {} more \
+         clients connected one at a time (sessiond-remote: each a login checked with \
+         argon2id on tokio's blocking pool and a remote session in the `MemoryStore`; \
+         bare-ws: the WebSocket alone), 2 s idle, the RSS read again. Per client = RSS \
+         delta ÷ clients; system allocator (glibc malloc). Afterwards every client makes \
+         one call, to check that none was dropped. Medians with (min–max) over the \
+         repetitions, stacks rotated.\n\n\
+         sessiond-remote's users file has the default argon2id hash (19 MiB, 2 passes): \
+         each login allocates and frees 19 MiB on a blocking-pool thread, and glibc keeps \
+         such freed memory resident per malloc arena (up to 8 arenas per core), so its \
+         RSS moves with the logins in steps of ~19 MiB that have nothing to do with the \
+         clients kept (or the delta hides in memory freed by earlier logins). \
+         sessiond-remote-light is the same server with the password hashed with \
+         argon2id m = {} KiB, t = {} (the login reads the parameters from the hash): its \
+         delta is the memory an idle remote client keeps.\n",
+        first.warm_clients,
+        first.clients,
+        crate::remote::LIGHT_HASH.0,
+        crate::remote::LIGHT_HASH.1
+    );
+    let _ = writeln!(
+        o,
+        "| stack | bytes per idle client | RSS before MiB | RSS after MiB | connect time s | server CPU µs per connection | still answering | repetitions |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut stacks: Vec<&str> = Vec::new();
+    for r in idle {
+        if !stacks.contains(&r.stack.as_str()) {
+            stacks.push(&r.stack);
+        }
+    }
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    for stack in stacks {
+        let rs: Vec<&IdleResult> = idle.iter().filter(|r| r.stack == stack).collect();
+        let stat = |f: &dyn Fn(&IdleResult) -> f64| Stat::of(rs.iter().map(|r| f(r)));
+        let alive: usize = rs.iter().map(|r| r.alive).sum();
+        let all: usize = rs.iter().map(|r| r.warm_clients + r.clients).sum();
+        let _ = writeln!(
+            o,
+            "| {stack} | {} | {} | {} | {} | {} | {alive} of {all} | {} |",
+            spread(&stat(&|r| r.bytes_per_client), 0),
+            spread(&stat(&|r| mib(r.rss_before_bytes)), 1),
+            spread(&stat(&|r| mib(r.rss_after_bytes)), 1),
+            spread(&stat(&|r| r.connect_secs), 2),
+            spread(&stat(&|r| r.server_cpu_us_per_connect), 0),
+            rs.len()
+        );
+    }
+    let _ = writeln!(o);
 }
 
 fn memory_md(o: &mut String, memory: &[FillResult]) {

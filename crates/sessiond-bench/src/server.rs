@@ -16,8 +16,9 @@
 //!
 //! `sessiond-embedded` and `sessiond-redis` serve the same sessiond routes over
 //! another `SessionStore`; `sessiond-mobile` serves the real `sessiond serve` router
-//! (see [`crate::mobile`]). Stacks with files (`sessiond-embedded`,
-//! `sessiond-mobile`) create a temporary folder and delete it when their stdin
+//! (see [`crate::mobile`]); `sessiond-remote(-light)` and `bare-ws` serve `/remote` (see
+//! [`crate::remote`]). Stacks with files (`sessiond-embedded`, `sessiond-mobile`,
+//! `sessiond-remote`) create a temporary folder and delete it when their stdin
 //! closes (the driver closes it to stop them), then exit.
 
 use std::net::SocketAddr;
@@ -95,6 +96,11 @@ pub(crate) fn serve(
             Stack::SessiondMobile => {
                 crate::mobile::app_router(&data_path.context("no data folder")?).await?
             }
+            Stack::SessiondRemote | Stack::SessiondRemoteLight => crate::remote::sessiond_router(
+                &data_path.context("no data folder")?,
+                stack == Stack::SessiondRemoteLight,
+            )?,
+            Stack::BareWs => crate::remote::bare_router(),
             Stack::SessiondSuspending => {
                 let store = Arc::new(SuspendingSessiond::default());
                 let stats = store.clone();
@@ -336,7 +342,10 @@ pub(crate) fn fill(stack: Stack, n: u64) -> anyhow::Result<()> {
             | Stack::TowerSessionsSuspending
             | Stack::SessiondEmbedded
             | Stack::SessiondRedis
-            | Stack::SessiondMobile => {
+            | Stack::SessiondMobile
+            | Stack::SessiondRemote
+            | Stack::SessiondRemoteLight
+            | Stack::BareWs => {
                 anyhow::bail!("--fill takes sessiond or tower-sessions")
             }
             Stack::Sessiond => {

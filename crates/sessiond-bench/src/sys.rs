@@ -97,11 +97,20 @@ pub(crate) fn page_size() -> u64 {
 
 /// The resident set size of this process, bytes (/proc/self/statm, field 2).
 pub(crate) fn rss_bytes() -> anyhow::Result<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").context("reading /proc/self/statm")?;
+    statm_rss("/proc/self/statm")
+}
+
+/// The resident set size of process `pid`, bytes (/proc/<pid>/statm, field 2).
+pub(crate) fn rss_bytes_of(pid: u32) -> anyhow::Result<u64> {
+    statm_rss(&format!("/proc/{pid}/statm"))
+}
+
+fn statm_rss(path: &str) -> anyhow::Result<u64> {
+    let statm = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     let pages: u64 = statm
         .split_whitespace()
         .nth(1)
-        .context("malformed /proc/self/statm")?
+        .with_context(|| format!("malformed {path}"))?
         .parse()?;
     Ok(pages * page_size())
 }
