@@ -14,12 +14,13 @@ use sessiond_store::Sessions;
 use tokio::net::TcpListener;
 
 use crate::config::ServerConfig;
+use crate::console::Console;
 use crate::credentials::{AdminAuth, ApiKey};
 use crate::error::ApiError;
 use crate::layer::SessionLayer;
 use crate::limiter::FailureLimiter;
 use crate::routes::mobile::MobileState;
-use crate::routes::{admin, browser, mobile, service};
+use crate::routes::{admin, browser, console, mobile, service};
 
 /// Everything the routes share.
 #[derive(Clone, Debug)]
@@ -38,10 +39,12 @@ pub struct AppState {
     pub failures: Arc<FailureLimiter>,
     /// Mobile apps (`None`: `/mobileapp/` answers 404).
     pub mobile: Option<MobileState>,
+    /// The admin console: its sign-in sessions, audit log and live events.
+    pub console: Arc<Console>,
 }
 
 /// The router of `sessiond serve`: `/api` (browser, cookie sessions), `/service/v1`
-/// (API key), `/mobileapp/` (4D mobile apps), `/healthz`. Unknown routes and methods get JSON errors.
+/// (API key), `/mobileapp/` (4D mobile apps), `/admin` (console) and `/admin/api`, `/healthz`. Unknown routes and methods get JSON errors.
 pub fn app(state: AppState) -> Router {
     let layer = SessionLayer::new(state.sessions.clone(), state.config.cookie.clone())
         .trust_proxy_headers(state.config.trust_proxy_headers);
@@ -53,8 +56,11 @@ pub fn app(state: AppState) -> Router {
         )
         .nest(
             "/admin/api",
-            admin::router().layer(from_fn_with_state(state.clone(), admin::require_admin)),
+            admin::router()
+                .merge(console::api_router())
+                .layer(from_fn_with_state(state.clone(), admin::require_admin)),
         )
+        .merge(console::router())
         .merge(mobile::router())
         .route(
             "/healthz",

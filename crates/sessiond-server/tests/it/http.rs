@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sessiond_core::{ManualClock, PrivilegeInput, Roles, SessionPolicy, Timestamp};
 use sessiond_server::config::ServerConfig;
+use sessiond_server::console::Console;
 use sessiond_server::credentials::{AdminAuth, ApiKey};
 use sessiond_server::users::Users;
 use sessiond_server::{AppState, CookieConfig, Session, SessionLayer, run};
@@ -74,6 +75,7 @@ impl Server {
             api_key: ApiKey::from_key(KEY),
             users_file: Some(users),
             admin: Arc::new(AdminAuth::new(dir.path())),
+            console: Arc::new(Console::new(dir.path())),
             failures: Arc::default(),
             mobile: None,
         };
