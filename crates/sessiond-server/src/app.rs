@@ -86,6 +86,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let reaper = state.sessions.spawn_reaper(state.config.reaper_interval);
+    let console = state.console.clone();
+    // Open console event streams end first, or graceful shutdown would wait for them.
+    let shutdown = async move {
+        shutdown.await;
+        console.close();
+    };
     let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)

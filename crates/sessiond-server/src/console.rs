@@ -106,6 +106,7 @@ pub struct Console {
     // Serializes appends (held inside `spawn_blocking`, never across an `.await`).
     audit_lock: Arc<Mutex<()>>,
     events: broadcast::Sender<AuditEntry>,
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -120,6 +121,21 @@ impl Console {
             audit_path: data_dir.join(AUDIT_FILE),
             audit_lock: Arc::default(),
             events: broadcast::channel(256).0,
+            closing: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// The server is shutting down: live event streams end, so that graceful
+    /// shutdown does not wait for open consoles.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`Console::close`] was called.
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
         }
     }
 

@@ -462,6 +462,7 @@ struct Feed {
     /// The console session's token (`None`: bearer); the stream ends with it.
     token: Option<String>,
     ready: bool,
+    closed: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 async fn next_event(feed: &mut Feed) -> Option<Event> {
@@ -480,9 +481,11 @@ async fn next_event(feed: &mut Feed) -> Option<Event> {
         tick,
         state,
         token,
+        closed,
         ..
     } = feed;
     tokio::select! {
+        () = closed.as_mut() => None,
         r = async {
             match mobile.as_mut() {
                 Some(rx) => rx.recv().await,
@@ -517,6 +520,7 @@ async fn events(
         Via::Console => cookie_value(&headers, COOKIE).map(str::to_string),
         Via::Bearer => None,
     };
+    let state_console_closed = state.console.closed();
     let feed = Feed {
         mobile: state.mobile.as_ref().map(|m| m.sessions.changes()),
         audit: state.console.events(),
@@ -524,6 +528,7 @@ async fn events(
         state,
         token,
         ready: false,
+        closed: Box::pin(state_console_closed),
     };
     let stream = futures::stream::unfold(feed, |mut feed| async move {
         let event = next_event(&mut feed).await?;
