@@ -5,6 +5,7 @@ const $ = (sel, root = document) => root.querySelector(sel);
 const API = '/admin/api';
 
 const dateFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+const shortFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
 const numFmt = new Intl.NumberFormat();
 const fmtDate = (v) => {
   if (v === null || v === undefined || v === '') return '—';
@@ -194,6 +195,13 @@ async function loadApps() {
   await loadRows();
 }
 
+// `<application.name> (<folder>)`, the folder on its own line.
+function appLabel(label) {
+  const i = label.lastIndexOf(' (');
+  if (i < 0) return el('span', { class: 'app-label' }, label);
+  return el('span', { class: 'app-label' }, label.slice(0, i), ' ', el('span', { class: 'app-folder' }, label.slice(i + 1)));
+}
+
 function renderApps() {
   const list = $('#apps-list');
   list.replaceChildren(...state.apps.map((a) => el('li', {},
@@ -203,7 +211,7 @@ function renderApps() {
       dataset: { folder: a.folder },
       onclick: () => { state.app = a.folder; state.selected.clear(); renderApps(); loadRows().catch(fail); },
     },
-    el('span', { class: 'app-label' }, a.label),
+    appLabel(a.label),
     el('span', { class: 'app-counts' },
       el('span', { class: 'muted' }, `${fmtNum(a.sessions)} ${a.sessions === 1 ? 'session' : 'sessions'}`),
       a.pending ? el('span', { class: 'badge pending' }, `${fmtNum(a.pending)} pending`) : null)))));
@@ -273,10 +281,10 @@ function renderRows() {
         }, el('span', { class: 'chev', 'aria-hidden': 'true' }, expanded ? '▾' : '▸'), name),
         el('div', { class: 'muted small mono' }, r.id.slice(0, 12))),
       el('td', {}, statusBadge(r.status)),
-      el('td', {}, r.os || '—'),
-      el('td', { class: 'email' }, r.email || el('span', { class: 'muted' }, '—')),
+      el('td', { class: 'nowrap' }, r.os || '—'),
+      el('td', { class: 'email', title: r.email || null }, r.email || el('span', { class: 'muted' }, '—')),
       el('td', { class: 'mono' }, r.ip || '—'),
-      el('td', { class: 'nowrap' }, r.modified ? fmtDate(r.modified) : '—'),
+      el('td', { class: 'nowrap', title: r.modified ? fmtDate(r.modified) : null }, r.modified ? shortFmt.format(new Date(r.modified)) : '—'),
       el('td', { class: 'actions' },
         pending
           ? el('button', { class: 'small primary', dataset: { action: 'accept' }, 'aria-label': `Accept ${name}`, onclick: () => setStatus([r], 'accepted') }, 'Accept')
@@ -393,14 +401,15 @@ function showReport(report) {
   ];
   const errors = report.errors ?? [];
   box.className = `report ${errors.length ? 'has-errors' : 'ok'}`;
-  box.replaceChildren(
+  box.replaceChildren(...[
     el('div', { class: 'report-head' },
       el('strong', {}, errors.length ? `Push done with ${fmtNum(errors.length)} ${errors.length === 1 ? 'error' : 'errors'}` : 'Push done'),
       el('span', { class: 'muted' }, ` — ${parts.join(', ')} (${new Date().toLocaleTimeString()})`),
       el('button', { class: 'small ghost close', 'aria-label': 'Dismiss the Push report', onclick: () => { box.hidden = true; } }, '×')),
     errors.length ? el('ul', { class: 'errors' }, errors.map((e) => el('li', {},
       el('span', { class: 'badge error' }, `mobi ${e.code}`), ' ',
-      el('code', {}, e.file), ' — ', String(e.message).replace(/^mobi \d+: /, '')))) : null);
+      el('code', {}, e.file), ' — ', String(e.message).replace(/^mobi \d+: /, '')))) : null,
+  ].filter(Boolean));
   box.hidden = false;
 }
 
@@ -520,15 +529,23 @@ const ACTION_LABEL = {
   'user.drop': 'User sessions dropped',
 };
 
+function detailText(detail) {
+  if (detail === undefined || detail === null) return '—';
+  if (typeof detail !== 'object' || Array.isArray(detail)) return JSON.stringify(detail);
+  return Object.entries(detail)
+    .map(([k, v]) => `${k}: ${typeof v === 'number' ? fmtNum(v) : typeof v === 'string' ? v : JSON.stringify(v)}`)
+    .join(' · ');
+}
+
 async function loadAudit() {
   const { entries } = await api('GET', `${API}/audit?limit=300`);
   state.audit = entries;
   const rows = entries.map((e) => el('tr', { class: e.outcome === 'ok' ? null : 'failed' },
     el('td', { class: 'nowrap' }, fmtDate(e.time)),
-    el('td', {}, e.who, el('span', { class: 'muted' }, ` @ ${e.ip || '?'}${e.via ? ` (${e.via})` : ''}`)),
-    el('td', {}, ACTION_LABEL[e.action] ?? e.action),
+    el('td', { class: 'who' }, e.who, el('span', { class: 'muted' }, ` @ ${e.ip || '?'}${e.via ? ` · ${e.via}` : ''}`)),
+    el('td', { class: 'nowrap' }, ACTION_LABEL[e.action] ?? e.action),
     el('td', { class: 'mono small target' }, e.target || '—'),
-    el('td', { class: 'mono small' }, e.detail === undefined ? '—' : JSON.stringify(e.detail)),
+    el('td', { class: 'small' }, detailText(e.detail)),
     el('td', {}, el('span', { class: `badge ${e.outcome === 'ok' ? 'accepted' : 'error'}` }, e.outcome))));
   $('#a-rows').replaceChildren(...rows);
   $('#a-empty').hidden = rows.length > 0;

@@ -27,6 +27,11 @@ use tokio::sync::oneshot;
 const ADMIN: &str = "console-admin-password";
 const IOS: &str = r#"{"email":"","send":"link","application":{"name":"Contact","id":"com.contactApp.Contact","version":"1"},"team":{"id":"UTT7VDX8W5"},"device":{"id":"0DC5132E-1EF4-407C-A832-5FE33D818AF3","description":"iPhone X","version":"11.3","os":"iOS","simulator":true},"language":{"id":"en_US","code":"en","region":"US"}}"#;
 const FOLDER: &str = "UTT7VDX8W5.com.contactApp.Contact";
+const ROLES: &str = r#"{
+  "privileges": [{"privilege": "sales"}, {"privilege": "reports"}, {"privilege": "admin"}],
+  "roles": [{"role": "Manager", "privileges": ["sales", "reports"]}],
+  "permissions": {"allowed": []}
+}"#;
 const WAIT: Duration = Duration::from_secs(15);
 
 /// Accepts every mobile login, or asks for validation (`pending`) when the e-mail
@@ -53,6 +58,7 @@ struct Server {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     http: reqwest::Client,
+    sessions: Sessions,
 }
 
 fn listener_on(addr: SocketAddr) -> TcpListener {
@@ -67,7 +73,7 @@ impl Server {
         Credentials::ensure(data, Some("k"), Some(ADMIN)).unwrap();
         let sessions = Sessions::new(
             Arc::new(MemoryStore::new()),
-            Arc::new(Roles::default()),
+            Arc::new(Roles::parse(ROLES, "roles.json").unwrap()),
             Arc::new(SystemClock),
             SessionPolicy::default(),
         );
@@ -81,7 +87,7 @@ impl Server {
         ));
         mobile.refresh().await.unwrap();
         let state = AppState {
-            sessions,
+            sessions: sessions.clone(),
             config: Arc::new(ServerConfig::new("ConsoleTest").unwrap()),
             api_key: ApiKey::from_key("k"),
             users_file: None,
@@ -103,6 +109,7 @@ impl Server {
             stop: Some(stop),
             task: Some(task),
             http: reqwest::Client::new(),
+            sessions,
         }
     }
 
@@ -518,17 +525,19 @@ async fn chromedriver() -> Driver {
 
 async fn browser(driver: &Driver, width: u32, height: u32) -> Client {
     let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
+    let mut options = json!({
             "binary": "/usr/bin/chromium",
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 format!("--window-size={width},{height}"), "--lang=en-US",
                 "--hide-scrollbars", "--force-device-scale-factor=1",
             ],
-        }),
-    );
+    });
+    if width < 500 {
+        // Chromium's windows are at least 500 px wide: emulate a phone's viewport.
+        options["mobileEmulation"] = json!({"deviceMetrics": {"width": width, "height": height, "pixelRatio": 1.0}});
+    }
+    caps.insert("goog:chromeOptions".into(), options);
     ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
         .connect(&driver.url)
@@ -778,4 +787,98 @@ async fn console_end_to_end_in_chromium() {
     c.close().await.unwrap();
     drop(driver);
     result
+}
+
+/// Saves the screenshots shown in the README (`docs/console-*.png`). Run by hand:
+/// `cargo test -p sessiond-server --test it console_screenshots -- --ignored`.
+#[tokio::test]
+#[ignore = "writes docs/*.png; run by hand after changing the console's look"]
+async fn console_screenshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), None).await;
+    // A plausible day: two apps, a few devices, some waiting for approval.
+    let devices = [
+        ("0DC5132E", "iPhone 15 Pro", "iOS", "17.4", "ann@example.com"),
+        ("1DC5132E", "iPhone 13", "iOS", "16.7", "wait.bob@example.com"),
+        ("2DC5132E", "iPad Air", "iPadOS", "17.3", "carla@example.com"),
+        ("3DC5132E", "iPhone SE", "iOS", "15.8", "wait.dan@example.com"),
+        ("4DC5132E", "iPhone 14", "iOS", "17.2", "erin@example.com"),
+    ];
+    for (dev, desc, os, version, email) in devices {
+        let body = IOS
+            .replace("0DC5132E", dev)
+            .replace("iPhone X", desc)
+            .replace(r#""os":"iOS""#, &format!(r#""os":"{os}""#))
+            .replace("11.3", version)
+            .replace(r#""email":"""#, &format!(r#""email":"{email}""#));
+        s.mobile_login(&body).await;
+    }
+    let android = r#"{"email":"fay@example.com","application":{"id":"com.company.fieldapp","name":"Field Service","version":"2.1"},"device":{"id":"9774d56d682e549c","simulator":false,"description":"Pixel 8","version":"14","os":"Android"},"language":{"id":"en_US","code":"en","region":"US"},"parameters":{}}"#;
+    s.mobile_login(android).await;
+    s.mobile_login(&android.replace("9774d56d", "1234d56d").replace("Pixel 8", "SM-G991B").replace("fay@", "wait.gus@")).await;
+    // Web sessions of signed-in users, with storage.
+    for (user, privileges, ip) in [
+        ("ann", json!({"roles": ["Manager"]}), "10.0.4.21"),
+        ("bob", json!({"privileges": ["sales"]}), "10.0.4.37"),
+        ("carla", json!({"privileges": ["admin"]}), "192.168.1.12"),
+    ] {
+        let (snap, _) = s.sessions.create_web(Some(ip.parse().unwrap())).await.unwrap();
+        let mut input = privileges;
+        input["userName"] = json!(user);
+        let input = sessiond_core::PrivilegeInput::from_json(&input, false).unwrap();
+        s.sessions
+            .set_privileges(&snap.record.id, &input, sessiond_store::Rotation::AllTokens)
+            .await
+            .unwrap();
+        let patch = json!({"cart": {"items": 3, "total": 129.9}, "lastPage": "/orders"});
+        s.sessions
+            .update_storage(&snap.record.id, None, |m| sessiond_core::storage::merge_patch(m, &patch))
+            .await
+            .unwrap();
+    }
+    s.sessions.create_web(Some("10.0.4.99".parse().unwrap())).await.unwrap();
+    let driver = chromedriver().await;
+    let c = browser(&driver, 1280, 1000).await;
+    let page = Page { c: &c };
+    c.goto(&s.url("/admin")).await.unwrap();
+    page.visible("#password").await;
+    page.type_into("#password", "a wrong guess").await;
+    page.click("#signin-form button[type=submit]").await;
+    page.text_contains("#signin-error", "Wrong password").await;
+    page.sign_in().await;
+    page.visible("#m-rows tr[data-status=pending]").await;
+    // Hold one more device: the "Push needed" notice shows.
+    page.click("#m-rows tr[data-status=accepted] button[data-action=hold]").await;
+    page.visible("#push-needed").await;
+    page.click("#push-now").await;
+    page.text_contains("#push-report", "Push done").await;
+    page.click("#m-rows tr[data-status=accepted] button.disclosure").await;
+    page.click("#m-rows tr[data-status=accepted] input[type=checkbox]").await;
+    page.js("document.activeElement.blur(); document.querySelector('#toast').hidden = true", vec![]).await;
+    page.screenshot("console-mobile.png").await;
+    page.click("#m-rows tr button[data-action=file]").await;
+    page.visible("#file-dialog[open]").await;
+    page.screenshot("console-file.png").await;
+    c.active_element().await.unwrap().send_keys("\u{e00c}").await.unwrap();
+    page.gone("#file-dialog[open]").await;
+    page.click("#tab-sessions").await;
+    page.visible("#s-rows tr").await;
+    page.js("document.querySelector('#toast').hidden = true", vec![]).await;
+    page.screenshot("console-sessions.png").await;
+    page.click("#s-rows tr button[data-action=drop]").await;
+    page.click("#confirm-ok").await;
+    page.click("#tab-audit").await;
+    page.text_contains("#a-rows", "Session dropped").await;
+    page.js("document.querySelector('#toast').hidden = true", vec![]).await;
+    page.visible("#a-rows tr").await;
+    page.screenshot("console-audit.png").await;
+    c.close().await.unwrap();
+    // Phone width.
+    let c = browser(&driver, 390, 844).await;
+    let page = Page { c: &c };
+    c.goto(&s.url("/admin#mobile")).await.unwrap();
+    page.sign_in().await;
+    page.visible("#m-rows tr").await;
+    page.screenshot("console-mobile-narrow.png").await;
+    c.close().await.unwrap();
 }
