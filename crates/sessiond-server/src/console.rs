@@ -3,10 +3,11 @@
 //! the audit log of every admin change (`<data>/audit.log`, JSON Lines) and the
 //! broadcast of audit entries that the console's live stream forwards.
 //!
-//! Console sessions live in memory: a restart of the server signs the console out
-//! (the page notices the 401 and shows the sign-in form again). Tokens are 256-bit
-//! random values from the OS CSPRNG, kept only as SHA-256 hashes, compared through
-//! hash-map lookup of the digest; CSRF tokens are compared in constant time.
+//! Console sessions are kept in `<data>/console-sessions.json` (mode 0600, written
+//! atomically at sign-in and sign-out), so an open console carries on after a server
+//! restart. Tokens are 256-bit random values from the OS CSPRNG, stored only as SHA-256
+//! hashes (the file holds no usable credential: a CSRF token is worthless without its
+//! cookie); CSRF tokens are compared in constant time.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Read, Seek, SeekFrom, Write};
@@ -33,6 +34,8 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub const IDLE: Duration = Duration::from_secs(12 * 3600);
 /// Name of the audit log in the data folder.
 pub const AUDIT_FILE: &str = "audit.log";
+/// Name of the console sessions file in the data folder.
+pub const SESSIONS_FILE: &str = "console-sessions.json";
 /// Console sessions kept at most (the oldest are dropped first past this).
 const MAX_SESSIONS: usize = 1000;
 /// How much of the end of the audit log [`Console::recent`] reads at most.
@@ -83,10 +86,39 @@ pub struct AuditEntry {
     pub outcome: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct ConsoleSession {
     csrf: String,
     expires: Timestamp,
+}
+
+/// One line of `console-sessions.json`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    sha256: String,
+    #[serde(flatten)]
+    session: ConsoleSession,
+}
+
+type SessionMap = HashMap<[u8; 32], ConsoleSession>;
+
+fn load_sessions(path: &Path) -> SessionMap {
+    let Ok(bytes) = std::fs::read(path) else {
+        return SessionMap::new();
+    };
+    let Ok(list) = serde_json::from_slice::<Vec<Stored>>(&bytes) else {
+        tracing::warn!(path = %path.display(), "console sessions file unreadable: consoles sign in again");
+        return SessionMap::new();
+    };
+    list.into_iter()
+        .filter_map(|s| {
+            let mut key = [0u8; 32];
+            for (i, b) in key.iter_mut().enumerate() {
+                *b = u8::from_str_radix(s.sha256.get(2 * i..2 * i + 2)?, 16).ok()?;
+            }
+            Some((key, s.session))
+        })
+        .collect()
 }
 
 /// A console session that a cookie named (see [`Console::check`]).
@@ -101,7 +133,10 @@ pub struct SignedIn {
 /// The console's sessions, audit log and live events.
 #[derive(Debug)]
 pub struct Console {
-    sessions: Mutex<HashMap<[u8; 32], ConsoleSession>>,
+    sessions: Arc<Mutex<SessionMap>>,
+    sessions_path: PathBuf,
+    // Serializes writes of the sessions file.
+    sessions_lock: Arc<Mutex<()>>,
     audit_path: PathBuf,
     // Serializes appends (held inside `spawn_blocking`, never across an `.await`).
     audit_lock: Arc<Mutex<()>>,
@@ -114,10 +149,14 @@ fn digest(token: &str) -> [u8; 32] {
 }
 
 impl Console {
-    /// A console whose audit log is `<data_dir>/audit.log`.
+    /// A console whose audit log is `<data_dir>/audit.log`, with the console sessions
+    /// of `<data_dir>/console-sessions.json` (none if it is missing or unreadable).
     pub fn new(data_dir: &Path) -> Self {
+        let sessions_path = data_dir.join(SESSIONS_FILE);
         Self {
-            sessions: Mutex::default(),
+            sessions: Arc::new(Mutex::new(load_sessions(&sessions_path))),
+            sessions_path,
+            sessions_lock: Arc::default(),
             audit_path: data_dir.join(AUDIT_FILE),
             audit_lock: Arc::default(),
             events: broadcast::channel(256).0,
@@ -144,9 +183,43 @@ impl Console {
         &self.audit_path
     }
 
+    /// Writes the live console sessions to their file (a failure is logged: consoles
+    /// would only have to sign in again after a restart).
+    async fn save(&self) {
+        let (map, path, lock) = (
+            self.sessions.clone(),
+            self.sessions_path.clone(),
+            self.sessions_lock.clone(),
+        );
+        let written = tokio::task::spawn_blocking(move || {
+            let _guard = lock.lock();
+            let list: Vec<Value> = map
+                .lock()
+                .iter()
+                .map(|(k, s)| {
+                    serde_json::json!({"sha256": sessiond_core::id::to_hex(k), "csrf": s.csrf, "expires": s.expires})
+                })
+                .collect();
+            let bytes = serde_json::to_vec_pretty(&list).expect("serializable");
+            sessiond_store::fs::atomic_write(&path, &bytes, true)
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        if let Err(e) = written {
+            tracing::warn!(error = %e, path = %self.sessions_path.display(), "console sessions cannot be saved");
+        }
+    }
+
     /// Opens a console session after a successful sign-in: returns its cookie token
     /// and its CSRF token.
-    pub fn sign_in(&self, now: Timestamp) -> (String, String) {
+    pub async fn sign_in(&self, now: Timestamp) -> (String, String) {
+        let pair = self.open(now);
+        self.save().await;
+        pair
+    }
+
+    fn open(&self, now: Timestamp) -> (String, String) {
         let token = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let csrf = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let mut map = self.sessions.lock();
@@ -186,8 +259,9 @@ impl Console {
     }
 
     /// Ends the console session of cookie `token`.
-    pub fn sign_out(&self, token: &str) {
+    pub async fn sign_out(&self, token: &str) {
         self.sessions.lock().remove(&digest(token));
+        self.save().await;
     }
 
     /// Whether `presented` is `expected` (constant time).
@@ -273,20 +347,26 @@ pub fn cookie_value<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h 
 mod tests {
     use super::*;
 
-    #[test]
-    fn sessions_expire_when_idle_and_end_at_sign_out() {
+    #[tokio::test]
+    async fn sessions_expire_when_idle_end_at_sign_out_and_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let c = Console::new(dir.path());
         let t0 = Timestamp(1_000_000);
-        let (token, csrf) = c.sign_in(t0);
+        let (token, csrf) = c.sign_in(t0).await;
         assert_eq!(c.check(&token, t0, true).unwrap().csrf, csrf);
         assert!(c.check("other", t0, true).is_none());
-        let later = t0.plus(IDLE - Duration::from_secs(1));
+        let later = t0.plus(Duration::from_secs(3600));
         assert!(c.check(&token, later, true).is_some(), "touch extends");
         assert!(c.check(&token, later.plus(IDLE), false).is_none());
-        let (token, _) = c.sign_in(t0);
-        c.sign_out(&token);
-        assert!(c.check(&token, t0, false).is_none());
+        let (token, csrf) = c.sign_in(t0).await;
+        let (gone, _) = c.sign_in(t0).await;
+        c.sign_out(&gone).await;
+        assert!(c.check(&gone, t0, false).is_none());
+        let text = std::fs::read_to_string(dir.path().join(SESSIONS_FILE)).unwrap();
+        assert!(!text.contains(&token), "only hashes of tokens are stored");
+        let restarted = Console::new(dir.path());
+        assert_eq!(restarted.check(&token, t0, false).unwrap().csrf, csrf);
+        assert!(restarted.check(&gone, t0, false).is_none());
         assert!(Console::csrf_matches("abc", "abc") && !Console::csrf_matches("abc", "abd"));
     }
 

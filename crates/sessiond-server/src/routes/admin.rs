@@ -54,11 +54,13 @@ pub async fn require_admin(
         Via::Console
     } else {
         let Some(password) = bearer(req.headers()) else {
-            return Err(ApiError::unauthorized(if has_console_cookie(req.headers()) {
-                "the console session has ended: sign in again"
-            } else {
-                "the admin credential is required: Authorization: Bearer <admin password>"
-            }));
+            return Err(ApiError::unauthorized(
+                if has_console_cookie(req.headers()) {
+                    "the console session has ended: sign in again"
+                } else {
+                    "the admin credential is required: Authorization: Bearer <admin password>"
+                },
+            ));
         };
         let now = state.sessions.now();
         state
@@ -175,7 +177,15 @@ async fn set_status(
     }
     .await;
     let detail = json!({"status": body.status.as_str(), "apply": q.apply});
-    audit(&state, &actor, "mobile.status", format!("{folder}/{id}"), detail, &result).await;
+    audit(
+        &state,
+        &actor,
+        "mobile.status",
+        format!("{folder}/{id}"),
+        detail,
+        &result,
+    )
+    .await;
     result
 }
 
@@ -206,7 +216,15 @@ async fn set_email(
     }
     .await;
     let detail = json!({"email": body.email, "apply": q.apply});
-    audit(&state, &actor, "mobile.email", format!("{folder}/{id}"), detail, &result).await;
+    audit(
+        &state,
+        &actor,
+        "mobile.email",
+        format!("{folder}/{id}"),
+        detail,
+        &result,
+    )
+    .await;
     result
 }
 
@@ -223,7 +241,15 @@ async fn delete(
     }
     .await;
     let detail = json!({"apply": q.apply});
-    audit(&state, &actor, "mobile.delete", format!("{folder}/{id}"), detail, &result).await;
+    audit(
+        &state,
+        &actor,
+        "mobile.delete",
+        format!("{folder}/{id}"),
+        detail,
+        &result,
+    )
+    .await;
     result
 }
 
@@ -243,6 +269,14 @@ async fn push(
         }),
         Err(_) => Value::Null,
     };
-    audit(&state, &actor, "mobile.push", String::new(), detail, &result).await;
+    audit(
+        &state,
+        &actor,
+        "mobile.push",
+        String::new(),
+        detail,
+        &result,
+    )
+    .await;
     result
 }

@@ -38,8 +38,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{ApiJson, ApiPath, parse_id, session_json};
 use crate::app::AppState;
-use crate::console::{AuditEntry, COOKIE, CSRF_HEADER, Console, SignedIn, Via, cookie_value};
 pub use crate::console::Actor;
+use crate::console::{AuditEntry, COOKIE, CSRF_HEADER, Console, SignedIn, Via, cookie_value};
 use crate::error::ApiError;
 
 /// How often the event stream sends a `tick` (the page then re-reads the live
@@ -192,7 +192,11 @@ pub(crate) fn has_console_cookie(headers: &HeaderMap) -> bool {
 }
 
 /// Every method but GET and HEAD must send the console session's CSRF token.
-pub(crate) fn check_csrf(method: &Method, headers: &HeaderMap, signed: &SignedIn) -> Result<(), ApiError> {
+pub(crate) fn check_csrf(
+    method: &Method,
+    headers: &HeaderMap,
+    signed: &SignedIn,
+) -> Result<(), ApiError> {
     if *method == Method::GET || *method == Method::HEAD {
         return Ok(());
     }
@@ -284,7 +288,7 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response, 
         return Err(ApiError::unauthorized("wrong admin password"));
     }
     state.failures.succeeded(client);
-    let (token, csrf) = state.console.sign_in(now);
+    let (token, csrf) = state.console.sign_in(now).await;
     state.console.record(entry("ok", Some(Via::Console))).await;
     Ok((
         [(header::SET_COOKIE, cookie_header(&token, secure))],
@@ -297,17 +301,33 @@ async fn logout(State(state): State<AppState>, req: Request) -> Result<Response,
     let clear = cookie_header("", secure(&state, &req));
     if let Some((token, signed)) = console_session(&state, req.headers()) {
         check_csrf(req.method(), req.headers(), &signed)?;
-        state.console.sign_out(&token);
+        state.console.sign_out(&token).await;
         let actor = Actor {
             ip: crate::layer::client_ip(&req, state.config.trust_proxy_headers),
             via: Via::Console,
         };
-        audit(&state, &actor, "sign-out", String::new(), Value::Null, &Ok::<(), ApiError>(())).await;
+        audit(
+            &state,
+            &actor,
+            "sign-out",
+            String::new(),
+            Value::Null,
+            &Ok::<(), ApiError>(()),
+        )
+        .await;
     }
-    Ok(([(header::SET_COOKIE, clear)], Json(json!({"signedOut": true}))).into_response())
+    Ok((
+        [(header::SET_COOKIE, clear)],
+        Json(json!({"signedOut": true})),
+    )
+        .into_response())
 }
 
-async fn me(State(state): State<AppState>, headers: HeaderMap, Extension(actor): Extension<Actor>) -> Json<Value> {
+async fn me(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Extension(actor): Extension<Actor>,
+) -> Json<Value> {
     let csrf = match actor.via {
         Via::Console => console_session(&state, &headers).map(|(_, s)| s.csrf),
         Via::Bearer => None,
@@ -356,7 +376,9 @@ async fn list_sessions(
         .iter()
         .map(|s| session_json(s, force_login))
         .collect();
-    Ok(Json(json!({"sessions": list, "now": state.sessions.now().to_iso8601()})))
+    Ok(Json(
+        json!({"sessions": list, "now": state.sessions.now().to_iso8601()}),
+    ))
 }
 
 async fn drop_session(

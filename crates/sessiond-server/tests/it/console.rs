@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use fantoccini::{Client, ClientBuilder, Locator};
+use futures::FutureExt as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sessiond_core::{Roles, SessionPolicy, SystemClock};
@@ -244,7 +245,11 @@ async fn admin_api_needs_the_credential_and_the_page_has_a_strict_policy() {
     let h = page.headers();
     assert_eq!(h["content-type"], "text/html; charset=utf-8");
     let csp = h["content-security-policy"].to_str().unwrap();
-    for part in ["default-src 'self'", "script-src 'self'", "frame-ancestors 'none'"] {
+    for part in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
         assert!(csp.contains(part), "{csp}");
     }
     assert!(!csp.contains("unsafe-inline"));
@@ -263,7 +268,10 @@ async fn admin_api_needs_the_credential_and_the_page_has_a_strict_policy() {
             .send()
             .await
             .unwrap();
-        assert_eq!((r.status(), r.headers()["content-type"].to_str().unwrap()), (StatusCode::OK, ty));
+        assert_eq!(
+            (r.status(), r.headers()["content-type"].to_str().unwrap()),
+            (StatusCode::OK, ty)
+        );
         assert_eq!(r.headers()["cache-control"], "no-cache");
     }
     let again = s
@@ -274,7 +282,12 @@ async fn admin_api_needs_the_credential_and_the_page_has_a_strict_policy() {
         .await
         .unwrap();
     assert_eq!(again.status(), 304);
-    let missing = s.http.get(s.url("/admin/assets/nope.js")).send().await.unwrap();
+    let missing = s
+        .http
+        .get(s.url("/admin/assets/nope.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
     // The CLI's bearer credential keeps working, and is not a console session.
     let me: Value = s
@@ -287,7 +300,10 @@ async fn admin_api_needs_the_credential_and_the_page_has_a_strict_policy() {
         .json()
         .await
         .unwrap();
-    assert_eq!((me["via"].as_str(), me["csrf"].is_null()), (Some("bearer"), true));
+    assert_eq!(
+        (me["via"].as_str(), me["csrf"].is_null()),
+        (Some("bearer"), true)
+    );
 }
 
 #[tokio::test]
@@ -308,9 +324,18 @@ async fn sign_in_is_limited_csrf_is_required_and_changes_are_audited() {
     assert_eq!(audit.len(), 1);
     assert_eq!(
         (&audit[0]["action"], &audit[0]["outcome"], &audit[0]["ip"]),
-        (&json!("sign-in"), &json!("unauthorized"), &json!("127.0.0.1"))
+        (
+            &json!("sign-in"),
+            &json!("unauthorized"),
+            &json!("127.0.0.1")
+        )
     );
-    assert!(!std::fs::read_to_string(dir.path().join("audit.log")).unwrap().contains("guess"), "never a secret");
+    assert!(
+        !std::fs::read_to_string(dir.path().join("audit.log"))
+            .unwrap()
+            .contains("guess"),
+        "never a secret"
+    );
     let bad_json = s
         .http
         .post(s.url("/admin/login"))
@@ -333,9 +358,14 @@ async fn sign_in_is_limited_csrf_is_required_and_changes_are_audited() {
         .json()
         .await
         .unwrap();
-    assert_eq!((me["via"].as_str(), me["csrf"].as_str()), (Some("console"), Some(csrf.as_str())));
+    assert_eq!(
+        (me["via"].as_str(), me["csrf"].as_str()),
+        (Some("console"), Some(csrf.as_str()))
+    );
     let (id, _) = s.mobile_login(IOS).await;
-    let status_url = s.url(&format!("/admin/api/mobile/apps/{FOLDER}/sessions/{id}/status"));
+    let status_url = s.url(&format!(
+        "/admin/api/mobile/apps/{FOLDER}/sessions/{id}/status"
+    ));
     for csrf_header in [None, Some("wrong"), Some("")] {
         let mut req = s
             .http
@@ -350,7 +380,11 @@ async fn sign_in_is_limited_csrf_is_required_and_changes_are_audited() {
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["error"], "csrf");
     }
-    assert_eq!(s.file_status(&id).as_deref(), Some("accepted"), "a refused change changes nothing");
+    assert_eq!(
+        s.file_status(&id).as_deref(),
+        Some("accepted"),
+        "a refused change changes nothing"
+    );
     let ok = s
         .http
         .put(&status_url)
@@ -412,7 +446,12 @@ async fn sign_in_is_limited_csrf_is_required_and_changes_are_audited() {
         .await
         .unwrap();
     assert_eq!(out.status(), 200);
-    assert!(out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    assert!(
+        out.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
     let after = s
         .http
         .get(s.url("/admin/api/me"))
@@ -425,7 +464,12 @@ async fn sign_in_is_limited_csrf_is_required_and_changes_are_audited() {
     let audit = s.audit();
     let actions: Vec<(&str, &str)> = audit
         .iter()
-        .map(|e| (e["action"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         actions,
@@ -516,7 +560,11 @@ async fn chromedriver() -> Driver {
     };
     let http = reqwest::Client::new();
     eventually("chromedriver", || async {
-        let r = http.get(format!("{}/status", driver.url)).send().await.ok()?;
+        let r = http
+            .get(format!("{}/status", driver.url))
+            .send()
+            .await
+            .ok()?;
         r.status().is_success().then_some(())
     })
     .await;
@@ -535,7 +583,8 @@ async fn browser(driver: &Driver, width: u32, height: u32) -> Client {
     });
     if width < 500 {
         // Chromium's windows are at least 500 px wide: emulate a phone's viewport.
-        options["mobileEmulation"] = json!({"deviceMetrics": {"width": width, "height": height, "pixelRatio": 1.0}});
+        options["mobileEmulation"] =
+            json!({"deviceMetrics": {"width": width, "height": height, "pixelRatio": 1.0}});
     }
     caps.insert("goog:chromeOptions".into(), options);
     ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
@@ -569,7 +618,10 @@ impl Page<'_> {
     async fn gone(&self, css: &str) {
         eventually(&format!("no {css}"), || async {
             let n = self
-                .js("return document.querySelectorAll(arguments[0]).length", vec![json!(css)])
+                .js(
+                    "return document.querySelectorAll(arguments[0]).length",
+                    vec![json!(css)],
+                )
                 .await;
             (n == 0).then_some(())
         })
@@ -656,7 +708,8 @@ async fn console_end_to_end_in_chromium() {
     let driver = chromedriver().await;
     let c = browser(&driver, 1280, 900).await;
     let page = Page { c: &c };
-    let result = async {
+    // Close the browser even when a step fails (then report the failure).
+    let result = std::panic::AssertUnwindSafe(async {
         // Sign-in: the page opens on the form; a wrong password is refused.
         c.goto(&s.url("/admin")).await.unwrap();
         page.visible("#password").await;
@@ -670,42 +723,69 @@ async fn console_end_to_end_in_chromium() {
         let (id, token) = s.mobile_login(IOS).await;
         let token = token.expect("accepted at once");
         page.visible(&row(&id)).await;
-        page.text_contains("#apps-list", "Contact (UTT7VDX8W5.com.contactApp.Contact)").await;
+        page.text_contains("#apps-list", "Contact (UTT7VDX8W5.com.contactApp.Contact)")
+            .await;
         assert!(page.text(&row(&id)).await.contains("iPhone X"));
         assert!(page.text(&row(&id)).await.contains("iOS 11.3"));
         assert_eq!(s.mobile_data(&token).await, 200);
 
         // Hold it: the file says pending at once, the running server after Push.
-        page.click(&format!("{} button[data-action=hold]", row(&id))).await;
-        page.visible(&format!("{}[data-status=pending]", row(&id))).await;
+        page.click(&format!("{} button[data-action=hold]", row(&id)))
+            .await;
+        page.visible(&format!("{}[data-status=pending]", row(&id)))
+            .await;
         assert_eq!(s.file_status(&id).as_deref(), Some("pending"));
         page.visible("#push-needed").await;
-        assert_eq!(s.mobile_data(&token).await, 200, "as in 4D: not before Push");
+        assert_eq!(
+            s.mobile_data(&token).await,
+            200,
+            "as in 4D: not before Push"
+        );
         page.click("#push-now").await;
         page.text_contains("#push-report", "Push done").await;
-        assert!(page.js("return document.querySelector('#push-needed').hidden", vec![]).await.as_bool().unwrap());
+        assert!(
+            page.js(
+                "return document.querySelector('#push-needed').hidden",
+                vec![]
+            )
+            .await
+            .as_bool()
+            .unwrap()
+        );
         assert_eq!(s.mobile_data(&token).await, 401);
 
         // Accept it, with "apply changes immediately": 200 at once.
         page.click("#apply-now").await;
-        page.click(&format!("{} button[data-action=accept]", row(&id))).await;
-        page.visible(&format!("{}[data-status=accepted]", row(&id))).await;
+        page.click(&format!("{} button[data-action=accept]", row(&id)))
+            .await;
+        page.visible(&format!("{}[data-status=accepted]", row(&id)))
+            .await;
         assert_eq!(s.file_status(&id).as_deref(), Some("accepted"));
         assert_eq!(s.mobile_data(&token).await, 200);
         page.click("#apply-now").await;
 
         // Show file: its path and JSON.
-        page.click(&format!("{} button[data-action=file]", row(&id))).await;
+        page.click(&format!("{} button[data-action=file]", row(&id)))
+            .await;
         page.visible("#file-dialog[open]").await;
         let path = page.text("#file-path").await;
         assert_eq!(Path::new(&path), s.file(&id));
         let shown: Value = serde_json::from_str(&page.text("#file-json").await).unwrap();
         assert_eq!(shown["session"]["id"], id.as_str());
         let (st, downloaded) = page
-            .fetch("GET", &format!("/admin/api/mobile/apps/{FOLDER}/sessions/{id}/file"), json!({}))
+            .fetch(
+                "GET",
+                &format!("/admin/api/mobile/apps/{FOLDER}/sessions/{id}/file"),
+                json!({}),
+            )
             .await;
         assert_eq!((st, &downloaded["status"]), (200, &json!("accepted")));
-        c.active_element().await.unwrap().send_keys("\u{e00c}").await.unwrap(); // Escape
+        c.active_element()
+            .await
+            .unwrap()
+            .send_keys("\u{e00c}")
+            .await
+            .unwrap(); // Escape
         page.gone("#file-dialog[open]").await;
 
         // A change without the CSRF token, from the signed-in page itself, is refused.
@@ -714,13 +794,18 @@ async fn console_end_to_end_in_chromium() {
             .await;
         assert_eq!((st, v["error"].as_str()), (403, Some("csrf")));
         let (st, _) = page
-            .fetch("DELETE", &format!("/admin/api/mobile/apps/{FOLDER}/sessions/{id}"), json!({"X-CSRF-Token": "forged"}))
+            .fetch(
+                "DELETE",
+                &format!("/admin/api/mobile/apps/{FOLDER}/sessions/{id}"),
+                json!({"X-CSRF-Token": "forged"}),
+            )
             .await;
         assert_eq!(st, 403);
         assert!(s.file(&id).exists());
 
         // Delete (confirmed) + Push → 401.
-        page.click(&format!("{} button[data-action=delete]", row(&id))).await;
+        page.click(&format!("{} button[data-action=delete]", row(&id)))
+            .await;
         page.visible("#confirm-dialog[open]").await;
         page.click("#confirm-ok").await;
         page.gone(&row(&id)).await;
@@ -737,7 +822,10 @@ async fn console_end_to_end_in_chromium() {
         std::fs::write(&corrupt, b"{ not json").unwrap();
         page.click("#push").await;
         let report = page.text_contains("#push-report .errors", "mobi 2").await;
-        assert!(report.contains("0123456789abcdef0123456789abcdef"), "{report}");
+        assert!(
+            report.contains("0123456789abcdef0123456789abcdef"),
+            "{report}"
+        );
         assert!(page.text("#push-report").await.contains("1 error"));
 
         // Bulk: select all, hold.
@@ -746,19 +834,31 @@ async fn console_end_to_end_in_chromium() {
         page.click("#m-all").await;
         page.text_contains("#bulk-count", "2 selected").await;
         page.click("#bulk-hold").await;
-        page.visible(&format!("{}[data-status=pending]", row(&other))).await;
-        page.visible(&format!("{}[data-status=pending]", row(&third))).await;
+        page.visible(&format!("{}[data-status=pending]", row(&other)))
+            .await;
+        page.visible(&format!("{}[data-status=pending]", row(&third)))
+            .await;
         assert_eq!(s.file_status(&third).as_deref(), Some("pending"));
         page.text_contains("#pending-total", "2").await;
 
         // Live sessions: the web sessions behind the mobile ones; drop one.
         page.click("#tab-sessions").await;
         page.visible("#s-rows tr[data-kind=web]").await;
-        let before = page.js("return document.querySelectorAll('#s-rows tr').length", vec![]).await;
+        let before = page
+            .js(
+                "return document.querySelectorAll('#s-rows tr').length",
+                vec![],
+            )
+            .await;
         page.click("#s-rows tr button[data-action=drop]").await;
         page.click("#confirm-ok").await;
         eventually("one session fewer", || async {
-            let n = page.js("return document.querySelectorAll('#s-rows tr').length", vec![]).await;
+            let n = page
+                .js(
+                    "return document.querySelectorAll('#s-rows tr').length",
+                    vec![],
+                )
+                .await;
             (n.as_u64()? + 1 == before.as_u64()?).then_some(())
         })
         .await;
@@ -766,27 +866,57 @@ async fn console_end_to_end_in_chromium() {
         // The audit log tab shows the changes.
         page.click("#tab-audit").await;
         let audit = page.text_contains("#a-rows", "Session dropped").await;
-        for needle in ["Push", "Mobile session status", "Mobile session deleted", "Sign-in"] {
+        for needle in [
+            "Push",
+            "Mobile session status",
+            "Mobile session deleted",
+            "Sign-in",
+        ] {
             assert!(audit.contains(needle), "{needle} in {audit}");
         }
 
-        // A server restart: the page reconnects, finds its console session gone and
-        // asks to sign in again; then it works as before.
+        // A server restart: the page says it is reconnecting, then carries on signed
+        // in (console sessions are kept in the data folder), changes included.
         s.stop().await;
         page.visible("#banner").await;
+        page.text_contains("#banner", "reconnecting").await;
         let data = s.data.clone();
         let addr = s.addr;
         s = Server::start(&data, Some(addr)).await;
-        page.visible("#signin-note").await;
-        page.text_contains("#signin-note", "Sign in again").await;
-        page.sign_in().await;
+        page.visible("#conn.live").await;
+        page.gone("#banner:not([hidden])").await;
+        assert!(
+            page.js("return document.querySelector('#signin').hidden", vec![])
+                .await
+                .as_bool()
+                .unwrap()
+        );
         page.click("#tab-mobile").await;
-        page.visible(&row(&third)).await;
-    }
+        page.click(&format!("{} button[data-action=accept]", row(&third)))
+            .await;
+        page.visible(&format!("{}[data-status=accepted]", row(&third)))
+            .await;
+        assert_eq!(s.file_status(&third).as_deref(), Some("accepted"));
+
+        // Sign out: back to the form; the old cookie is refused.
+        page.click("#signout").await;
+        page.visible("#password").await;
+        let (st, _) = page.fetch("GET", "/admin/api/me", json!({})).await;
+        assert_eq!(st, 401);
+        let actions: Vec<String> = s
+            .audit()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(actions.last().map(String::as_str), Some("sign-out"));
+    })
+    .catch_unwind()
     .await;
-    c.close().await.unwrap();
+    let _ = c.close().await;
     drop(driver);
-    result
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 /// Saves the screenshots shown in the README (`docs/console-*.png`). Run by hand:
@@ -798,10 +928,34 @@ async fn console_screenshots() {
     let s = Server::start(dir.path(), None).await;
     // A plausible day: two apps, a few devices, some waiting for approval.
     let devices = [
-        ("0DC5132E", "iPhone 15 Pro", "iOS", "17.4", "ann@example.com"),
-        ("1DC5132E", "iPhone 13", "iOS", "16.7", "wait.bob@example.com"),
-        ("2DC5132E", "iPad Air", "iPadOS", "17.3", "carla@example.com"),
-        ("3DC5132E", "iPhone SE", "iOS", "15.8", "wait.dan@example.com"),
+        (
+            "0DC5132E",
+            "iPhone 15 Pro",
+            "iOS",
+            "17.4",
+            "ann@example.com",
+        ),
+        (
+            "1DC5132E",
+            "iPhone 13",
+            "iOS",
+            "16.7",
+            "wait.bob@example.com",
+        ),
+        (
+            "2DC5132E",
+            "iPad Air",
+            "iPadOS",
+            "17.3",
+            "carla@example.com",
+        ),
+        (
+            "3DC5132E",
+            "iPhone SE",
+            "iOS",
+            "15.8",
+            "wait.dan@example.com",
+        ),
         ("4DC5132E", "iPhone 14", "iOS", "17.2", "erin@example.com"),
     ];
     for (dev, desc, os, version, email) in devices {
@@ -815,14 +969,24 @@ async fn console_screenshots() {
     }
     let android = r#"{"email":"fay@example.com","application":{"id":"com.company.fieldapp","name":"Field Service","version":"2.1"},"device":{"id":"9774d56d682e549c","simulator":false,"description":"Pixel 8","version":"14","os":"Android"},"language":{"id":"en_US","code":"en","region":"US"},"parameters":{}}"#;
     s.mobile_login(android).await;
-    s.mobile_login(&android.replace("9774d56d", "1234d56d").replace("Pixel 8", "SM-G991B").replace("fay@", "wait.gus@")).await;
+    s.mobile_login(
+        &android
+            .replace("9774d56d", "1234d56d")
+            .replace("Pixel 8", "SM-G991B")
+            .replace("fay@", "wait.gus@"),
+    )
+    .await;
     // Web sessions of signed-in users, with storage.
     for (user, privileges, ip) in [
         ("ann", json!({"roles": ["Manager"]}), "10.0.4.21"),
         ("bob", json!({"privileges": ["sales"]}), "10.0.4.37"),
         ("carla", json!({"privileges": ["admin"]}), "192.168.1.12"),
     ] {
-        let (snap, _) = s.sessions.create_web(Some(ip.parse().unwrap())).await.unwrap();
+        let (snap, _) = s
+            .sessions
+            .create_web(Some(ip.parse().unwrap()))
+            .await
+            .unwrap();
         let mut input = privileges;
         input["userName"] = json!(user);
         let input = sessiond_core::PrivilegeInput::from_json(&input, false).unwrap();
@@ -832,11 +996,16 @@ async fn console_screenshots() {
             .unwrap();
         let patch = json!({"cart": {"items": 3, "total": 129.9}, "lastPage": "/orders"});
         s.sessions
-            .update_storage(&snap.record.id, None, |m| sessiond_core::storage::merge_patch(m, &patch))
+            .update_storage(&snap.record.id, None, |m| {
+                sessiond_core::storage::merge_patch(m, &patch)
+            })
             .await
             .unwrap();
     }
-    s.sessions.create_web(Some("10.0.4.99".parse().unwrap())).await.unwrap();
+    s.sessions
+        .create_web(Some("10.0.4.99".parse().unwrap()))
+        .await
+        .unwrap();
     let driver = chromedriver().await;
     let c = browser(&driver, 1280, 1000).await;
     let page = Page { c: &c };
@@ -848,28 +1017,42 @@ async fn console_screenshots() {
     page.sign_in().await;
     page.visible("#m-rows tr[data-status=pending]").await;
     // Hold one more device: the "Push needed" notice shows.
-    page.click("#m-rows tr[data-status=accepted] button[data-action=hold]").await;
+    page.click("#m-rows tr[data-status=accepted] button[data-action=hold]")
+        .await;
     page.visible("#push-needed").await;
     page.click("#push-now").await;
     page.text_contains("#push-report", "Push done").await;
-    page.click("#m-rows tr[data-status=accepted] button.disclosure").await;
-    page.click("#m-rows tr[data-status=accepted] input[type=checkbox]").await;
-    page.js("document.activeElement.blur(); document.querySelector('#toast').hidden = true", vec![]).await;
+    page.click("#m-rows tr[data-status=accepted] button.disclosure")
+        .await;
+    page.click("#m-rows tr[data-status=accepted] input[type=checkbox]")
+        .await;
+    page.js(
+        "document.activeElement.blur(); document.querySelector('#toast').hidden = true",
+        vec![],
+    )
+    .await;
     page.screenshot("console-mobile.png").await;
     page.click("#m-rows tr button[data-action=file]").await;
     page.visible("#file-dialog[open]").await;
     page.screenshot("console-file.png").await;
-    c.active_element().await.unwrap().send_keys("\u{e00c}").await.unwrap();
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys("\u{e00c}")
+        .await
+        .unwrap();
     page.gone("#file-dialog[open]").await;
     page.click("#tab-sessions").await;
     page.visible("#s-rows tr").await;
-    page.js("document.querySelector('#toast').hidden = true", vec![]).await;
+    page.js("document.querySelector('#toast').hidden = true", vec![])
+        .await;
     page.screenshot("console-sessions.png").await;
     page.click("#s-rows tr button[data-action=drop]").await;
     page.click("#confirm-ok").await;
     page.click("#tab-audit").await;
     page.text_contains("#a-rows", "Session dropped").await;
-    page.js("document.querySelector('#toast').hidden = true", vec![]).await;
+    page.js("document.querySelector('#toast').hidden = true", vec![])
+        .await;
     page.visible("#a-rows tr").await;
     page.screenshot("console-audit.png").await;
     c.close().await.unwrap();
