@@ -217,6 +217,7 @@ function renderApps() {
       a.pending ? el('span', { class: 'badge pending' }, `${fmtNum(a.pending)} pending`) : null)))));
   $('#apps-empty').hidden = state.apps.length > 0;
   const pending = state.apps.reduce((n, a) => n + a.pending, 0);
+  document.title = pending ? `(${fmtNum(pending)} pending) sessiond console` : 'sessiond console';
   const badge = $('#pending-total');
   badge.hidden = pending === 0;
   badge.textContent = fmtNum(pending);
@@ -280,11 +281,11 @@ function renderRows() {
           onclick: () => { if (expanded) state.expanded.delete(r.id); else state.expanded.add(r.id); renderRows(); },
         }, el('span', { class: 'chev', 'aria-hidden': 'true' }, expanded ? '▾' : '▸'), name),
         el('div', { class: 'muted small mono' }, r.id.slice(0, 12))),
-      el('td', {}, statusBadge(r.status)),
-      el('td', { class: 'nowrap' }, r.os || '—'),
-      el('td', { class: 'email', title: r.email || null }, r.email || el('span', { class: 'muted' }, '—')),
-      el('td', { class: 'mono' }, r.ip || '—'),
-      el('td', { class: 'nowrap', title: r.modified ? fmtDate(r.modified) : null }, r.modified ? shortFmt.format(new Date(r.modified)) : '—'),
+      el('td', { 'data-label': 'Status' }, statusBadge(r.status)),
+      el('td', { class: 'nowrap', 'data-label': 'OS' }, r.os || '—'),
+      el('td', { class: 'email', 'data-label': 'E-mail', title: r.email || null }, r.email || el('span', { class: 'muted' }, '—')),
+      el('td', { class: 'mono', 'data-label': 'IP' }, r.ip || '—'),
+      el('td', { class: 'nowrap', 'data-label': 'Last change', title: r.modified ? fmtDate(r.modified) : null }, r.modified ? shortFmt.format(new Date(r.modified)) : '—'),
       el('td', { class: 'actions' },
         pending
           ? el('button', { class: 'small primary', dataset: { action: 'accept' }, 'aria-label': `Accept ${name}`, onclick: () => setStatus([r], 'accepted') }, 'Accept')
