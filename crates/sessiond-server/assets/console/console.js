@@ -456,14 +456,16 @@ const KIND_LABEL = { web: 'Web', remote: 'Remote client', storedProcedure: 'Stor
 async function loadLive() {
   const p = new URLSearchParams();
   if ($('#s-kind').value) p.set('kind', $('#s-kind').value);
-  if ($('#s-user').value.trim()) p.set('user', $('#s-user').value.trim());
   const { sessions } = await api('GET', `${API}/sessions?${p}`);
-  state.live = sessions;
+  state.live = sessions.reverse(); // newest first
   renderLive();
 }
 
 function renderLive() {
-  const rows = state.live.map((s) => {
+  // The API filters by exact user name (?user=); the page matches any part of it.
+  const q = $('#s-user').value.trim().toLowerCase();
+  const shown = q ? state.live.filter((s) => (s.userName ?? '').toLowerCase().includes(q)) : state.live;
+  const rows = shown.map((s) => {
     const i = s.info ?? {};
     const user = s.userName || '';
     return el('tr', { dataset: { id: s.id, kind: i.type } },
@@ -514,7 +516,7 @@ async function dropUser(user) {
 
 let userTimer;
 $('#s-kind').addEventListener('change', () => loadLive().catch(fail));
-$('#s-user').addEventListener('input', () => { clearTimeout(userTimer); userTimer = setTimeout(() => loadLive().catch(fail), 250); });
+$('#s-user').addEventListener('input', () => { clearTimeout(userTimer); userTimer = setTimeout(renderLive, 120); });
 $('#s-refresh').addEventListener('click', () => loadLive().catch(fail));
 
 // ---------- audit ----------

@@ -719,10 +719,16 @@ async fn console_end_to_end_in_chromium() {
         page.sign_in().await;
         page.visible("#apps-empty").await;
 
-        // A device logs in through /mobileapp/$authenticate and appears live.
+        // A device logs in through /mobileapp/$authenticate and appears live (no
+        // reload: the marker set now survives).
+        page.js("window.sameDocument = true", vec![]).await;
         let (id, token) = s.mobile_login(IOS).await;
         let token = token.expect("accepted at once");
         page.visible(&row(&id)).await;
+        assert_eq!(
+            page.js("return window.sameDocument === true", vec![]).await,
+            true
+        );
         page.text_contains("#apps-list", "Contact (UTT7VDX8W5.com.contactApp.Contact)")
             .await;
         assert!(page.text(&row(&id)).await.contains("iPhone X"));
@@ -850,6 +856,10 @@ async fn console_end_to_end_in_chromium() {
                 vec![],
             )
             .await;
+        page.click("#s-rows tr button[data-action=storage]").await;
+        page.visible("#storage-dialog[open]").await;
+        assert_eq!(page.text("#storage-json").await, "{}");
+        page.click("#storage-dialog [data-close]").await;
         page.click("#s-rows tr button[data-action=drop]").await;
         page.click("#confirm-ok").await;
         eventually("one session fewer", || async {
@@ -862,6 +872,45 @@ async fn console_end_to_end_in_chromium() {
             (n.as_u64()? + 1 == before.as_u64()?).then_some(())
         })
         .await;
+
+        // Filter by user, then drop every session of that user.
+        for _ in 0..2 {
+            let (snap, _) = s.sessions.create_web(None).await.unwrap();
+            let input = sessiond_core::PrivilegeInput::from_json(
+                &json!({"userName": "ann", "privileges": ["sales"]}),
+                false,
+            )
+            .unwrap();
+            s.sessions
+                .set_privileges(&snap.record.id, &input, sessiond_store::Rotation::AllTokens)
+                .await
+                .unwrap();
+        }
+        page.type_into("#s-user", "AN").await;
+        eventually("ann's two sessions only", || async {
+            let n = page
+                .js(
+                    "return document.querySelectorAll('#s-rows tr').length",
+                    vec![],
+                )
+                .await;
+            (n == 2).then_some(())
+        })
+        .await;
+        assert!(page.text("#s-rows").await.contains("sales"));
+        page.click("#s-rows tr button[data-action=drop-user]").await;
+        page.click("#confirm-ok").await;
+        page.visible("#s-empty").await;
+        assert!(
+            s.sessions
+                .activity(&sessiond_store::ActivityFilter {
+                    user_name: Some("ann".into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .is_empty()
+        );
 
         // The audit log tab shows the changes.
         page.click("#tab-audit").await;
