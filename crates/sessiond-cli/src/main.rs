@@ -161,7 +161,6 @@ fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(sessions = report.loaded, "mobile sessions loaded");
         tracing::info!(%addr, app = %state.config.app_name, "sessiond listening");
         println!("sessiond listening on http://{addr}");
-        println!("admin console: http://{addr}/admin");
         run(listener, state, shutdown).await?;
         tracing::info!("sessiond stopped");
         Ok(())
