@@ -90,6 +90,8 @@ pub struct AuditEntry {
 struct ConsoleSession {
     csrf: String,
     expires: Timestamp,
+    /// [`crate::credentials::AdminAuth::fingerprint`] at sign-in.
+    credential: String,
 }
 
 /// One line of `console-sessions.json`.
@@ -197,7 +199,12 @@ impl Console {
                 .lock()
                 .iter()
                 .map(|(k, s)| {
-                    serde_json::json!({"sha256": sessiond_core::id::to_hex(k), "csrf": s.csrf, "expires": s.expires})
+                    serde_json::json!({
+                        "sha256": sessiond_core::id::to_hex(k),
+                        "csrf": s.csrf,
+                        "expires": s.expires,
+                        "credential": s.credential,
+                    })
                 })
                 .collect();
             let bytes = serde_json::to_vec_pretty(&list).expect("serializable");
@@ -211,15 +218,15 @@ impl Console {
         }
     }
 
-    /// Opens a console session after a successful sign-in: returns its cookie token
-    /// and its CSRF token.
-    pub async fn sign_in(&self, now: Timestamp) -> (String, String) {
-        let pair = self.open(now);
+    /// Opens a console session after a successful sign-in with the admin credential
+    /// whose fingerprint is `credential`: returns its cookie token and its CSRF token.
+    pub async fn sign_in(&self, now: Timestamp, credential: &str) -> (String, String) {
+        let pair = self.open(now, credential);
         self.save().await;
         pair
     }
 
-    fn open(&self, now: Timestamp) -> (String, String) {
+    fn open(&self, now: Timestamp, credential: &str) -> (String, String) {
         let token = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let csrf = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let mut map = self.sessions.lock();
@@ -234,18 +241,26 @@ impl Console {
             ConsoleSession {
                 csrf: csrf.clone(),
                 expires: now.plus(IDLE),
+                credential: credential.to_string(),
             },
         );
         (token, csrf)
     }
 
-    /// The live console session of cookie `token`; with `touch`, its idle time starts
+    /// The live console session of cookie `token`, if it was opened with the current
+    /// admin credential (fingerprint `credential`); with `touch`, its idle time starts
     /// over.
-    pub fn check(&self, token: &str, now: Timestamp, touch: bool) -> Option<SignedIn> {
+    pub fn check(
+        &self,
+        token: &str,
+        now: Timestamp,
+        touch: bool,
+        credential: &str,
+    ) -> Option<SignedIn> {
         let key = digest(token);
         let mut map = self.sessions.lock();
         let session = map.get_mut(&key)?;
-        if session.expires <= now {
+        if session.expires <= now || session.credential != credential {
             map.remove(&key);
             return None;
         }
@@ -352,21 +367,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = Console::new(dir.path());
         let t0 = Timestamp(1_000_000);
-        let (token, csrf) = c.sign_in(t0).await;
-        assert_eq!(c.check(&token, t0, true).unwrap().csrf, csrf);
-        assert!(c.check("other", t0, true).is_none());
+        let (token, csrf) = c.sign_in(t0, "pw1").await;
+        assert_eq!(c.check(&token, t0, true, "pw1").unwrap().csrf, csrf);
+        assert!(c.check("other", t0, true, "pw1").is_none());
         let later = t0.plus(Duration::from_secs(3600));
-        assert!(c.check(&token, later, true).is_some(), "touch extends");
-        assert!(c.check(&token, later.plus(IDLE), false).is_none());
-        let (token, csrf) = c.sign_in(t0).await;
-        let (gone, _) = c.sign_in(t0).await;
+        assert!(
+            c.check(&token, later, true, "pw1").is_some(),
+            "touch extends"
+        );
+        assert!(c.check(&token, later.plus(IDLE), false, "pw1").is_none());
+        let (token, csrf) = c.sign_in(t0, "pw1").await;
+        let (gone, _) = c.sign_in(t0, "pw1").await;
         c.sign_out(&gone).await;
-        assert!(c.check(&gone, t0, false).is_none());
+        assert!(c.check(&gone, t0, false, "pw1").is_none());
         let text = std::fs::read_to_string(dir.path().join(SESSIONS_FILE)).unwrap();
         assert!(!text.contains(&token), "only hashes of tokens are stored");
         let restarted = Console::new(dir.path());
-        assert_eq!(restarted.check(&token, t0, false).unwrap().csrf, csrf);
-        assert!(restarted.check(&gone, t0, false).is_none());
+        assert_eq!(
+            restarted.check(&token, t0, false, "pw1").unwrap().csrf,
+            csrf
+        );
+        assert!(restarted.check(&gone, t0, false, "pw1").is_none());
+        assert!(
+            restarted.check(&token, t0, false, "pw2").is_none(),
+            "a new admin password ends console sessions"
+        );
+        assert!(restarted.check(&token, t0, false, "pw1").is_none());
         assert!(Console::csrf_matches("abc", "abc") && !Console::csrf_matches("abc", "abd"));
     }
 

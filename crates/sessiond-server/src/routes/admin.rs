@@ -49,7 +49,7 @@ pub async fn require_admin(
     next: Next,
 ) -> Result<Response, ApiError> {
     let client = crate::layer::client_ip(&req, state.config.trust_proxy_headers);
-    let via = if let Some((_, signed)) = console_session(&state, req.headers()) {
+    let via = if let Some((_, signed)) = console_session(&state, req.headers()).await {
         check_csrf(req.method(), req.headers(), &signed)?;
         Via::Console
     } else {

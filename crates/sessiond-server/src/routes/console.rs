@@ -178,12 +178,18 @@ async fn asset(ApiPath(file): ApiPath<String>, headers: HeaderMap) -> Response {
     serve_asset(&file, &headers)
 }
 
-/// The console session named by the request's cookie, if live (its idle time
-/// starts over), with the cookie's token.
-pub(crate) fn console_session(state: &AppState, headers: &HeaderMap) -> Option<(String, SignedIn)> {
-    let token = cookie_value(headers, COOKIE)?;
-    let signed = state.console.check(token, state.sessions.now(), true)?;
-    Some((token.to_string(), signed))
+/// The console session named by the request's cookie, if live and opened with the
+/// current admin credential (its idle time starts over), with the cookie's token.
+pub(crate) async fn console_session(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Option<(String, SignedIn)> {
+    let token = cookie_value(headers, COOKIE)?.to_string();
+    let credential = state.admin.fingerprint().await?;
+    let signed = state
+        .console
+        .check(&token, state.sessions.now(), true, &credential)?;
+    Some((token, signed))
 }
 
 /// Whether the request carries the console cookie at all.
@@ -288,7 +294,8 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response, 
         return Err(ApiError::unauthorized("wrong admin password"));
     }
     state.failures.succeeded(client);
-    let (token, csrf) = state.console.sign_in(now).await;
+    let credential = state.admin.fingerprint().await.unwrap_or_default();
+    let (token, csrf) = state.console.sign_in(now, &credential).await;
     state.console.record(entry("ok", Some(Via::Console))).await;
     Ok((
         [(header::SET_COOKIE, cookie_header(&token, secure))],
@@ -299,7 +306,7 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response, 
 
 async fn logout(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let clear = cookie_header("", secure(&state, &req));
-    if let Some((token, signed)) = console_session(&state, req.headers()) {
+    if let Some((token, signed)) = console_session(&state, req.headers()).await {
         check_csrf(req.method(), req.headers(), &signed)?;
         state.console.sign_out(&token).await;
         let actor = Actor {
@@ -329,7 +336,7 @@ async fn me(
     Extension(actor): Extension<Actor>,
 ) -> Json<Value> {
     let csrf = match actor.via {
-        Via::Console => console_session(&state, &headers).map(|(_, s)| s.csrf),
+        Via::Console => console_session(&state, &headers).await.map(|(_, s)| s.csrf),
         Via::Bearer => None,
     };
     Json(json!({
@@ -526,7 +533,8 @@ async fn next_event(feed: &mut Feed) -> Option<Event> {
         _ = tick.tick() => {
             let now = state.sessions.now();
             if let Some(t) = token {
-                state.console.check(t, now, false)?;
+                let credential = state.admin.fingerprint().await?;
+                state.console.check(t, now, false, &credential)?;
             }
             Some(Event::default().event("tick").data(format!("\"{}\"", now.to_iso8601())))
         }

@@ -527,6 +527,31 @@ async fn sign_in_is_limited_csrf_is_required_and_changes_are_audited() {
     assert_eq!(limited.status(), 429);
 }
 
+#[tokio::test]
+async fn a_new_admin_password_ends_console_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), None).await;
+    let (cookie, _) = s.sign_in().await;
+    let me = |cookie: String| {
+        s.http
+            .get(s.url("/admin/api/me"))
+            .header("cookie", cookie)
+            .send()
+    };
+    assert_eq!(me(cookie.clone()).await.unwrap().status(), 200);
+    // What `sessiond admin password` does.
+    Credentials::set_admin_password(dir.path(), "a-brand-new-password").unwrap();
+    assert_eq!(me(cookie).await.unwrap().status(), 401);
+    let resp = s
+        .http
+        .post(s.url("/admin/login"))
+        .json(&json!({"password": "a-brand-new-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
 // ---------- the page in a real browser ----------
 
 /// `chromedriver` on a free port, killed on drop.
