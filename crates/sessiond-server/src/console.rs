@@ -86,7 +86,7 @@ pub struct AuditEntry {
     pub outcome: String,
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct ConsoleSession {
     csrf: String,
     expires: Timestamp,
@@ -195,16 +195,12 @@ impl Console {
         );
         let written = tokio::task::spawn_blocking(move || {
             let _guard = lock.lock();
-            let list: Vec<Value> = map
+            let list: Vec<Stored> = map
                 .lock()
                 .iter()
-                .map(|(k, s)| {
-                    serde_json::json!({
-                        "sha256": sessiond_core::id::to_hex(k),
-                        "csrf": s.csrf,
-                        "expires": s.expires,
-                        "credential": s.credential,
-                    })
+                .map(|(k, s)| Stored {
+                    sha256: sessiond_core::id::to_hex(k),
+                    session: s.clone(),
                 })
                 .collect();
             let bytes = serde_json::to_vec_pretty(&list).expect("serializable");

@@ -24,6 +24,7 @@ const state = {
   selected: new Set(),
   expanded: new Set(),
   live: [],
+  liveText: null,
   audit: [],
   tab: 'mobile',
   events: null,
@@ -79,6 +80,21 @@ function el(tag, attrs = {}, ...children) {
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return node;
+}
+
+// Re-rendering a table keeps the keyboard focus on the same control of the same row.
+function keepFocus(body, render) {
+  const active = document.activeElement;
+  const tr = active && body.contains(active) ? active.closest('tr[data-id]') : null;
+  const key = tr ? { id: tr.dataset.id, action: active.dataset.action, expanded: active.classList.contains('disclosure'), box: active.type === 'checkbox' } : null;
+  render();
+  if (!key) return;
+  const row = [...body.querySelectorAll('tr[data-id]')].find((r) => r.dataset.id === key.id);
+  if (!row) return;
+  const target = key.action ? row.querySelector(`[data-action="${key.action}"]`)
+    : key.expanded ? row.querySelector('.disclosure')
+      : key.box ? row.querySelector('input[type=checkbox]') : null;
+  (target ?? row.querySelector('button'))?.focus();
 }
 
 let toastTimer;
@@ -179,15 +195,17 @@ const tabs = [...document.querySelectorAll('[role=tab]')];
 for (const b of tabs) {
   b.addEventListener('click', () => selectTab(b.dataset.tab));
   b.addEventListener('keydown', (ev) => {
-    const i = tabs.indexOf(b);
-    if (ev.key === 'ArrowRight') selectTab(tabs[(i + 1) % tabs.length].dataset.tab, true);
-    else if (ev.key === 'ArrowLeft') selectTab(tabs[(i + tabs.length - 1) % tabs.length].dataset.tab, true);
+    const shown = tabs.filter((t) => !t.hidden);
+    const j = shown.indexOf(b);
+    if (ev.key === 'ArrowRight') selectTab(shown[(j + 1) % shown.length].dataset.tab, true);
+    else if (ev.key === 'ArrowLeft') selectTab(shown[(j + shown.length - 1) % shown.length].dataset.tab, true);
   });
 }
 
 // ---------- mobile apps ----------
 
 async function loadApps() {
+  if (state.me && !state.me.mobile) return;
   const { apps } = await api('GET', `${API}/mobile/apps`);
   state.apps = apps;
   if (!state.app || !apps.some((a) => a.folder === state.app)) state.app = apps[0]?.folder ?? null;
@@ -298,7 +316,7 @@ function renderRows() {
         el('pre', { class: 'json' }, JSON.stringify(r.deviceInfo, null, 2)))));
     }
   }
-  body.replaceChildren(...out);
+  keepFocus(body, () => body.replaceChildren(...out));
   const empty = $('#m-empty');
   empty.hidden = rows.length > 0;
   empty.textContent = state.rows.length ? 'No session matches the filter.' : (state.app ? 'This app has no session.' : 'No app selected.');
@@ -457,6 +475,9 @@ async function loadLive() {
   const p = new URLSearchParams();
   if ($('#s-kind').value) p.set('kind', $('#s-kind').value);
   const { sessions } = await api('GET', `${API}/sessions?${p}`);
+  const text = JSON.stringify(sessions);
+  if (text === state.liveText) return; // unchanged: keep the table (and the focus) as is
+  state.liveText = text;
   state.live = sessions.reverse(); // newest first
   renderLive();
 }
@@ -483,7 +504,7 @@ function renderLive() {
         el('button', { class: 'small danger', dataset: { action: 'drop' }, onclick: () => dropSession(s) }, 'Drop'),
         user ? el('button', { class: 'small danger ghost', dataset: { action: 'drop-user' }, onclick: () => dropUser(user) }, `Drop all of ${user}`) : null));
   });
-  $('#s-rows').replaceChildren(...rows);
+  keepFocus($('#s-rows'), () => $('#s-rows').replaceChildren(...rows));
   $('#s-empty').hidden = rows.length > 0;
   $('#s-count').textContent = `(${fmtNum(rows.length)})`;
 }
@@ -515,9 +536,9 @@ async function dropUser(user) {
 }
 
 let userTimer;
-$('#s-kind').addEventListener('change', () => loadLive().catch(fail));
+$('#s-kind').addEventListener('change', () => { state.liveText = null; loadLive().catch(fail); });
 $('#s-user').addEventListener('input', () => { clearTimeout(userTimer); userTimer = setTimeout(renderLive, 120); });
-$('#s-refresh').addEventListener('click', () => loadLive().catch(fail));
+$('#s-refresh').addEventListener('click', () => { state.liveText = null; loadLive().catch(fail); });
 
 // ---------- audit ----------
 
@@ -631,7 +652,11 @@ async function start() {
   $('#signin').hidden = true;
   $('#app').hidden = false;
   $('#signin-error').textContent = '';
-  const tab = ['mobile', 'sessions', 'audit'].includes(location.hash.slice(1)) ? location.hash.slice(1) : 'mobile';
+  // Without mobile apps (not enabled on this server) the console starts on the live sessions.
+  $('#tab-mobile').hidden = !me.mobile;
+  const tabs = me.mobile ? ['mobile', 'sessions', 'audit'] : ['sessions', 'audit'];
+  const tab = tabs.includes(location.hash.slice(1)) ? location.hash.slice(1) : tabs[0];
+  state.liveText = null;
   selectTab(tab);
   setConn('connecting', 'Connecting…');
   startEvents();

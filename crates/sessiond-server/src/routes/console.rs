@@ -38,8 +38,9 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{ApiJson, ApiPath, parse_id, session_json};
 use crate::app::AppState;
-pub use crate::console::Actor;
-use crate::console::{AuditEntry, COOKIE, CSRF_HEADER, Console, SignedIn, Via, cookie_value};
+use crate::console::{
+    Actor, AuditEntry, COOKIE, CSRF_HEADER, Console, SignedIn, Via, cookie_value,
+};
 use crate::error::ApiError;
 
 /// How often the event stream sends a `tick` (the page then re-reads the live
