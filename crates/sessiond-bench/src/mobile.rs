@@ -22,6 +22,7 @@ use sessiond_mobile::{
 };
 use sessiond_server::AppState;
 use sessiond_server::config::ServerConfig;
+use sessiond_server::console::Console;
 use sessiond_server::credentials::{AdminAuth, Credentials};
 use sessiond_server::desktop::{DesktopConfig, DesktopSessions};
 use sessiond_server::routes::mobile::MobileState;
@@ -69,6 +70,7 @@ pub(crate) async fn app_router(data: &Path) -> anyhow::Result<Router> {
         api_key,
         users_file: None,
         admin: Arc::new(AdminAuth::new(data)),
+        console: Arc::new(Console::new(data)),
         failures: Arc::default(),
         mobile: Some(MobileState::new(mobile, Arc::new(Policy::default()), None)),
         desktop: DesktopSessions::builder(sessions.clone(), DesktopConfig::default()).build(),
