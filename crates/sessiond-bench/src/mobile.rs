@@ -22,6 +22,7 @@ use sessiond_mobile::{
 };
 use sessiond_server::AppState;
 use sessiond_server::config::ServerConfig;
+use sessiond_server::console::Console;
 use sessiond_server::credentials::{AdminAuth, Credentials};
 use sessiond_server::desktop::{DesktopConfig, DesktopSessions};
 use sessiond_server::routes::mobile::MobileState;
@@ -68,6 +69,7 @@ pub(crate) fn app_state(data: &Path) -> anyhow::Result<AppState> {
         api_key,
         users_file: None,
         admin: Arc::new(AdminAuth::new(data)),
+        console: Arc::new(Console::new(data)),
         failures: Arc::default(),
         mobile: None,
         desktop: DesktopSessions::builder(sessions, DesktopConfig::default()).build(),

@@ -21,6 +21,7 @@ use clap::Parser;
 use sessiond_core::{Clock, Roles, SystemClock};
 use sessiond_mobile::activation::{Activations, EmailConfig, MailTransport};
 use sessiond_mobile::{MobileConfig, MobileSessions};
+use sessiond_server::console::Console;
 use sessiond_server::credentials::{AdminAuth, Credentials};
 use sessiond_server::desktop::DesktopSessions;
 use sessiond_server::hook::ConfigHook;
@@ -146,6 +147,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         api_key: key,
         users_file: Some(config.data.join("users.json")),
         admin: Arc::new(AdminAuth::new(&config.data)),
+        console: Arc::new(Console::new(&config.data)),
         failures: Arc::default(),
         mobile: Some(mobile_state),
         desktop: DesktopSessions::builder(sessions.clone(), config.remote.clone()).build(),

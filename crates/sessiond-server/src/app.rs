@@ -14,13 +14,14 @@ use sessiond_store::Sessions;
 use tokio::net::TcpListener;
 
 use crate::config::ServerConfig;
+use crate::console::Console;
 use crate::credentials::{AdminAuth, ApiKey};
 use crate::desktop::DesktopSessions;
 use crate::error::ApiError;
 use crate::layer::SessionLayer;
 use crate::limiter::FailureLimiter;
 use crate::routes::mobile::MobileState;
-use crate::routes::{admin, browser, mobile, remote, service};
+use crate::routes::{admin, browser, console, mobile, remote, service};
 
 /// Everything the routes share.
 #[derive(Clone, Debug)]
@@ -41,11 +42,13 @@ pub struct AppState {
     pub mobile: Option<MobileState>,
     /// Remote-client sessions, the stored-procedures session, server-side functions.
     pub desktop: DesktopSessions,
+    /// The admin console: its sign-in sessions, audit log and live events.
+    pub console: Arc<Console>,
 }
 
 /// The router of `sessiond serve`: `/api` (browser, cookie sessions), `/service/v1`
-/// (API key), `/mobileapp/` (4D mobile apps), `/remote` (remote clients), `/admin/api`,
-/// `/healthz`. Unknown routes and methods get JSON errors.
+/// (API key), `/mobileapp/` (4D mobile apps), `/remote` (remote clients), `/admin`
+/// (console) and `/admin/api`, `/healthz`. Unknown routes and methods get JSON errors.
 pub fn app(state: AppState) -> Router {
     let layer = SessionLayer::new(state.sessions.clone(), state.config.cookie.clone())
         .trust_proxy_headers(state.config.trust_proxy_headers);
@@ -57,8 +60,11 @@ pub fn app(state: AppState) -> Router {
         )
         .nest(
             "/admin/api",
-            admin::router().layer(from_fn_with_state(state.clone(), admin::require_admin)),
+            admin::router()
+                .merge(console::api_router())
+                .layer(from_fn_with_state(state.clone(), admin::require_admin)),
         )
+        .merge(console::router())
         .merge(mobile::router())
         .merge(remote::router())
         .route(
@@ -89,6 +95,12 @@ pub async fn run(
     let reaper = state.sessions.spawn_reaper(state.config.reaper_interval);
     let desktop = state.desktop.clone();
     let expiry = desktop.start().await.map_err(std::io::Error::other)?;
+    let console = state.console.clone();
+    // Open console event streams end first, or graceful shutdown would wait for them.
+    let shutdown = async move {
+        shutdown.await;
+        console.close();
+    };
     let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)

@@ -193,14 +193,26 @@ impl AdminAuth {
         }
     }
 
+    async fn read(&self) -> Option<Credentials> {
+        let path = self.data_dir.join(FILE);
+        let text = tokio::task::spawn_blocking(move || std::fs::read_to_string(path))
+            .await
+            .ok()?
+            .ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// A fingerprint of the current admin credential (hex SHA-256 of its stored
+    /// hash): it changes when the password does, which ends the console's sessions.
+    /// `None` when the credentials file cannot be read.
+    pub async fn fingerprint(&self) -> Option<String> {
+        let creds = self.read().await?;
+        Some(to_hex(&Sha256::digest(creds.admin_password.as_bytes())))
+    }
+
     /// Whether `presented` is the admin password (CPU-heavy on a cache miss).
     pub async fn verify(&self, presented: &str) -> bool {
-        let path = self.data_dir.join(FILE);
-        let Ok(Ok(text)) = tokio::task::spawn_blocking(move || std::fs::read_to_string(path)).await
-        else {
-            return false;
-        };
-        let Ok(creds) = serde_json::from_str::<Credentials>(&text) else {
+        let Some(creds) = self.read().await else {
             return false;
         };
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();

@@ -234,7 +234,7 @@ pub(crate) fn client_ip(req: &Request<Body>, trust_proxy_headers: bool) -> Optio
 }
 
 /// Whether the request arrived over TLS ([`SecureMode::Auto`]).
-fn is_tls(req: &Request<Body>, trust_proxy_headers: bool) -> bool {
+pub(crate) fn is_tls(req: &Request<Body>, trust_proxy_headers: bool) -> bool {
     req.uri().scheme_str() == Some("https")
         || (trust_proxy_headers
             && req

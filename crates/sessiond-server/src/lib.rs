@@ -5,8 +5,9 @@
 //! | [`session`] | [`Session`]: the handle with 4D's `Session` members, [`Session::current()`], the axum extractor |
 //! | [`layer`] | [`SessionLayer`]: cookie `4DSID_<AppName>`, guest creation, `$4DSID` OTP restore, token rotation on the response |
 //! | [`limiter`] | [`limiter::FailureLimiter`]: 429 after repeated failed passwords from one address |
-//! | [`routes`] | `/api` (browser), `/service/v1` (service API with its API key), `/remote` (remote clients' WebSocket), `/mobileapp/`, `/admin/api` |
+//! | [`routes`] | `/api` (browser), `/service/v1` (service API with its API key), `/remote` (remote clients' WebSocket), `/mobileapp/`, `/admin` (console) and `/admin/api` |
 //! | [`desktop`] | [`desktop::DesktopSessions`]: remote-client sessions, the stored-procedures session, server-side functions and hooks |
+//! | [`console`] | [`console::Console`]: the admin console's sign-in sessions, CSRF tokens, audit log, live events |
 //! | [`app`] | [`AppState`], [`app()`] (the router), [`run()`] (serve with graceful shutdown) |
 //! | [`cluster`] | several nodes on one Redis: mobile changes over pub/sub, resync on reconnect |
 //! | [`config`] | [`ServerConfig`], [`CookieConfig`] |
@@ -18,6 +19,7 @@
 pub mod app;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod credentials;
 pub mod desktop;
 pub mod error;

@@ -456,19 +456,6 @@ impl Sessions {
         Ok(all)
     }
 
-    /// Ends every session of one user; returns how many.
-    pub async fn remove_user(&self, user_name: &str) -> Result<usize, SessionsError> {
-        let filter = ActivityFilter {
-            user_name: Some(user_name.to_string()),
-            ..ActivityFilter::default()
-        };
-        let mut n = 0;
-        for s in self.activity(&filter).await? {
-            n += usize::from(self.remove(&s.record.id).await?);
-        }
-        Ok(n)
-    }
-
     /// Starts the one background reaper: every `period`, frees what has expired.
     pub fn spawn_reaper(&self, period: Duration) -> tokio::task::JoinHandle<()> {
         let this = self.clone();

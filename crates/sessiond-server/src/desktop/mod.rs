@@ -579,6 +579,9 @@ impl DesktopSessions {
             Some(desktop),
         );
         record.user_name = user.user_name.as_str().into();
+        // Its life follows the connection (sleep and postponed timeouts), not the web
+        // sessions' absolute lifetime.
+        record.hard_deadline = None;
         if !(user.roles.is_empty() && user.privileges.is_empty()) {
             let input = sessiond_core::PrivilegeInput {
                 privileges: user.privileges.clone(),

@@ -1,6 +1,8 @@
 //! The admin API under `/admin/api` (what the console and `sessiond mobile …` use):
 //! the Mobile Session Management component's operations. Every route requires the
-//! admin credential (`Authorization: Bearer <admin password>`).
+//! admin credential (`Authorization: Bearer <admin password>`) or the console's
+//! cookie session (plus its `X-CSRF-Token` on every change); every change is written
+//! to the audit log.
 //!
 //! As in 4D, edits change the files and the sessions in memory follow at the next
 //! Push (`POST /admin/api/mobile/push`); add `?apply=true` to an edit to push at once.
@@ -9,13 +11,15 @@ use axum::extract::{Query, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
-use http::StatusCode;
+use axum::{Extension, Json, Router};
+use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use sessiond_mobile::{MobileError, MobileSessions, Status};
 
+use super::console::{audit, check_csrf, console_session, has_console_cookie};
 use super::{ApiJson, ApiPath, bearer};
 use crate::app::AppState;
+use crate::console::{Actor, Via};
 use crate::error::ApiError;
 
 /// The admin routes (authentication is applied by [`require_admin`]).
@@ -35,27 +39,50 @@ pub fn router() -> Router<AppState> {
         .route("/mobile/push", post(push))
 }
 
-/// Middleware: the admin credential as a Bearer token.
+/// Middleware: the console's cookie session (with its CSRF token on every method but
+/// GET and HEAD), or the admin credential as a Bearer token. Only password checks
+/// count against the [`crate::limiter::FailureLimiter`]. Puts an [`Actor`] in the
+/// request's extensions; answers are never cached.
 pub async fn require_admin(
     State(state): State<AppState>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let client = crate::layer::client_ip(&req, state.config.trust_proxy_headers);
-    let now = state.sessions.now();
-    state
-        .failures
-        .begin(client, now)
-        .map_err(ApiError::too_many_attempts)?;
-    match bearer(req.headers()) {
-        Some(p) if state.admin.verify(p).await => {
-            state.failures.succeeded(client);
-            Ok(next.run(req).await)
+    let via = if let Some((_, signed)) = console_session(&state, req.headers()).await {
+        check_csrf(req.method(), req.headers(), &signed)?;
+        Via::Console
+    } else {
+        let Some(password) = bearer(req.headers()) else {
+            return Err(ApiError::unauthorized(
+                if has_console_cookie(req.headers()) {
+                    "the console session has ended: sign in again"
+                } else {
+                    "the admin credential is required: Authorization: Bearer <admin password>"
+                },
+            ));
+        };
+        let now = state.sessions.now();
+        state
+            .failures
+            .begin(client, now)
+            .map_err(ApiError::too_many_attempts)?;
+        if !state.admin.verify(password).await {
+            return Err(ApiError::unauthorized("wrong admin credential"));
         }
-        _ => Err(ApiError::unauthorized(
-            "the admin credential is required: Authorization: Bearer <admin password>",
-        )),
-    }
+        state.failures.succeeded(client);
+        Via::Bearer
+    };
+    req.extensions_mut().insert(Actor { ip: client, via });
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    Ok(res)
 }
 
 impl From<MobileError> for ApiError {
@@ -76,7 +103,8 @@ impl From<MobileError> for ApiError {
     }
 }
 
-fn mobile(state: &AppState) -> Result<&MobileSessions, ApiError> {
+/// The mobile sessions, or 404 `mobile_disabled`.
+pub(crate) fn mobile(state: &AppState) -> Result<&MobileSessions, ApiError> {
     state.mobile.as_ref().map(|m| &*m.sessions).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -135,16 +163,30 @@ struct StatusBody {
 
 async fn set_status(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     ApiPath((folder, id)): ApiPath<(String, String)>,
     Query(q): Query<Apply>,
     ApiJson(body): ApiJson<StatusBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let m = mobile(&state)?;
-    let file = m
-        .edit_file(&folder, &id, |f| f.set_status(body.status))
-        .await?;
-    tracing::info!(app = %folder, session = %id, status = file.status.as_str(), "admin: mobile session status changed");
-    finish(m, q.apply, json!({"json": file.json})).await
+    let result = async {
+        let m = mobile(&state)?;
+        let file = m
+            .edit_file(&folder, &id, |f| f.set_status(body.status))
+            .await?;
+        finish(m, q.apply, json!({"json": file.json})).await
+    }
+    .await;
+    let detail = json!({"status": body.status.as_str(), "apply": q.apply});
+    audit(
+        &state,
+        &actor,
+        "mobile.status",
+        format!("{folder}/{id}"),
+        detail,
+        &result,
+    )
+    .await;
+    result
 }
 
 #[derive(serde::Deserialize)]
@@ -155,6 +197,7 @@ struct EmailBody {
 
 async fn set_email(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     ApiPath((folder, id)): ApiPath<(String, String)>,
     Query(q): Query<Apply>,
     ApiJson(body): ApiJson<EmailBody>,
@@ -164,27 +207,76 @@ async fn set_email(
             "email must be at most 320 printable characters",
         ));
     }
-    let m = mobile(&state)?;
-    let file = m
-        .edit_file(&folder, &id, |f| f.set_email(&body.email))
-        .await?;
-    tracing::info!(app = %folder, session = %id, "admin: mobile session e-mail changed");
-    finish(m, q.apply, json!({"json": file.json})).await
+    let result = async {
+        let m = mobile(&state)?;
+        let file = m
+            .edit_file(&folder, &id, |f| f.set_email(&body.email))
+            .await?;
+        finish(m, q.apply, json!({"json": file.json})).await
+    }
+    .await;
+    let detail = json!({"email": body.email, "apply": q.apply});
+    audit(
+        &state,
+        &actor,
+        "mobile.email",
+        format!("{folder}/{id}"),
+        detail,
+        &result,
+    )
+    .await;
+    result
 }
 
 async fn delete(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     ApiPath((folder, id)): ApiPath<(String, String)>,
     Query(q): Query<Apply>,
 ) -> Result<Json<Value>, ApiError> {
-    let m = mobile(&state)?;
-    m.delete_file(&folder, &id).await?;
-    tracing::info!(app = %folder, session = %id, "admin: mobile session deleted");
-    finish(m, q.apply, json!({"deleted": true})).await
+    let result = async {
+        let m = mobile(&state)?;
+        m.delete_file(&folder, &id).await?;
+        finish(m, q.apply, json!({"deleted": true})).await
+    }
+    .await;
+    let detail = json!({"apply": q.apply});
+    audit(
+        &state,
+        &actor,
+        "mobile.delete",
+        format!("{folder}/{id}"),
+        detail,
+        &result,
+    )
+    .await;
+    result
 }
 
-async fn push(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let report = mobile(&state)?.refresh().await?;
-    tracing::info!("admin: push");
-    Ok(Json(serde_json::to_value(report).expect("serializable")))
+async fn push(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+) -> Result<Json<Value>, ApiError> {
+    let result = async {
+        let report = mobile(&state)?.refresh().await?;
+        Ok(Json(serde_json::to_value(report).expect("serializable")))
+    }
+    .await;
+    let detail = match &result {
+        Ok(Json(r)) => json!({
+            "loaded": r["loaded"], "updated": r["updated"], "evicted": r["evicted"],
+            "errors": r["errors"].as_array().map_or(0, Vec::len),
+        }),
+        Err(_) => Value::Null,
+    };
+    audit(
+        &state,
+        &actor,
+        "mobile.push",
+        String::new(),
+        detail,
+        &result,
+    )
+    .await;
+    result
 }

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod browser;
+pub mod console;
 pub mod mobile;
 pub mod remote;
 pub mod service;

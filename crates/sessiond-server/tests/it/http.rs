@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sessiond_core::{ManualClock, PrivilegeInput, Roles, SessionPolicy, Timestamp};
 use sessiond_server::config::ServerConfig;
+use sessiond_server::console::Console;
 use sessiond_server::credentials::{AdminAuth, ApiKey};
 use sessiond_server::desktop::{DesktopConfig, DesktopSessions};
 use sessiond_server::users::Users;
@@ -76,6 +77,7 @@ impl Server {
             api_key: ApiKey::from_key(KEY),
             users_file: Some(users),
             admin: Arc::new(AdminAuth::new(dir.path())),
+            console: Arc::new(Console::new(dir.path())),
             failures: Arc::default(),
             mobile: None,
             desktop: DesktopSessions::builder(sessions.clone(), DesktopConfig::default()).build(),

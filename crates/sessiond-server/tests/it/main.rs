@@ -2,6 +2,7 @@
 //! real HTTP on loopback, a manual clock, real files in temporary folders.
 #![allow(clippy::too_many_lines, reason = "scenario tests read top to bottom")]
 
+mod console;
 mod http;
 mod mobile;
 mod remote;

@@ -15,6 +15,7 @@ use sessiond_core::{ManualClock, PrivilegeInput, Timestamp};
 use sessiond_mobile::activation::{Activations, EmailConfig, MailTransport};
 use sessiond_mobile::{AuthHook, HookResult, IdMode, MobileConfig, MobileSessions};
 use sessiond_server::config::ServerConfig;
+use sessiond_server::console::Console;
 use sessiond_server::credentials::{AdminAuth, ApiKey, Credentials};
 use sessiond_server::desktop::{DesktopConfig, DesktopSessions};
 use sessiond_server::routes::mobile::MobileState;
@@ -120,6 +121,7 @@ impl Harness {
             api_key: ApiKey::from_key("k"),
             users_file: None,
             admin: Arc::new(AdminAuth::new(data)),
+            console: Arc::new(Console::new(data)),
             failures: Arc::default(),
             mobile: Some(MobileState::new(
                 mobile.clone(),

@@ -14,6 +14,7 @@ use sessiond_client::{ClientConfig, ClientError, RemoteClient};
 use sessiond_core::protocol::{CloseReason, ErrorCode};
 use sessiond_core::{ManualClock, PrivilegeInput, Timestamp};
 use sessiond_server::config::ServerConfig;
+use sessiond_server::console::Console;
 use sessiond_server::credentials::{AdminAuth, ApiKey};
 use sessiond_server::desktop::{CallError, DesktopConfig, DesktopSessions};
 use sessiond_server::users::Users;
@@ -127,6 +128,7 @@ impl Remote {
             failures: Arc::default(),
             mobile: None,
             desktop: desktop.clone(),
+            console: Arc::new(Console::new(dir.path())),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
