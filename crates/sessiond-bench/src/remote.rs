@@ -133,10 +133,12 @@ static WELCOME: LazyLock<String> = LazyLock::new(|| {
     .expect("serializable")
 });
 
-/// `bare-ws`: `/remote` with no session and no login, and `/healthz`.
+/// `bare-ws`: `/remote` with no session and no login, and `/healthz`. The same
+/// WebSocket settings as sessiond's `/remote` (4 KiB read buffer).
 pub(crate) fn bare_router() -> Router {
     async fn upgrade(ws: WebSocketUpgrade) -> axum::response::Response {
         ws.protocols([protocol::SUBPROTOCOL])
+            .read_buffer_size(4096)
             .on_upgrade(bare_connection)
     }
     Router::new()

@@ -163,7 +163,13 @@ async fn open(
     config: &ClientConfig,
     persistent_id: Option<SessionId>,
 ) -> Result<(Connection, SessionId, SessionId, Value, bool), ClientError> {
-    let (ws, _) = tokio_tungstenite::connect_async(config.url.as_str()).await?;
+    // Small read chunks (the library's default allocates 128 KiB per connection) and
+    // no Nagle delay: calls are small frames that want an answer.
+    let ws_config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4096);
+    let (ws, _) =
+        tokio_tungstenite::connect_async_with_config(config.url.as_str(), Some(ws_config), true)
+            .await?;
     let (mut sink, mut stream) = ws.split();
     sink.send(encode(&ClientMessage::Hello(config.hello(persistent_id))))
         .await?;

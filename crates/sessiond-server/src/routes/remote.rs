@@ -28,6 +28,9 @@ use crate::desktop::{Attached, CallError, Control};
 use crate::error::ApiError;
 use crate::users::Users;
 
+/// Bytes read from a connection at a time.
+const READ_BUFFER: usize = 4096;
+
 /// The route.
 pub fn router() -> Router<AppState> {
     Router::new().route("/remote", get(upgrade))
@@ -43,7 +46,10 @@ async fn upgrade(State(state): State<AppState>, req: Request) -> Response {
         }
     };
     let limit = state.desktop.config().max_frame_bytes.saturating_mul(4);
+    // Small read chunks: the library's default (128 KiB, allocated per connection)
+    // would be most of an idle client's memory; frames are small.
     ws.protocols([protocol::SUBPROTOCOL])
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| connection(state, socket, ip))
