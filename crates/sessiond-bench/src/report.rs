@@ -274,6 +274,17 @@ pub(crate) struct StackResult {
 }
 
 impl StackResult {
+    /// Requests without a good answer (non-2xx, failed check, no response) and all
+    /// requests, over every repetition.
+    fn failed_of_all(&self) -> (u64, u64) {
+        let all = self
+            .reps
+            .iter()
+            .map(|r| r.ok + r.non_2xx + r.invalid + r.errors)
+            .sum();
+        (self.non_2xx + self.invalid + self.errors, all)
+    }
+
     pub(crate) fn new(stack: Stack, reps: Vec<RepResult>) -> Self {
         let lost: Vec<(f64, f64)> = reps
             .iter()
@@ -544,12 +555,7 @@ fn remote_ratios(ratios: &mut Vec<Ratio>, scenarios: &[ScenarioResult], extras: 
     }
     for s in scenarios.iter().filter(|s| s.id.starts_with('X')) {
         for x in &s.stacks {
-            let bad = x.non_2xx + x.invalid + x.errors;
-            let all: u64 = x
-                .reps
-                .iter()
-                .map(|r| r.ok + r.non_2xx + r.invalid + r.errors)
-                .sum();
+            let (bad, all) = x.failed_of_all();
             ratios.push(Ratio {
                 scenario: s.id.clone(),
                 what: format!(
@@ -640,12 +646,7 @@ fn store_ratios(ratios: &mut Vec<Ratio>, scenarios: &[ScenarioResult], extras: &
         ("M2", "answers that were not 2xx"),
     ] {
         if let Some(x) = find(id, Stack::SessiondMobile) {
-            let bad = x.non_2xx + x.invalid + x.errors;
-            let all: u64 = x
-                .reps
-                .iter()
-                .map(|r| r.ok + r.non_2xx + r.invalid + r.errors)
-                .sum();
+            let (bad, all) = x.failed_of_all();
             ratios.push(Ratio {
                 scenario: id.into(),
                 what: format!("{what} (incl. failed requests), all repetitions"),

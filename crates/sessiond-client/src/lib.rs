@@ -165,8 +165,8 @@ async fn open(
 ) -> Result<(Connection, SessionId, SessionId, Value, bool), ClientError> {
     // Small read chunks (the library's default allocates 128 KiB per connection) and
     // no Nagle delay: calls are small frames that want an answer.
-    let ws_config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(4096);
+    let ws_config =
+        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
     let (ws, _) =
         tokio_tungstenite::connect_async_with_config(config.url.as_str(), Some(ws_config), true)
             .await?;

@@ -145,8 +145,8 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         // Read what the session lookup needs now: the request body is not `Sync`, so
         // the request cannot be borrowed across an `.await`.
-        let cookie =
-            find_cookie(&req, &shared.cookie.name).and_then(|v| v.parse::<CookieToken>().ok());
+        let cookie = cookie_value(req.headers(), &shared.cookie.name)
+            .and_then(|v| v.parse::<CookieToken>().ok());
         let otp = otp_param(&req);
         let ip = client_ip(&req, shared.trust_proxy_headers);
         Box::pin(async move {
@@ -194,8 +194,10 @@ async fn open(
     Ok(session)
 }
 
-fn find_cookie<'r>(req: &'r Request<Body>, name: &str) -> Option<&'r str> {
-    req.headers()
+/// The value of cookie `name` in a request's `Cookie` headers (`None` when absent or
+/// empty).
+pub(crate) fn cookie_value<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -203,6 +205,7 @@ fn find_cookie<'r>(req: &'r Request<Body>, name: &str) -> Option<&'r str> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim_matches('"'))
+        .filter(|v| !v.is_empty())
 }
 
 fn otp_param(req: &Request<Body>) -> Option<String> {

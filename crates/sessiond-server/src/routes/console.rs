@@ -38,10 +38,9 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{ApiJson, ApiPath, parse_id, session_json};
 use crate::app::AppState;
-use crate::console::{
-    Actor, AuditEntry, COOKIE, CSRF_HEADER, Console, SignedIn, Via, cookie_value,
-};
+use crate::console::{Actor, AuditEntry, COOKIE, CSRF_HEADER, Console, SignedIn, Via};
 use crate::error::ApiError;
+use crate::layer::cookie_value;
 
 /// How often the event stream sends a `tick` (the page then re-reads the live
 /// sessions: expiries and new web sessions have no event of their own).

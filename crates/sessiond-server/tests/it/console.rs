@@ -133,6 +133,19 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// `GET path` with a console cookie; the JSON answer.
+    async fn get_with_cookie(&self, cookie: &str, path: &str) -> Value {
+        self.http
+            .get(self.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// A remote client of `user` (added to the users file) on `machine`.
     async fn remote_client(
         &self,
@@ -321,16 +334,14 @@ async fn admin_api_needs_the_credential_and_the_page_has_a_strict_policy() {
         .unwrap();
     assert_eq!(missing.status(), 404);
     // The CLI's bearer credential keeps working, and is not a console session.
-    let me: Value = s
-        .http
-        .get(s.url("/admin/api/me"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, me) = crate::send_json(
+        &s.http,
+        reqwest::Method::GET,
+        s.url("/admin/api/me"),
+        ADMIN,
+        None,
+    )
+    .await;
     assert_eq!(
         (me["via"].as_str(), me["csrf"].is_null()),
         (Some("bearer"), true)
@@ -379,16 +390,7 @@ async fn sign_in_is_limited_csrf_is_required_and_changes_are_audited() {
     // A good sign-in: the cookie session works for reads and, with the CSRF token,
     // for changes.
     let (cookie, csrf) = s.sign_in().await;
-    let me: Value = s
-        .http
-        .get(s.url("/admin/api/me"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = s.get_with_cookie(&cookie, "/admin/api/me").await;
     assert_eq!(
         (me["via"].as_str(), me["csrf"].as_str()),
         (Some("console"), Some(csrf.as_str()))
@@ -439,16 +441,9 @@ async fn sign_in_is_limited_csrf_is_required_and_changes_are_audited() {
         assert_eq!(r.unwrap().status(), 200);
     }
     // Drop the web session behind the mobile session, then a user's sessions.
-    let live: Value = s
-        .http
-        .get(s.url("/admin/api/sessions?kind=web"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let live = s
+        .get_with_cookie(&cookie, "/admin/api/sessions?kind=web")
+        .await;
     let web_id = live["sessions"][0]["id"].as_str().unwrap().to_string();
     let dropped = s
         .http
@@ -520,16 +515,14 @@ async fn sign_in_is_limited_csrf_is_required_and_changes_are_audited() {
     assert_eq!(status["detail"]["status"], "pending");
     assert!(status["time"].as_str().unwrap().ends_with('Z'));
     assert_eq!(audit[4]["via"], "bearer");
-    let listed: Value = s
-        .http
-        .get(s.url("/admin/api/audit?limit=2"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, listed) = crate::send_json(
+        &s.http,
+        reqwest::Method::GET,
+        s.url("/admin/api/audit?limit=2"),
+        ADMIN,
+        None,
+    )
+    .await;
     let newest: Vec<&str> = listed["entries"]
         .as_array()
         .unwrap()
