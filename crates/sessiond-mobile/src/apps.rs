@@ -909,6 +909,12 @@ pub struct SessionSummary {
     pub file: String,
     /// The file's last modification, ms since the epoch.
     pub modified: Option<u64>,
+    /// When its web session was created (its first login, or its first use after a
+    /// file made elsewhere was loaded), ms since the epoch.
+    pub created: Option<u64>,
+    /// The last request made with its token (recorded to the second), ms since the
+    /// epoch.
+    pub last_seen: Option<u64>,
     /// The whole `device` object.
     pub device_info: Value,
 }
@@ -982,6 +988,11 @@ impl MobileSessions {
             .map_err(std::io::Error::other)??;
         let mut out = Vec::new();
         for ((_, id), entry) in found.into_iter().filter(|((f, _), _)| *f == folder) {
+            let web = entry
+                .side
+                .web_session
+                .unwrap_or_else(|| derived_web_id(&entry.file));
+            let seen = self.sessions.get(&web).await?;
             let json = Value::Object(entry.file.json);
             let path = dir.join(&id);
             let modified = std::fs::metadata(&path)
@@ -1004,6 +1015,8 @@ impl MobileSessions {
                 ip: str_at(&json, &["session", "ip"]).to_string(),
                 file: path.display().to_string(),
                 modified,
+                created: seen.as_ref().map(|s| s.record.created.0),
+                last_seen: seen.as_ref().map(|s| s.last_activity.0),
                 device_info: json.get("device").cloned().unwrap_or(Value::Null),
                 id,
             });

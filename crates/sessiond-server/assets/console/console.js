@@ -7,6 +7,16 @@ const API = '/admin/api';
 const dateFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
 const shortFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
 const numFmt = new Intl.NumberFormat();
+const dayFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium' });
+const relFmt = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
+// "5 minutes ago", "yesterday": in the browser's language.
+const ago = (ms) => {
+  const s = Math.round((ms - Date.now()) / 1000);
+  for (const [unit, n] of [['year', 31536000], ['month', 2592000], ['day', 86400], ['hour', 3600], ['minute', 60]]) {
+    if (Math.abs(s) >= n) return relFmt.format(Math.round(s / n), unit);
+  }
+  return relFmt.format(0, 'second');
+};
 const fmtDate = (v) => {
   if (v === null || v === undefined || v === '') return '—';
   const d = new Date(v);
@@ -303,7 +313,8 @@ function renderRows() {
       el('td', { class: 'nowrap', 'data-label': 'OS' }, r.os || '—'),
       el('td', { class: 'email', 'data-label': 'E-mail', title: r.email || null }, r.email || el('span', { class: 'muted' }, '—')),
       el('td', { class: 'mono', 'data-label': 'IP' }, r.ip || '—'),
-      el('td', { class: 'nowrap', 'data-label': 'Last change', title: r.modified ? fmtDate(r.modified) : null }, r.modified ? shortFmt.format(new Date(r.modified)) : '—'),
+      el('td', { class: 'nowrap', 'data-label': 'Created', title: r.created ? fmtDate(r.created) : null }, r.created ? dayFmt.format(new Date(r.created)) : '—'),
+      el('td', { class: 'nowrap', 'data-label': 'Last seen', title: [r.lastSeen ? fmtDate(r.lastSeen) : null, r.modified ? `file last written ${fmtDate(r.modified)}` : null].filter(Boolean).join('; ') || null }, r.lastSeen ? ago(r.lastSeen) : '—'),
       el('td', { class: 'actions' },
         pending
           ? el('button', { class: 'small primary', dataset: { action: 'accept' }, 'aria-label': `Accept ${name}`, onclick: () => setStatus([r], 'accepted') }, 'Accept')
@@ -312,7 +323,7 @@ function renderRows() {
         el('button', { class: 'small', dataset: { action: 'file' }, 'aria-label': `Show file of ${name}`, onclick: () => showFile(r) }, 'File'),
         el('button', { class: 'small danger', dataset: { action: 'delete' }, 'aria-label': `Delete ${name}`, onclick: () => remove([r]) }, 'Delete'))));
     if (expanded) {
-      out.push(el('tr', { class: 'detail' }, el('td', { colspan: '8' },
+      out.push(el('tr', { class: 'detail' }, el('td', { colspan: '9' },
         el('pre', { class: 'json' }, JSON.stringify(r.deviceInfo, null, 2)))));
     }
   }

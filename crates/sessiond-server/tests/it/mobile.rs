@@ -54,6 +54,7 @@ struct Harness {
     hook: Arc<TestHook>,
     store: Arc<MobileSessions>,
     sessions: Sessions,
+    clock: ManualClock,
     http: reqwest::Client,
     _dir: Option<tempfile::TempDir>,
 }
@@ -139,6 +140,7 @@ impl Harness {
             hook,
             store: mobile,
             sessions,
+            clock,
             http: reqwest::Client::new(),
             _dir: keep,
         }
@@ -690,6 +692,16 @@ async fn admin_api_status_flip_push_and_delete_follow_the_data_answers() {
     );
     assert_eq!(row["ip"], "127.0.0.1");
     assert!(row["file"].as_str().unwrap().ends_with(&id));
+    // Created = the first login; last seen = the last request with the token.
+    assert_eq!(row["created"], 1_800_000_000_000_u64);
+    m.clock.advance(std::time::Duration::from_secs(5));
+    assert_eq!(m.get("$licensecheck", Some(&token)).await.0, 200);
+    let (_, list) = m
+        .admin(Method::GET, &format!("/apps/{folder}/sessions"), None)
+        .await;
+    let row = &list["sessions"][0];
+    assert_eq!(row["created"], 1_800_000_000_000_u64);
+    assert_eq!(row["lastSeen"], 1_800_000_005_000_u64);
     // Hold: the file says pending at once; memory after Push.
     assert_eq!(m.get("Event", Some(&token)).await.0, 200);
     let (st, r) = m
