@@ -34,6 +34,7 @@ const state = {
   selected: new Set(),
   expanded: new Set(),
   live: [],
+  liveTotal: 0,
   liveText: null,
   audit: [],
   tab: 'mobile',
@@ -483,21 +484,23 @@ $('#bulk-clear').addEventListener('click', () => { state.selected.clear(); rende
 const KIND_LABEL = { web: 'Web', remote: 'Remote', storedProcedure: 'Stored proc.' };
 
 async function loadLive() {
+  // The server filters (kind; any part of the user name, any case) and sends the
+  // newest sessions first, at most a page of them, with the total that match.
   const p = new URLSearchParams();
   if ($('#s-kind').value) p.set('kind', $('#s-kind').value);
-  const { sessions } = await api('GET', `${API}/sessions?${p}`);
-  const text = JSON.stringify(sessions);
+  const user = $('#s-user').value.trim();
+  if (user) p.set('user', user);
+  const { sessions, total } = await api('GET', `${API}/sessions?${p}`);
+  const text = JSON.stringify([sessions, total]);
   if (text === state.liveText) return; // unchanged: keep the table (and the focus) as is
   state.liveText = text;
-  state.live = sessions.reverse(); // newest first
+  state.live = sessions;
+  state.liveTotal = total;
   renderLive();
 }
 
 function renderLive() {
-  // The API filters by exact user name (?user=); the page matches any part of it.
-  const q = $('#s-user').value.trim().toLowerCase();
-  const shown = q ? state.live.filter((s) => (s.userName ?? '').toLowerCase().includes(q)) : state.live;
-  const rows = shown.map((s) => {
+  const rows = state.live.map((s) => {
     const i = s.info ?? {};
     const user = s.userName || '';
     return el('tr', { dataset: { id: s.id, kind: i.type } },
@@ -519,7 +522,9 @@ function renderLive() {
   });
   keepFocus($('#s-rows'), () => $('#s-rows').replaceChildren(...rows));
   $('#s-empty').hidden = rows.length > 0;
-  $('#s-count').textContent = `(${fmtNum(rows.length)})`;
+  $('#s-count').textContent = state.liveTotal > rows.length
+    ? `(newest ${fmtNum(rows.length)} of ${fmtNum(state.liveTotal)})`
+    : `(${fmtNum(rows.length)})`;
 }
 
 async function showStorage(s) {
@@ -550,7 +555,10 @@ async function dropUser(user) {
 
 let userTimer;
 $('#s-kind').addEventListener('change', () => { state.liveText = null; loadLive().catch(fail); });
-$('#s-user').addEventListener('input', () => { clearTimeout(userTimer); userTimer = setTimeout(renderLive, 120); });
+$('#s-user').addEventListener('input', () => {
+  clearTimeout(userTimer);
+  userTimer = setTimeout(() => { state.liveText = null; loadLive().catch(fail); }, 200);
+});
 $('#s-refresh').addEventListener('click', () => { state.liveText = null; loadLive().catch(fail); });
 
 // ---------- audit ----------

@@ -353,8 +353,16 @@ async fn me(
 #[serde(deny_unknown_fields)]
 struct SessionsQuery {
     kind: Option<String>,
+    /// Part of the user name, any case.
     user: Option<String>,
+    /// How many (newest first); default [`LIVE_LIMIT`], at most [`LIVE_MAX`].
+    limit: Option<usize>,
 }
+
+/// Sessions a live listing returns by default, and at most: the page stays light with
+/// 100,000 sessions (`total` says how many match).
+const LIVE_LIMIT: usize = 500;
+const LIVE_MAX: usize = 5000;
 
 async fn list_sessions(
     State(state): State<AppState>,
@@ -370,21 +378,30 @@ async fn list_sessions(
                 .ok_or_else(|| ApiError::bad_request("kind must be web, remote or storedProcedure"))
         })
         .transpose()?;
+    let limit = q.limit.unwrap_or(LIVE_LIMIT);
+    if limit == 0 || limit > LIVE_MAX {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {LIVE_MAX}"
+        )));
+    }
     let filter = ActivityFilter {
         kind,
-        user_name: q.user.filter(|u| !u.is_empty()),
         ..ActivityFilter::default()
     };
+    let user = q.user.unwrap_or_default().to_lowercase();
     let force_login = state.sessions.roles().force_login();
     // This node's running server-side calls, under the session they run in.
     let mut running: std::collections::HashMap<_, Vec<Value>> = std::collections::HashMap::new();
     for p in state.desktop.processes(None) {
         running.entry(p.session).or_default().push(p.json());
     }
-    let list: Vec<Value> = state
-        .sessions
-        .activity(&filter)
-        .await?
+    let mut found = state.sessions.activity(&filter).await?;
+    found.retain(|s| user.is_empty() || s.record.user_name.to_lowercase().contains(&user));
+    let total = found.len();
+    // Newest first.
+    found.reverse();
+    found.truncate(limit);
+    let list: Vec<Value> = found
         .iter()
         .map(|s| {
             let mut v = session_json(s, force_login);
@@ -393,7 +410,7 @@ async fn list_sessions(
         })
         .collect();
     Ok(Json(
-        json!({"sessions": list, "now": state.sessions.now().to_iso8601()}),
+        json!({"sessions": list, "total": total, "now": state.sessions.now().to_iso8601()}),
     ))
 }
 

@@ -440,6 +440,44 @@ async fn sign_in_is_limited_csrf_is_required_and_changes_are_audited() {
     for r in futures::future::join_all(reads).await {
         assert_eq!(r.unwrap().status(), 200);
     }
+    // The live list: newest first, a page at most, the total, any part of the name.
+    for name in ["Alice Martin", "alan"] {
+        let (snap, _) = s.sessions.create_web(None).await.unwrap();
+        let input =
+            sessiond_core::PrivilegeInput::from_json(&json!({"userName": name}), false).unwrap();
+        s.sessions
+            .set_privileges(&snap.record.id, &input, sessiond_store::Rotation::AllTokens)
+            .await
+            .unwrap();
+    }
+    let page = s
+        .get_with_cookie(&cookie, "/admin/api/sessions?limit=1&kind=web")
+        .await;
+    assert_eq!(page["sessions"].as_array().unwrap().len(), 1);
+    assert!(page["total"].as_u64().unwrap() >= 3, "{page}");
+    let al = s
+        .get_with_cookie(&cookie, "/admin/api/sessions?user=AL")
+        .await;
+    let mut names: Vec<&str> = al["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["userName"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["Alice Martin", "alan"]);
+    assert_eq!(al["total"], 2);
+    let resp = s
+        .http
+        .get(s.url("/admin/api/sessions?limit=0"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    for name in ["Alice Martin", "alan"] {
+        assert_eq!(s.desktop.drop_user(name).await.unwrap(), 1);
+    }
     // Drop the web session behind the mobile session, then a user's sessions.
     let live = s
         .get_with_cookie(&cookie, "/admin/api/sessions?kind=web")
