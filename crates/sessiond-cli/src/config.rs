@@ -49,6 +49,7 @@ struct RemoteSection {
     max_frame_bytes: Option<usize>,
     max_calls_per_connection: Option<usize>,
     stored_procedures_user: Option<String>,
+    client_builtins: Option<Vec<String>>,
 }
 
 /// `[mobile]`: 4D mobile apps.
@@ -335,6 +336,16 @@ fn remote(r: &RemoteSection) -> anyhow::Result<DesktopConfig> {
             bail!("remote.stored_procedures_user: at most 255 printable characters");
         }
         c.stored_procedures_user.clone_from(u);
+    }
+    if let Some(names) = &r.client_builtins {
+        use sessiond_server::desktop::functions::BUILTINS;
+        if let Some(n) = names.iter().find(|n| !BUILTINS.contains(&n.as_str())) {
+            bail!(
+                "remote.client_builtins: {n:?} is not a built-in function ({})",
+                BUILTINS.join(", ")
+            );
+        }
+        c.client_builtins.clone_from(names);
     }
     Ok(c)
 }

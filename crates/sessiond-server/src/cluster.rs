@@ -91,7 +91,9 @@ async fn apply(event: Event, mobile: &MobileSessions, desktop: &DesktopSessions)
         Event::Mobile(MobileChange::Session { folder, id }) => mobile.reload(&folder, &id).await,
         Event::Mobile(MobileChange::Refresh) => mobile.reload_all().await.map(|_| ()),
         Event::RemoteDropped(id) => {
-            desktop.drop_connected(&id).await;
+            // Its close hook may take time: the subscriber reads on.
+            let desktop = desktop.clone();
+            tokio::spawn(async move { desktop.drop_connected(&id).await });
             Ok(())
         }
     };

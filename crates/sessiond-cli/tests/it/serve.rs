@@ -135,6 +135,10 @@ fn config_file_unknown_keys_and_bad_values_are_refused() {
             "ping_timeout_seconds",
         ),
         ("[remote]\nmax_frame_bytes = 10\n", "max_frame_bytes"),
+        (
+            "[remote]\nclient_builtins = [\"session.sudo\"]\n",
+            "session.sudo",
+        ),
     ] {
         std::fs::write(dir.path().join("sessiond.toml"), text).unwrap();
         let out = sessiond(
@@ -346,6 +350,11 @@ fn remote_cli(cwd: &Path, base: &str, args: &[&str], stdin: &str) -> (String, St
 fn remote_cli_calls_keeps_resumes_sleeps_and_wakes_a_remote_session() {
     let dir = tempfile::tempdir().unwrap();
     add_user(dir.path(), "ann", "ann-secret-pw", &[]);
+    std::fs::write(
+        dir.path().join("sessiond.toml"),
+        "[remote]\nclient_builtins = [\"session.info\", \"session.storage\", \"session.patch\", \"session.increment\"]\n",
+    )
+    .unwrap();
     let run = start(dir.path(), &[], &[("SESSIOND_API_KEY", "k")]);
     // A call that leaves the session postponed, then a resume by persistentID.
     let (first, stderr) = remote_cli(

@@ -103,13 +103,37 @@ where
 /// The prefix of the built-in functions; application names may not use it.
 pub const BUILTIN_PREFIX: &str = "session.";
 
+/// Every built-in function (all run as stored procedures; remote clients get those of
+/// [`crate::desktop::DesktopConfig::client_builtins`]).
+pub const BUILTINS: [&str; 9] = [
+    "session.info",
+    "session.storage",
+    "session.patch",
+    "session.increment",
+    "session.setPrivileges",
+    "session.clearPrivileges",
+    "session.hasPrivilege",
+    "session.createOTP",
+    "session.wait",
+];
+
+/// The built-ins remote clients may call by default: the read-only ones. Writing the
+/// session's storage or privileges from a client is the application's decision.
+pub const CLIENT_BUILTINS: [&str; 3] = ["session.info", "session.storage", "session.hasPrivilege"];
+
 /// Named functions.
 #[derive(Clone, Default)]
 pub(crate) struct Functions(HashMap<Box<str>, Function>);
 
 impl Functions {
-    /// The built-in `session.*` functions.
-    pub fn with_builtins() -> Self {
+    /// The built-in `session.*` functions whose names `keep` accepts.
+    pub fn builtins(keep: impl Fn(&str) -> bool) -> Self {
+        let mut all = Self::all_builtins();
+        all.0.retain(|name, _| keep(name));
+        all
+    }
+
+    fn all_builtins() -> Self {
         let mut f = Self::default();
         f.insert("session.info", function(|_| info()));
         f.insert("session.storage", function(|_| read_storage()));

@@ -58,6 +58,10 @@ use functions::Functions;
 use processes::Processes;
 pub(crate) use remote::{Attached, Control};
 
+/// How long a remote session dropped here for another node stays in the store if
+/// that node does not close it (the node may be gone).
+const FOREIGN_DROP_GRACE: Duration = Duration::from_secs(10);
+
 /// Settings of remote-client sessions (`[remote]` in `sessiond.toml`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesktopConfig {
@@ -82,6 +86,10 @@ pub struct DesktopConfig {
     pub check_interval: Duration,
     /// `userName` of the stored-procedures session.
     pub stored_procedures_user: String,
+    /// The built-in `session.*` functions remote clients may call (default: the
+    /// read-only [`functions::CLIENT_BUILTINS`]; `session.setPrivileges` here lets
+    /// every user of the users file grant itself any privilege).
+    pub client_builtins: Vec<String>,
 }
 
 impl Default for DesktopConfig {
@@ -96,6 +104,7 @@ impl Default for DesktopConfig {
             max_calls_per_connection: 64,
             check_interval: Duration::from_secs(1),
             stored_procedures_user: "Designer".into(),
+            client_builtins: functions::CLIENT_BUILTINS.map(String::from).to_vec(),
         }
     }
 }
@@ -279,14 +288,14 @@ pub enum DropError {
 }
 
 impl DesktopSessions {
-    /// A builder with the built-in `session.*` functions (callable remotely and as
-    /// stored procedures).
+    /// A builder with the built-in `session.*` functions: all of them as stored
+    /// procedures, those of [`DesktopConfig::client_builtins`] for remote clients.
     pub fn builder(sessions: Sessions, config: DesktopConfig) -> DesktopBuilder {
         DesktopBuilder {
             sessions,
+            functions: Functions::builtins(|name| config.client_builtins.iter().any(|b| b == name)),
+            procedures: Functions::builtins(|_| true),
             config,
-            functions: Functions::with_builtins(),
-            procedures: Functions::with_builtins(),
             hooks: Hooks::default(),
         }
     }
@@ -489,6 +498,12 @@ impl DesktopSessions {
         }
     }
 
+    /// How many remote calls run in `session` (on this node), whatever connection
+    /// started them.
+    pub(crate) fn running_calls(&self, session: &SessionId) -> usize {
+        self.0.processes.count(session, ProcessKind::RemoteCall)
+    }
+
     /// The running calls, oldest first (only those of `session` when given).
     pub fn processes(&self, session: Option<&SessionId>) -> Vec<Process> {
         self.0.processes.list(session)
@@ -598,7 +613,10 @@ impl DesktopSessions {
         if let Some(h) = &self.0.hooks.open {
             if !self.run_hook(h, id, "onServerOpenConnection").await {
                 self.0.remotes.remove(&persistent);
-                sessions.remove(&id).await?;
+                if let Err(e) = sessions.remove(&id).await {
+                    // The next start removes it (this node's leftovers).
+                    tracing::warn!(session = %id, error = %e, "cannot remove a refused remote session");
+                }
                 return Err(CallError {
                     code: ErrorCode::Refused,
                     message: "the server refused the connection".into(),
@@ -624,7 +642,7 @@ impl DesktopSessions {
         let (attached, replaced) = self
             .0
             .remotes
-            .attach(&persistent, user)
+            .attach(&persistent, user, self.now())
             .ok_or_else(unknown)?;
         if let Some(old) = replaced {
             old.close(CloseReason::Replaced);
@@ -675,11 +693,20 @@ impl DesktopSessions {
         }
     }
 
-    /// The client announced sleep.
+    /// The client announced sleep (ignored from a connection that was replaced).
     pub(crate) async fn sleep_remote(&self, attached: &Attached) -> Result<(), CallError> {
         let deadline = self.now().plus(self.0.config.sleep_timeout);
-        self.0.remotes.sleep(attached, deadline);
-        Ok(self.write_state(&attached.session, None).await?)
+        if self.0.remotes.sleep(attached, deadline) {
+            self.write_state(&attached.session, None).await?;
+        }
+        Ok(())
+    }
+
+    /// The client said goodbye: its session ends, unless this connection was replaced.
+    pub(crate) async fn goodbye_remote(&self, attached: &Attached) {
+        if let Some((session, conn)) = self.0.remotes.remove_attached(attached) {
+            self.finish_close(session, conn, CloseReason::Goodbye).await;
+        }
     }
 
     /// Ends a remote session: tells its connection, runs the close hook, removes it.
@@ -687,6 +714,16 @@ impl DesktopSessions {
         let Some((session, conn)) = self.0.remotes.remove(persistent) else {
             return false;
         };
+        self.finish_close(session, conn, reason).await;
+        true
+    }
+
+    async fn finish_close(
+        &self,
+        session: SessionId,
+        conn: Option<remote::Conn>,
+        reason: CloseReason,
+    ) {
         if let Some(conn) = conn {
             conn.close(reason);
         }
@@ -697,13 +734,16 @@ impl DesktopSessions {
             tracing::warn!(session = %session, error = %e, "cannot remove a closed remote session");
         }
         tracing::info!(session = %session, ?reason, "remote session closed");
-        true
     }
 
-    /// Closes the sleeping and postponed sessions whose time is up.
+    /// Closes the sleeping and postponed sessions whose time is up (not those resumed
+    /// meanwhile).
     pub async fn expire_due(&self) {
-        for persistent in self.0.remotes.due(self.now()) {
-            self.close_remote(&persistent, CloseReason::Expired).await;
+        let now = self.now();
+        for persistent in self.0.remotes.due(now) {
+            if let Some((session, conn)) = self.0.remotes.remove_due(&persistent, now) {
+                self.finish_close(session, conn, CloseReason::Expired).await;
+            }
         }
     }
 
@@ -720,15 +760,26 @@ impl DesktopSessions {
         let Some(s) = self.0.sessions.get(id).await? else {
             return Ok(false);
         };
-        if s.record.kind == SessionKind::StoredProcedure {
-            return Err(DropError::StoredProcedures);
+        match s.record.kind {
+            SessionKind::StoredProcedure => Err(DropError::StoredProcedures),
+            SessionKind::Remote
+                if s.record.node.as_deref() != self.0.sessions.node()
+                    && self.0.foreign_drops.send(*id).is_ok() =>
+            {
+                // The node its client is connected to closes it: tells the client,
+                // runs the close hook, removes the record. Should that node be gone,
+                // the record goes anyway after a grace period.
+                let (sessions, id) = (self.0.sessions.clone(), *id);
+                tokio::spawn(async move {
+                    tokio::time::sleep(FOREIGN_DROP_GRACE).await;
+                    if let Err(e) = sessions.remove(&id).await {
+                        tracing::warn!(session = %id, error = %e, "cannot remove a dropped remote session");
+                    }
+                });
+                Ok(true)
+            }
+            _ => Ok(self.0.sessions.remove(id).await?),
         }
-        let existed = self.0.sessions.remove(id).await?;
-        if existed && s.record.kind == SessionKind::Remote {
-            // No receiver (a single node) is fine: nobody else holds it.
-            let _ = self.0.foreign_drops.send(*id);
-        }
-        Ok(existed)
     }
 
     /// Closes remote session `id` if its client is connected to this node (reason

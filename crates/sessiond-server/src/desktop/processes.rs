@@ -112,6 +112,15 @@ impl Processes {
         }
     }
 
+    /// How many calls of `kind` run in `session`.
+    pub fn count(&self, session: &SessionId, kind: ProcessKind) -> usize {
+        self.running
+            .lock()
+            .values()
+            .filter(|p| p.session == *session && p.kind == kind)
+            .count()
+    }
+
     /// The running calls, oldest first; only those of `session` when given.
     pub fn list(&self, session: Option<&SessionId>) -> Vec<Process> {
         self.running

@@ -133,9 +133,16 @@ impl Registry {
 
     /// Attaches a new connection to the session of `persistent` if `user` owns it:
     /// it becomes active; the connection it had (if any) is returned to be told.
-    pub fn attach(&self, persistent: &SessionId, user: &str) -> Option<(Attached, Option<Conn>)> {
+    pub fn attach(
+        &self,
+        persistent: &SessionId,
+        user: &str,
+        now: Timestamp,
+    ) -> Option<(Attached, Option<Conn>)> {
         let mut t = self.0.lock();
-        if t.by_persistent.get(persistent)?.user.as_ref() != user {
+        let e = t.by_persistent.get(persistent)?;
+        // Another user's, or already due (its expiry may be running): not resumable.
+        if e.user.as_ref() != user || e.deadline.is_some_and(|d| d <= now) {
             return None;
         }
         t.set_deadline(persistent, None);
@@ -173,18 +180,51 @@ impl Registry {
         true
     }
 
-    /// The session of `a` sleeps until `deadline`.
-    pub fn sleep(&self, a: &Attached, deadline: Timestamp) {
+    /// The session of `a` sleeps until `deadline`, if `a` is still its connection.
+    pub fn sleep(&self, a: &Attached, deadline: Timestamp) -> bool {
         let mut t = self.0.lock();
-        if let Some(e) = t.by_persistent.get_mut(&a.persistent) {
-            e.state = RemoteState::Sleeping;
-            t.set_deadline(&a.persistent, Some(deadline));
+        match t.by_persistent.get_mut(&a.persistent) {
+            Some(e) if e.conn.as_ref().is_some_and(|c| c.serial == a.serial) => {
+                e.state = RemoteState::Sleeping;
+                t.set_deadline(&a.persistent, Some(deadline));
+                true
+            }
+            _ => false,
         }
     }
 
     /// Forgets a session: its id and its connection, if any.
     pub fn remove(&self, persistent: &SessionId) -> Option<(SessionId, Option<Conn>)> {
+        self.remove_if(persistent, |_| true)
+    }
+
+    /// Forgets the session of `a` if `a` is still its connection (a replaced
+    /// connection cannot end the session that moved on).
+    pub fn remove_attached(&self, a: &Attached) -> Option<(SessionId, Option<Conn>)> {
+        self.remove_if(&a.persistent, |e| {
+            e.conn.as_ref().is_some_and(|c| c.serial == a.serial)
+        })
+    }
+
+    /// Forgets a session if its deadline is at or before `now` (it was not resumed
+    /// since [`Registry::due`] listed it).
+    pub fn remove_due(
+        &self,
+        persistent: &SessionId,
+        now: Timestamp,
+    ) -> Option<(SessionId, Option<Conn>)> {
+        self.remove_if(persistent, |e| e.deadline.is_some_and(|d| d <= now))
+    }
+
+    fn remove_if(
+        &self,
+        persistent: &SessionId,
+        ok: impl Fn(&Entry) -> bool,
+    ) -> Option<(SessionId, Option<Conn>)> {
         let mut t = self.0.lock();
+        if !ok(t.by_persistent.get(persistent)?) {
+            return None;
+        }
         t.set_deadline(persistent, None);
         let e = t.by_persistent.remove(persistent)?;
         t.by_session.remove(&e.session);

@@ -58,9 +58,21 @@ async fn upgrade(State(state): State<AppState>, req: Request) -> Response {
 type Tx = SplitSink<WebSocket, Message>;
 type Rx = SplitStream<WebSocket>;
 
+/// How long a write may wait for a client that does not read: then the connection
+/// is lost (so a stalled client cannot pin its connection task).
+const WRITE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Writes one frame; false when the connection is gone or the client stopped reading.
+async fn write(tx: &mut Tx, frame: Message) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_LIMIT, tx.send(frame)).await,
+        Ok(Ok(()))
+    )
+}
+
 async fn send(tx: &mut Tx, m: &ServerMessage) -> bool {
     let text = serde_json::to_string(m).expect("server messages serialize");
-    tx.send(Message::Text(text.into())).await.is_ok()
+    write(tx, Message::Text(text.into())).await
 }
 
 fn error(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> ServerMessage {
@@ -79,12 +91,11 @@ async fn close_with(tx: &mut Tx, m: &ServerMessage) {
         1000
     };
     if send(tx, m).await {
-        let _ = tx
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: "".into(),
-            })))
-            .await;
+        let close = Message::Close(Some(CloseFrame {
+            code,
+            reason: "".into(),
+        }));
+        write(tx, close).await;
     }
 }
 
@@ -105,7 +116,7 @@ async fn next_frame(rx: &mut Rx, max: usize) -> Option<Incoming> {
             ErrorCode::FrameTooLarge,
             format!("a frame is at most {max} bytes"),
         )),
-        Message::Text(t) => parse_client(&t).map_err(|(code, m)| error(None, code, m)),
+        Message::Text(t) => parse_client(&t).map_err(|(code, m)| error(call_id(&t), code, m)),
         Message::Binary(_) => Err(error(
             None,
             ErrorCode::BadFrame,
@@ -114,6 +125,14 @@ async fn next_frame(rx: &mut Rx, max: usize) -> Option<Incoming> {
         Message::Ping(_) | Message::Pong(_) => return Some(Incoming::Heartbeat),
         Message::Close(_) => return None,
     }))
+}
+
+/// The `id` of a malformed call frame, when it has a usable one, so that the error
+/// answers that call.
+fn call_id(text: &str) -> Option<u64> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    (v.get("type")? == "call").then_some(())?;
+    v.get("id")?.as_u64()
 }
 
 /// The first message (heartbeats skipped).
@@ -259,10 +278,7 @@ async fn connection(state: AppState, socket: WebSocket, ip: Option<IpAddr>) {
     };
     match end {
         End::Goodbye => {
-            state
-                .desktop
-                .close_remote(&attached.persistent, CloseReason::Goodbye)
-                .await;
+            state.desktop.goodbye_remote(&attached).await;
             let m = ServerMessage::Closed {
                 reason: CloseReason::Goodbye,
             };
@@ -290,6 +306,13 @@ async fn serve(
     );
     loop {
         let reply = tokio::select! {
+            // The registry's word first: a replaced or dropped connection stops before
+            // it acts on another frame of its client.
+            biased;
+            Some(Control::Close(reason)) = attached.control.recv() => {
+                close_with(tx, &ServerMessage::Closed { reason }).await;
+                return End::Closed;
+            }
             frame = next_frame(rx, config.max_frame_bytes) => {
                 heard = Instant::now();
                 match frame {
@@ -308,16 +331,12 @@ async fn serve(
                     Err(e) => error(Some(id), e.code, e.message),
                 })
             }
-            Some(Control::Close(reason)) = attached.control.recv() => {
-                close_with(tx, &ServerMessage::Closed { reason }).await;
-                return End::Closed;
-            }
             _ = ping.tick() => {
                 if heard.elapsed() > config.ping_timeout {
                     tracing::info!(session = %attached.session, "remote client silent: connection lost");
                     return End::Lost;
                 }
-                if tx.send(Message::Ping(axum::body::Bytes::new())).await.is_err() {
+                if !write(tx, Message::Ping(axum::body::Bytes::new())).await {
                     return End::Lost;
                 }
                 None
@@ -357,12 +376,15 @@ async fn handle(
             function,
             params,
         }) => {
-            if running.len() >= config.max_calls_per_connection {
+            // Counted per session, so that reconnecting does not give more room.
+            if running.len() >= config.max_calls_per_connection
+                || state.desktop.running_calls(&attached.session) >= config.max_calls_per_connection
+            {
                 error(
                     Some(id),
                     ErrorCode::TooManyCalls,
                     format!(
-                        "at most {} calls run at once on a connection",
+                        "at most {} calls run at once in a session",
                         config.max_calls_per_connection
                     ),
                 )

@@ -89,7 +89,11 @@ impl Server {
             sessions.clone(),
         ));
         mobile.refresh().await.unwrap();
-        let desktop = DesktopSessions::builder(sessions.clone(), DesktopConfig::default()).build();
+        let config = DesktopConfig {
+            client_builtins: vec!["session.wait".into()],
+            ..DesktopConfig::default()
+        };
+        let desktop = DesktopSessions::builder(sessions.clone(), config).build();
         let state = AppState {
             sessions: sessions.clone(),
             config: Arc::new(ServerConfig::new("ConsoleTest").unwrap()),

@@ -253,8 +253,41 @@ impl Remote {
 fn config() -> DesktopConfig {
     DesktopConfig {
         max_frame_bytes: 4096,
+        client_builtins: sessiond_server::desktop::functions::BUILTINS
+            .map(String::from)
+            .to_vec(),
         ..DesktopConfig::default()
     }
+}
+
+#[tokio::test]
+async fn clients_get_only_the_read_only_builtins_by_default() {
+    let r = Remote::start(DesktopConfig::default()).await;
+    let client = r.connect("ann").await;
+    assert_eq!(
+        client.call("session.info", Value::Null).await.unwrap()["userName"],
+        "ann"
+    );
+    for f in [
+        "session.setPrivileges",
+        "session.patch",
+        "session.increment",
+        "session.wait",
+    ] {
+        let e = client.call(f, json!("a")).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::UnknownFunction), "{f}");
+    }
+    // Application functions are callable; stored procedures have every built-in.
+    assert_eq!(
+        client.call("matrix", Value::Null).await.unwrap()["hasA"],
+        true
+    );
+    let run = r
+        .desktop
+        .execute_on_server("session.increment", json!({"path": "n"}))
+        .await
+        .unwrap();
+    assert_eq!(run.result.await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -764,6 +797,11 @@ async fn bad_input_gets_protocol_errors_and_other_clients_are_unaffected() {
             None,
         ),
         (
+            Message::text(r#"{"type":"call","id":12,"function":7}"#),
+            "bad_frame",
+            Some(12),
+        ),
+        (
             Message::text(r#"{"type":"goodbye","now":true}"#),
             "bad_frame",
             None,
@@ -834,6 +872,36 @@ async fn too_many_concurrent_calls_and_duplicate_ids_are_refused() {
     ];
     done.sort_unstable();
     assert_eq!(done, [1, 2]);
+}
+
+#[tokio::test]
+async fn the_call_limit_is_per_session_so_reconnecting_gives_no_more_room() {
+    let r = Remote::start(DesktopConfig {
+        max_calls_per_connection: 2,
+        ..config()
+    })
+    .await;
+    let (mut a, _) = tokio_tungstenite::connect_async(r.ws_url()).await.unwrap();
+    a.send(hello("ann", None)).await.unwrap();
+    let welcome = next_json(&mut a).await;
+    let persistent = welcome["persistentID"].as_str().unwrap().to_string();
+    for id in [1, 2] {
+        let call =
+            json!({"type": "call", "id": id, "function": "session.wait", "params": {"ms": 2000}});
+        a.send(Message::text(call.to_string())).await.unwrap();
+    }
+    r.until(
+        |v| v["processes"].as_array().unwrap().len() == 2,
+        "?mode=processes",
+    )
+    .await;
+    drop(a);
+    let (mut b, _) = tokio_tungstenite::connect_async(r.ws_url()).await.unwrap();
+    b.send(hello("ann", Some(&persistent))).await.unwrap();
+    assert_eq!(next_json(&mut b).await["resumed"], true);
+    let call = json!({"type": "call", "id": 3, "function": "session.info"});
+    b.send(Message::text(call.to_string())).await.unwrap();
+    assert_eq!(code(&next_json(&mut b).await), "too_many_calls");
 }
 
 #[tokio::test]
