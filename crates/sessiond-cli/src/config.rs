@@ -255,7 +255,7 @@ impl Config {
                 n
             }
             Some(n) => bail!("node_name {n:?} must be 1 to 64 printable characters without spaces"),
-            None => sessiond_core::id::to_hex(&sessiond_core::id::random_bytes::<4>()),
+            None => default_node_name(listen),
         };
         let mobile = mobile(file.mobile)?;
         let remote = remote(&file.remote)?;
@@ -270,6 +270,22 @@ impl Config {
             remote,
         })
     }
+}
+
+/// `<host name>-<port>`: stable across restarts (so a restarted node finds and removes
+/// the remote sessions it left in Redis) and distinct for several nodes on one host.
+/// With an ephemeral port (0), a random name.
+fn default_node_name(listen: SocketAddr) -> String {
+    if listen.port() == 0 {
+        return sessiond_core::id::to_hex(&sessiond_core::id::random_bytes::<4>());
+    }
+    let host: String = gethostname::gethostname()
+        .to_string_lossy()
+        .chars()
+        .filter(char::is_ascii_graphic)
+        .take(50)
+        .collect();
+    format!("{host}-{}", listen.port())
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {

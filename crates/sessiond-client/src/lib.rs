@@ -64,8 +64,8 @@ impl ClientError {
     }
 }
 
-/// Where and who: the hello of a client.
-#[derive(Debug, Clone)]
+/// Where and who: the hello of a client. `Debug` never shows the password.
+#[derive(Clone)]
 pub struct ClientConfig {
     /// `ws://host:port/remote`.
     pub url: String,
@@ -79,6 +79,19 @@ pub struct ClientConfig {
     pub system_user_name: String,
     /// `hostType` (default: this machine's).
     pub host_type: HostType,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("url", &self.url)
+            .field("user_name", &self.user_name)
+            .field("password", &"<hidden>")
+            .field("machine_name", &self.machine_name)
+            .field("system_user_name", &self.system_user_name)
+            .field("host_type", &self.host_type)
+            .finish()
+    }
 }
 
 impl ClientConfig {
@@ -109,7 +122,16 @@ impl ClientConfig {
     }
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, ClientError>>>>>;
+/// What waits for the server: calls by id, and a sleep for its `sleeping`.
+#[derive(Default)]
+struct Waiting {
+    calls: HashMap<u64, oneshot::Sender<Result<Value, ClientError>>>,
+    sleep: Option<oneshot::Sender<Result<(), ClientError>>>,
+}
+
+/// `None` once the connection is closed: what asks then fails at once instead of
+/// waiting for ever.
+type Pending = Arc<Mutex<Option<Waiting>>>;
 
 /// Whether a connection is open, and why the server closed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,9 +144,18 @@ enum Link {
 struct Connection {
     out: mpsc::UnboundedSender<Message>,
     pending: Pending,
-    sleeping: Arc<Mutex<Option<oneshot::Sender<()>>>>,
     closed: watch::Receiver<Link>,
     tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl Connection {
+    /// Why the server closed this connection, if it did and said so.
+    fn reason(&self) -> Option<CloseReason> {
+        match *self.closed.borrow() {
+            Link::Closed(r) => r,
+            Link::Open => None,
+        }
+    }
 }
 
 impl Drop for Connection {
@@ -207,42 +238,47 @@ async fn open(
         }
         let _ = sink.close().await;
     });
-    let pending: Pending = Arc::default();
-    let sleeping: Arc<Mutex<Option<oneshot::Sender<()>>>> = Arc::default();
+    let pending: Pending = Arc::new(Mutex::new(Some(Waiting::default())));
     let (closed_tx, closed) = watch::channel(Link::Open);
     let reader = {
         let pending = pending.clone();
-        let sleeping = sleeping.clone();
         tokio::spawn(async move {
             let mut reason = None;
             while let Some(Ok(m)) = stream.next().await {
                 let Message::Text(t) = m else { continue };
                 match parse(&t) {
-                    Ok(ServerMessage::Result { id, value }) => {
-                        if let Some(tx) = pending.lock().remove(&id) {
-                            let _ = tx.send(Ok(value));
-                        }
-                    }
+                    Ok(ServerMessage::Result { id, value }) => answer(&pending, id, Ok(value)),
                     Ok(ServerMessage::Error {
                         id: Some(id),
                         code,
                         message,
+                    }) => answer(&pending, id, Err(ClientError::Server { code, message })),
+                    // An error about no call fails a sleep waiting for its answer.
+                    Ok(ServerMessage::Error {
+                        id: None,
+                        code,
+                        message,
                     }) => {
-                        if let Some(tx) = pending.lock().remove(&id) {
+                        if let Some(tx) = pending.lock().as_mut().and_then(|w| w.sleep.take()) {
                             let _ = tx.send(Err(ClientError::Server { code, message }));
                         }
                     }
                     Ok(ServerMessage::Sleeping) => {
-                        if let Some(tx) = sleeping.lock().take() {
-                            let _ = tx.send(());
+                        if let Some(tx) = pending.lock().as_mut().and_then(|w| w.sleep.take()) {
+                            let _ = tx.send(Ok(()));
                         }
                     }
                     Ok(ServerMessage::Closed { reason: r }) => reason = Some(r),
-                    Ok(_) | Err(_) => {}
+                    Ok(ServerMessage::Welcome { .. }) | Err(_) => {}
                 }
             }
-            for (_, tx) in pending.lock().drain() {
-                let _ = tx.send(Err(ClientError::Closed(reason)));
+            if let Some(waiting) = pending.lock().take() {
+                for (_, tx) in waiting.calls {
+                    let _ = tx.send(Err(ClientError::Closed(reason)));
+                }
+                if let Some(tx) = waiting.sleep {
+                    let _ = tx.send(Err(ClientError::Closed(reason)));
+                }
             }
             let _ = closed_tx.send(Link::Closed(reason));
         })
@@ -250,11 +286,17 @@ async fn open(
     let conn = Connection {
         out,
         pending,
-        sleeping,
         closed,
         tasks: [writer, reader],
     };
     Ok((conn, id, persistent, info, resumed))
+}
+
+/// Hands a call its answer.
+fn answer(pending: &Pending, id: u64, result: Result<Value, ClientError>) {
+    if let Some(tx) = pending.lock().as_mut().and_then(|w| w.calls.remove(&id)) {
+        let _ = tx.send(result);
+    }
 }
 
 fn parse(text: &str) -> Result<ServerMessage, ClientError> {
@@ -315,15 +357,20 @@ impl RemoteClient {
         let conn = self.conn()?;
         let id = self.next_call.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        conn.pending.lock().insert(id, tx);
+        match conn.pending.lock().as_mut() {
+            Some(w) => w.calls.insert(id, tx),
+            None => return Err(ClientError::Closed(conn.reason())),
+        };
         let m = encode(&ClientMessage::Call {
             id,
             function: function.into(),
             params,
         });
         if conn.out.send(m).is_err() {
-            conn.pending.lock().remove(&id);
-            return Err(ClientError::Closed(None));
+            if let Some(w) = conn.pending.lock().as_mut() {
+                w.calls.remove(&id);
+            }
+            return Err(ClientError::Closed(conn.reason()));
         }
         rx.await.unwrap_or(Err(ClientError::Closed(None)))
     }
@@ -333,11 +380,14 @@ impl RemoteClient {
     pub async fn sleep(&mut self) -> Result<(), ClientError> {
         let conn = self.conn()?;
         let (tx, rx) = oneshot::channel();
-        *conn.sleeping.lock() = Some(tx);
+        match conn.pending.lock().as_mut() {
+            Some(w) => w.sleep = Some(tx),
+            None => return Err(ClientError::Closed(conn.reason())),
+        }
         conn.out
             .send(encode(&ClientMessage::Sleep {}))
             .map_err(|_| ClientError::Closed(None))?;
-        rx.await.map_err(|_| ClientError::Closed(None))?;
+        rx.await.unwrap_or(Err(ClientError::Closed(None)))?;
         self.conn = None;
         Ok(())
     }

@@ -56,8 +56,8 @@ impl HostType {
     }
 }
 
-/// The opening message of a client.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The opening message of a client. `Debug` and `Display` never show the password.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Hello {
     /// The protocol version the client speaks ([`VERSION`]).
@@ -79,6 +79,20 @@ pub struct Hello {
         skip_serializing_if = "Option::is_none"
     )]
     pub persistent_id: Option<SessionId>,
+}
+
+impl std::fmt::Debug for Hello {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hello")
+            .field("protocol", &self.protocol)
+            .field("user_name", &self.user_name)
+            .field("password", &"<hidden>")
+            .field("machine_name", &self.machine_name)
+            .field("system_user_name", &self.system_user_name)
+            .field("host_type", &self.host_type)
+            .field("persistent_id", &self.persistent_id)
+            .finish()
+    }
 }
 
 impl std::fmt::Display for Hello {
@@ -285,6 +299,10 @@ mod tests {
         assert_eq!(h.host_type, HostType::Mac);
         assert!(h.persistent_id.is_some());
         assert!(!h.to_string().contains("pw"), "Display hides the password");
+        assert!(
+            !format!("{h:?}").contains("\"pw\""),
+            "Debug hides the password"
+        );
         let back = serde_json::to_value(ClientMessage::Hello(h)).unwrap();
         assert_eq!(back, serde_json::from_str::<Value>(text).unwrap());
     }

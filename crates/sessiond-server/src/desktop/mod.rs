@@ -77,10 +77,10 @@ pub struct DesktopConfig {
     pub ping_timeout: Duration,
     /// A new connection must say hello within this time.
     pub hello_timeout: Duration,
-    /// The largest frame answered with a protocol error; frames past four times
-    /// this close the connection (WebSocket code 1009).
+    /// The largest frame accepted: larger ones are answered with `frame_too_large`;
+    /// frames past four times this end the connection.
     pub max_frame_bytes: usize,
-    /// Calls running at once on one connection.
+    /// Calls running at once in one remote session (whatever its connections).
     pub max_calls_per_connection: usize,
     /// How often sleeping and postponed sessions are checked for expiry.
     pub check_interval: Duration,
@@ -501,7 +501,7 @@ impl DesktopSessions {
     /// How many remote calls run in `session` (on this node), whatever connection
     /// started them.
     pub(crate) fn running_calls(&self, session: &SessionId) -> usize {
-        self.0.processes.count(session, ProcessKind::RemoteCall)
+        self.0.processes.remote_calls(session)
     }
 
     /// The running calls, oldest first (only those of `session` when given).

@@ -1,7 +1,7 @@
 //! The server-side calls running on this node (the `processes` of 4D's
 //! `Process activity`). A call is listed from its start until its guard drops.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -63,7 +63,14 @@ impl Process {
 #[derive(Debug, Default)]
 pub(crate) struct Processes {
     next: AtomicU64,
-    running: Mutex<BTreeMap<u64, Process>>,
+    running: Mutex<Table>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    by_number: BTreeMap<u64, Process>,
+    /// Remote calls running per session (the per-session call limit reads it).
+    remote_calls: HashMap<SessionId, usize>,
 }
 
 /// Removes its process from the table when dropped (also when the call panics or its
@@ -82,7 +89,17 @@ impl ProcessGuard {
 
 impl Drop for ProcessGuard {
     fn drop(&mut self) {
-        self.table.running.lock().remove(&self.number);
+        let mut t = self.table.running.lock();
+        if let Some(p) = t.by_number.remove(&self.number) {
+            if p.kind == ProcessKind::RemoteCall {
+                if let Some(n) = t.remote_calls.get_mut(&p.session) {
+                    *n -= 1;
+                    if *n == 0 {
+                        t.remote_calls.remove(&p.session);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -96,7 +113,11 @@ impl Processes {
         now: Timestamp,
     ) -> ProcessGuard {
         let number = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.running.lock().insert(
+        let mut t = self.running.lock();
+        if kind == ProcessKind::RemoteCall {
+            *t.remote_calls.entry(session).or_default() += 1;
+        }
+        t.by_number.insert(
             number,
             Process {
                 number,
@@ -106,25 +127,28 @@ impl Processes {
                 started: now,
             },
         );
+        drop(t);
         ProcessGuard {
             table: self.clone(),
             number,
         }
     }
 
-    /// How many calls of `kind` run in `session`.
-    pub fn count(&self, session: &SessionId, kind: ProcessKind) -> usize {
+    /// How many remote calls run in `session`.
+    pub fn remote_calls(&self, session: &SessionId) -> usize {
         self.running
             .lock()
-            .values()
-            .filter(|p| p.session == *session && p.kind == kind)
-            .count()
+            .remote_calls
+            .get(session)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The running calls, oldest first; only those of `session` when given.
     pub fn list(&self, session: Option<&SessionId>) -> Vec<Process> {
         self.running
             .lock()
+            .by_number
             .values()
             .filter(|p| session.is_none_or(|s| *s == p.session))
             .cloned()

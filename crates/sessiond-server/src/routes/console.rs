@@ -272,12 +272,14 @@ struct LoginBody {
 async fn login(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let client = crate::layer::client_ip(&req, state.config.trust_proxy_headers);
     let now = state.sessions.now();
+    let secure = secure(&state, &req);
+    // Only a well-formed JSON sign-in counts as an attempt: a cross-site form post
+    // (which cannot send JSON without CORS) cannot lock the admin out.
+    let ApiJson(body) = ApiJson::<LoginBody>::from_request(req, &state).await?;
     state
         .failures
         .begin(client, now)
         .map_err(ApiError::too_many_attempts)?;
-    let secure = secure(&state, &req);
-    let ApiJson(body) = ApiJson::<LoginBody>::from_request(req, &state).await?;
     let ok = state.admin.verify(&body.password).await;
     let entry = |outcome: &str, via| AuditEntry {
         time: now.to_iso8601(),

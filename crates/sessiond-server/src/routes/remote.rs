@@ -112,7 +112,7 @@ async fn next_frame(rx: &mut Rx, max: usize) -> Option<Incoming> {
     let msg = rx.next().await?.ok()?;
     Some(Incoming::Message(match msg {
         Message::Text(t) if t.len() > max => Err(error(
-            None,
+            call_id(&t),
             ErrorCode::FrameTooLarge,
             format!("a frame is at most {max} bytes"),
         )),
