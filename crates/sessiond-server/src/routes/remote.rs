@@ -326,6 +326,13 @@ async fn serve(
             }
             Some((id, r)) = done_rx.recv() => {
                 running.remove(&id);
+                if matches!(&r, Err(e) if e.code == ErrorCode::SessionClosed)
+                    && matches!(state.sessions.get(&attached.session).await, Ok(None))
+                {
+                    // The record went without this node being told (a drop message
+                    // missed while Redis pub/sub was down): end the connection too.
+                    state.desktop.drop_connected(&attached.session).await;
+                }
                 Some(match r {
                     Ok(value) => ServerMessage::Result { id, value },
                     Err(e) => error(Some(id), e.code, e.message),

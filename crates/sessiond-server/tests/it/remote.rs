@@ -1009,3 +1009,17 @@ async fn a_connection_without_hello_in_time_is_closed() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "websocket_required");
 }
+
+#[tokio::test]
+async fn a_session_removed_behind_the_registry_ends_its_connection_at_the_next_call() {
+    let r = Remote::start(config()).await;
+    let client = r.connect("ann").await;
+    // As when another node's drop message was missed: the record is gone.
+    assert!(r.desktop.sessions().remove(&client.id()).await.unwrap());
+    let e = client
+        .call("session.storage", Value::Null)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::SessionClosed), "{e}");
+    assert_eq!(client.closed().await, Some(CloseReason::Dropped));
+}
