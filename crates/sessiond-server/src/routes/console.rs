@@ -30,7 +30,6 @@ use axum::{Extension, Json, Router};
 use futures::Stream;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
-use sessiond_core::SessionKind;
 use sessiond_mobile::MobileChange;
 use sessiond_store::ActivityFilter;
 use sha2::{Digest, Sha256};
@@ -371,15 +370,7 @@ async fn list_sessions(
     query: Result<Query<SessionsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query?;
-    let kind = q
-        .kind
-        .as_deref()
-        .filter(|k| !k.is_empty())
-        .map(|k| {
-            SessionKind::parse(k)
-                .ok_or_else(|| ApiError::bad_request("kind must be web, remote or storedProcedure"))
-        })
-        .transpose()?;
+    let kind = super::parse_kind(q.kind.as_deref())?;
     let limit = q.limit.unwrap_or(LIVE_LIMIT);
     if limit == 0 || limit > LIVE_MAX {
         return Err(ApiError::bad_request(format!(

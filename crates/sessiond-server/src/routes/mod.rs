@@ -45,6 +45,17 @@ pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// A `kind` query parameter: `web`, `remote` or `storedProcedure` (absent or empty:
+/// every kind).
+pub fn parse_kind(kind: Option<&str>) -> Result<Option<sessiond_core::SessionKind>, ApiError> {
+    kind.filter(|k| !k.is_empty())
+        .map(|k| {
+            sessiond_core::SessionKind::parse(k)
+                .ok_or_else(|| ApiError::bad_request("kind must be web, remote or storedProcedure"))
+        })
+        .transpose()
+}
+
 /// Parses a session id from a URL; a malformed one is answered like an unknown one.
 pub fn parse_id(text: &str) -> Result<SessionId, ApiError> {
     text.parse().map_err(|_| ApiError::session_not_found())

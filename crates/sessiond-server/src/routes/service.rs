@@ -11,7 +11,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use http::{HeaderMap, StatusCode, header};
 use serde_json::{Map, Value, json};
-use sessiond_core::{PrivilegeInput, SessionKind, storage};
+use sessiond_core::{PrivilegeInput, storage};
 use sessiond_store::{ActivityFilter, PrivilegeChange, Rotation, Snapshot};
 
 use super::{ApiJson, ApiPath, bearer, parse_id, session_json};
@@ -312,14 +312,7 @@ async fn activity(
     query: Result<Query<ActivityQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query?;
-    let kind = q
-        .kind
-        .as_deref()
-        .map(|k| {
-            SessionKind::parse(k)
-                .ok_or_else(|| ApiError::bad_request("kind must be web, remote or storedProcedure"))
-        })
-        .transpose()?;
+    let kind = super::parse_kind(q.kind.as_deref())?;
     let session = q.session.as_deref().map(parse_id).transpose()?;
     let mode = match q.mode.as_deref().unwrap_or("all") {
         "all" => ActivityMode::All,
