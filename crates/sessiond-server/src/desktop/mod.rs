@@ -45,7 +45,7 @@ use futures::FutureExt as _;
 use serde_json::Value;
 use sessiond_core::protocol::{CloseReason, ErrorCode, Hello};
 use sessiond_core::{DesktopInfo, SessionId, SessionKind, SessionRecord, Timestamp};
-use sessiond_store::{ActivityFilter, Sessions, SessionsError};
+use sessiond_store::{ActivityFilter, Sessions, SessionsError, Snapshot};
 use tokio::sync::OnceCell;
 
 pub use functions::{CallError, CallFuture, Function, Hook};
@@ -321,17 +321,12 @@ impl DesktopSessions {
     pub async fn start(&self) -> Result<tokio::task::JoinHandle<()>, SessionsError> {
         let shared = self.0.sessions.store().shared();
         let node = self.0.sessions.node().map(str::to_owned);
-        for kind in [SessionKind::Remote, SessionKind::StoredProcedure] {
-            let filter = ActivityFilter {
-                kind: Some(kind),
-                ..ActivityFilter::default()
-            };
-            for s in self.0.sessions.activity(&filter).await? {
-                if (!shared || s.record.node.as_deref() == node.as_deref())
-                    && Some(&s.record.id) != self.0.stored.get()
-                {
-                    self.0.sessions.remove(&s.record.id).await?;
-                }
+        for s in self.0.sessions.activity(&ActivityFilter::default()).await? {
+            if s.record.kind.is_desktop()
+                && (!shared || s.record.node.as_deref() == node.as_deref())
+                && Some(&s.record.id) != self.0.stored.get()
+            {
+                self.0.sessions.remove(&s.record.id).await?;
             }
         }
         let stored = self.stored_procedures_session().await?;
@@ -419,7 +414,7 @@ impl DesktopSessions {
         let this = self.clone();
         let task = tokio::spawn(async move {
             let _guard = guard;
-            this.run_in(session, &f, params).await
+            this.run_in(session, f(params)).await
         });
         Ok(StartedProcedure {
             number,
@@ -447,17 +442,12 @@ impl DesktopSessions {
             self.0
                 .processes
                 .start(name.into(), session, ProcessKind::RemoteCall, self.now());
-        self.run_in(session, f, params).await
+        self.run_in(session, f(params)).await
     }
 
-    /// Runs `f` with a fresh handle on `session` as [`Session::current()`]; a panic
+    /// Runs `call` with a fresh handle on `session` as [`Session::current()`]; a panic
     /// becomes an internal error.
-    async fn run_in(
-        &self,
-        session: SessionId,
-        f: &Function,
-        params: Value,
-    ) -> Result<Value, CallError> {
+    async fn run_in(&self, session: SessionId, call: CallFuture) -> Result<Value, CallError> {
         let snapshot = self
             .0
             .sessions
@@ -465,7 +455,7 @@ impl DesktopSessions {
             .await?
             .ok_or(SessionsError::NotFound)?;
         let handle = Session::new(self.0.sessions.clone(), snapshot, None);
-        std::panic::AssertUnwindSafe(handle.scope(f(params)))
+        std::panic::AssertUnwindSafe(handle.scope(call))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| {
@@ -482,14 +472,14 @@ impl DesktopSessions {
             .0
             .processes
             .start(name.into(), session, ProcessKind::Hook, self.now());
-        let f: Function = {
-            let hook = hook.clone();
-            Arc::new(move |_| {
-                let hook = hook.clone();
-                Box::pin(async move { hook().await.map(|()| Value::Null) })
-            })
-        };
-        match self.run_in(session, &f, Value::Null).await {
+        let run = hook();
+        match self
+            .run_in(
+                session,
+                Box::pin(async move { run.await.map(|()| Value::Null) }),
+            )
+            .await
+        {
             Ok(_) => true,
             Err(e) => {
                 tracing::warn!(session = %session, hook = name, error = %e, "hook failed");
@@ -566,16 +556,17 @@ impl DesktopSessions {
     }
 
     /// Opens a remote session for `user` (checked by the caller), or resumes the one
-    /// of `hello.persistent_id`, attached to a new connection.
+    /// of `hello.persistent_id`, attached to a new connection: (the connection's link,
+    /// whether it was resumed, `Session.info`).
     pub(crate) async fn open_remote(
         &self,
         user: &User,
         hello: &Hello,
         ip: Option<IpAddr>,
-    ) -> Result<(Attached, bool), CallError> {
+    ) -> Result<(Attached, bool, Value), CallError> {
         if let Some(persistent) = hello.persistent_id {
-            let attached = self.resume_remote(&user.user_name, persistent, ip).await?;
-            return Ok((attached, true));
+            let (attached, info) = self.resume_remote(&user.user_name, persistent, ip).await?;
+            return Ok((attached, true, info));
         }
         let persistent = SessionId::random();
         let desktop = DesktopInfo {
@@ -605,7 +596,8 @@ impl DesktopSessions {
             };
             record.set_privileges(sessions.roles(), &input, sessions.policy());
         }
-        let id = sessions.insert(record).await?.record.id;
+        let inserted = sessions.insert(record).await?;
+        let (id, info) = (inserted.record.id, inserted.record.info());
         let attached = self
             .0
             .remotes
@@ -623,7 +615,7 @@ impl DesktopSessions {
                 });
             }
         }
-        Ok((attached, false))
+        Ok((attached, false, info))
     }
 
     async fn resume_remote(
@@ -631,7 +623,7 @@ impl DesktopSessions {
         user: &str,
         persistent: SessionId,
         ip: Option<IpAddr>,
-    ) -> Result<Attached, CallError> {
+    ) -> Result<(Attached, Value), CallError> {
         let unknown = || {
             CallError {
             code: ErrorCode::UnknownPersistentId,
@@ -648,7 +640,7 @@ impl DesktopSessions {
             old.close(CloseReason::Replaced);
         }
         match self.write_state(&attached.session, ip).await {
-            Ok(()) => Ok(attached),
+            Ok(snapshot) => Ok((attached, snapshot.record.info())),
             Err(SessionsError::NotFound) => {
                 self.0.remotes.remove(&persistent);
                 Err(unknown())
@@ -664,7 +656,7 @@ impl DesktopSessions {
         &self,
         session: &SessionId,
         ip: Option<IpAddr>,
-    ) -> Result<(), SessionsError> {
+    ) -> Result<Snapshot, SessionsError> {
         let registry = &self.0.remotes;
         self.0
             .sessions
@@ -680,7 +672,7 @@ impl DesktopSessions {
                 Ok(())
             })
             .await
-            .map(|_| ())
+            .map(|(snapshot, ())| snapshot)
     }
 
     /// The connection ended without a goodbye: an active session is postponed.

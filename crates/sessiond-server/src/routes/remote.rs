@@ -184,7 +184,7 @@ async fn open(
     state: &AppState,
     hello: &Hello,
     ip: Option<IpAddr>,
-) -> Result<(Attached, bool), ServerMessage> {
+) -> Result<(Attached, bool, Value), ServerMessage> {
     check_hello(hello)?;
     let refused = |code, m: &str| error(None, code, m);
     state
@@ -255,13 +255,9 @@ async fn connection(state: AppState, socket: WebSocket, ip: Option<IpAddr>) {
             return close_with(&mut tx, &m).await;
         }
     };
-    let (mut attached, resumed) = match open(&state, &hello, ip).await {
+    let (mut attached, resumed, info) = match open(&state, &hello, ip).await {
         Ok(a) => a,
         Err(m) => return close_with(&mut tx, &m).await,
-    };
-    let info = match state.sessions.get(&attached.session).await {
-        Ok(Some(s)) => s.record.info(),
-        _ => Value::Null,
     };
     tracing::info!(session = %attached.session, user = %hello.user_name, resumed, "remote client connected");
     let welcome = ServerMessage::Welcome {
