@@ -42,6 +42,23 @@ pub fn to_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// Lower- or upper-case hex digits as exactly `N` bytes; `None` for any other text.
+///
+/// ```
+/// assert_eq!(sessiond_core::id::from_hex::<2>("0aFF"), Some([0x0a, 0xff]));
+/// assert_eq!(sessiond_core::id::from_hex::<2>("0a"), None);
+/// ```
+pub fn from_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
+    if hex.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// The public id of a session: a random UUID written as 32 upper-case hex digits,
 /// exactly as 4D's `Session.id` (`3C81A8D7AFE64C2E9CCFFCDC35DC52F5`).
 ///

@@ -113,13 +113,7 @@ fn load_sessions(path: &Path) -> SessionMap {
         return SessionMap::new();
     };
     list.into_iter()
-        .filter_map(|s| {
-            let mut key = [0u8; 32];
-            for (i, b) in key.iter_mut().enumerate() {
-                *b = u8::from_str_radix(s.sha256.get(2 * i..2 * i + 2)?, 16).ok()?;
-            }
-            Some((key, s.session))
-        })
+        .filter_map(|s| Some((sessiond_core::id::from_hex(&s.sha256)?, s.session)))
         .collect()
 }
 

@@ -54,14 +54,7 @@ impl ApiKey {
     }
 
     fn from_hex(hex: &str) -> Option<Self> {
-        let bytes: Vec<u8> = (0..hex.len())
-            .step_by(2)
-            .map(|i| {
-                hex.get(i..i + 2)
-                    .and_then(|b| u8::from_str_radix(b, 16).ok())
-            })
-            .collect::<Option<_>>()?;
-        bytes.try_into().ok().map(Self)
+        sessiond_core::id::from_hex(hex).map(Self)
     }
 
     /// Whether `presented` is the key.

@@ -154,11 +154,7 @@ where
                 Ok(s) => s,
                 Err(e) => return Ok(e.into_response()),
             };
-            let secure = match shared.cookie.secure {
-                SecureMode::Always => true,
-                SecureMode::Never => false,
-                SecureMode::Auto => is_tls(&req, shared.trust_proxy_headers),
-            };
+            let secure = cookie_is_secure(shared.cookie.secure, &req, shared.trust_proxy_headers);
             req.extensions_mut().insert(session.clone());
             let mut response = session.clone().scope(inner.call(req)).await?;
             if let Some(value) = shared.set_cookie(session.take_cookie_change(), secure) {
@@ -236,8 +232,21 @@ pub(crate) fn client_ip(req: &Request<Body>, trust_proxy_headers: bool) -> Optio
         .map(|c| c.0.ip())
 }
 
+/// Whether a cookie set in answer to `req` carries `Secure`.
+pub(crate) fn cookie_is_secure(
+    mode: SecureMode,
+    req: &Request<Body>,
+    trust_proxy_headers: bool,
+) -> bool {
+    match mode {
+        SecureMode::Always => true,
+        SecureMode::Never => false,
+        SecureMode::Auto => is_tls(req, trust_proxy_headers),
+    }
+}
+
 /// Whether the request arrived over TLS ([`SecureMode::Auto`]).
-pub(crate) fn is_tls(req: &Request<Body>, trust_proxy_headers: bool) -> bool {
+fn is_tls(req: &Request<Body>, trust_proxy_headers: bool) -> bool {
     req.uri().scheme_str() == Some("https")
         || (trust_proxy_headers
             && req

@@ -244,11 +244,11 @@ pub(crate) async fn audit<T>(
 
 /// Whether the console cookie gets `Secure` (the session cookie's [`crate::SecureMode`]).
 fn secure(state: &AppState, req: &Request) -> bool {
-    match state.config.cookie.secure {
-        crate::SecureMode::Always => true,
-        crate::SecureMode::Never => false,
-        crate::SecureMode::Auto => crate::layer::is_tls(req, state.config.trust_proxy_headers),
-    }
+    crate::layer::cookie_is_secure(
+        state.config.cookie.secure,
+        req,
+        state.config.trust_proxy_headers,
+    )
 }
 
 fn cookie_header(value: &str, secure: bool) -> HeaderValue {
