@@ -154,10 +154,6 @@ impl Functions {
     pub fn get(&self, name: &str) -> Option<&Function> {
         self.0.get(name)
     }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(|k| &**k)
-    }
 }
 
 /// Checks an application function name: 1–128 printable characters, not `session.*`.

@@ -548,13 +548,6 @@ impl DesktopSessions {
         Ok(Some(Value::Object(out)))
     }
 
-    /// The names clients can call.
-    pub fn function_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.0.functions.names().map(Into::into).collect();
-        names.sort();
-        names
-    }
-
     /// Opens a remote session for `user` (checked by the caller), or resumes the one
     /// of `hello.persistent_id`, attached to a new connection: (the connection's link,
     /// whether it was resumed, `Session.info`).
