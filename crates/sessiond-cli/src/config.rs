@@ -127,7 +127,9 @@ struct SessionsSection {
     split_roles_on_commas: Option<bool>,
     clear_privileges_keeps_user_name: Option<bool>,
     token_grace_seconds: Option<u64>,
+    max_tokens_per_session: Option<usize>,
     otp_min_lifespan_seconds: Option<u64>,
+    stored_procedure_otp: Option<bool>,
 }
 
 /// Where sessions are kept.
@@ -460,8 +462,17 @@ fn policy(s: &SessionsSection) -> anyhow::Result<SessionPolicy> {
         }
         p.token_grace = Duration::from_secs(v);
     }
+    if let Some(v) = s.max_tokens_per_session {
+        if !(2..=1024).contains(&v) {
+            bail!("sessions.max_tokens_per_session must be 2 to 1024");
+        }
+        p.max_tokens_per_session = v;
+    }
     if let Some(v) = s.otp_min_lifespan_seconds {
         p.otp_min_lifespan = Duration::from_secs(v.max(1));
+    }
+    if let Some(v) = s.stored_procedure_otp {
+        p.stored_procedure_otp = v;
     }
     Ok(p)
 }

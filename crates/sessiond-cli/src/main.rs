@@ -139,6 +139,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let hook = Arc::new(ConfigHook::new(
         config.mobile.policy.clone(),
         config.mobile.callout.clone(),
+        config.server.policy.clone(),
     ));
     let mobile_state = MobileState::new(mobile.clone(), hook, config.mobile.upstream.clone());
     let state = AppState {

@@ -8,6 +8,7 @@
 //! | [`policy`] | [`SessionPolicy`]: the named choices where 4D's docs are silent |
 //! | [`storage`] | storage updates (merge patch, increment) applied atomically by stores |
 //! | [`otp`] | one-time tokens (`createOTP` / `restore`) |
+//! | [`tokens`] | the token model: which cookie tokens open a session, how they are born and end |
 //! | [`promotion`] | request-scoped `promote` / `demote` |
 //! | [`protocol`] | the remote-client WebSocket protocol: messages and error codes |
 //! | [`id`] | session ids, cookie tokens, OTP tokens, hashing (OS CSPRNG) |
@@ -24,6 +25,7 @@ pub mod protocol;
 pub mod roles;
 pub mod session;
 pub mod storage;
+pub mod tokens;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::Error;
@@ -33,7 +35,8 @@ pub use policy::{SessionPolicy, SetPrivilegesMode};
 pub use privileges::PrivilegeInput;
 pub use promotion::Promotions;
 pub use roles::{Resolved, Roles, RolesWarning};
-pub use session::{DesktopInfo, SessionKind, SessionRecord, SetPrivilegesOutcome, TokenSlot};
+pub use session::{DesktopInfo, SessionKind, SessionRecord, SetPrivilegesOutcome};
+pub use tokens::{Rights, TokenSlot, TokenState, Tokens};
 
 #[cfg(test)]
 mod spec_cases;

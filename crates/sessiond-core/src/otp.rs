@@ -17,9 +17,10 @@ pub struct OtpRecord {
 
 impl OtpRecord {
     /// `Session.createOTP({lifespan})` for `record`: a token and its record, or `None`
-    /// where 4D returns `""` (the stored-procedure session). The lifespan defaults to
-    /// the idle timeout (web) or 10 s (desktop); it is at least 10 s and at most the
-    /// longest idle timeout.
+    /// where 4D returns `""` (the stored-procedures session, unless
+    /// [`SessionPolicy::stored_procedure_otp`]). The lifespan defaults to the idle
+    /// timeout (web) or 10 s (desktop); it is at least 10 s and at most the longest
+    /// idle timeout.
     pub fn create(
         record: &SessionRecord,
         lifespan: Option<Duration>,
@@ -29,6 +30,9 @@ impl OtpRecord {
         let default = match record.kind {
             SessionKind::Web => Duration::from_secs(u64::from(record.idle_timeout) * 60),
             SessionKind::Remote => policy.desktop_otp_lifespan,
+            SessionKind::StoredProcedure if policy.stored_procedure_otp => {
+                policy.desktop_otp_lifespan
+            }
             SessionKind::StoredProcedure => return None,
         };
         let longest = Duration::from_secs(u64::from(policy.max_idle_timeout_minutes) * 60);

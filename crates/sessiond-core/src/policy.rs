@@ -48,12 +48,20 @@ pub struct SessionPolicy {
     /// Beyond 4D: an absolute lifetime cap from creation that activity never extends.
     /// Default: off.
     pub absolute_lifetime: Option<Duration>,
-    /// How long a cookie token stays valid after it was rotated (privilege change), so
-    /// that requests already in flight with it still succeed.
+    /// How long an ended cookie token (a raise of the session's rights ended it) is
+    /// still recognized: a request in flight with it is answered as a guest that is not
+    /// stored and gets no cookie, so it cannot replace the client's new cookie. It never
+    /// opens the session again. Default 30 s.
     pub token_grace: Duration,
-    /// How many live cookie tokens one session may hold (each `$4DSID` restore adds
-    /// one, for the restoring client); the oldest is dropped past this.
+    /// How many clients may hold one session at once (each OTP restore adds one);
+    /// past it the least recently used token is evicted (and logged), never the one
+    /// used last. At least 2; default 32.
     pub max_tokens_per_session: usize,
+    /// Beyond 4D: whether the stored-procedures session can create OTPs, so that a web
+    /// request can share it (4D 21 answers `""` there). The stored-procedures session
+    /// holds every privilege, so its OTPs are for trusted server code only (stored
+    /// procedures, the service API). Default: yes.
+    pub stored_procedure_otp: bool,
 }
 
 impl Default for SessionPolicy {
@@ -69,7 +77,8 @@ impl Default for SessionPolicy {
             desktop_otp_lifespan: Duration::from_secs(10),
             absolute_lifetime: None,
             token_grace: Duration::from_secs(30),
-            max_tokens_per_session: 8,
+            max_tokens_per_session: 32,
+            stored_procedure_otp: true,
         }
     }
 }

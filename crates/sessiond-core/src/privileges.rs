@@ -3,16 +3,18 @@
 
 use serde_json::Value;
 
-use crate::Error;
+use crate::{Error, SessionPolicy};
 
 /// A parsed `setPrivileges()` argument.
 ///
 /// ```
 /// use sessiond_core::PrivilegeInput;
 /// use serde_json::json;
-/// let p = PrivilegeInput::from_json(&json!("a, b"), true).unwrap();
+/// use sessiond_core::SessionPolicy;
+/// let policy = SessionPolicy::default();
+/// let p = PrivilegeInput::from_json(&json!("a, b"), &policy).unwrap();
 /// assert_eq!(p.privileges, ["a", "b"]);
-/// let p = PrivilegeInput::from_json(&json!({"roles": "Medium", "userName": "Ann"}), true).unwrap();
+/// let p = PrivilegeInput::from_json(&json!({"roles": "Medium", "userName": "Ann"}), &policy).unwrap();
 /// assert_eq!(p.roles, ["Medium"]);
 /// assert_eq!(p.user_name.as_deref(), Some("Ann"));
 /// ```
@@ -40,9 +42,11 @@ impl PrivilegeInput {
         }
     }
 
-    /// Parses any of the three JSON forms. `split_roles_on_commas` is
-    /// [`crate::SessionPolicy::split_roles_on_commas`].
-    pub fn from_json(v: &Value, split_roles_on_commas: bool) -> Result<Self, Error> {
+    /// Parses any of the three JSON forms, under `policy` (the text form of `roles`
+    /// splits on commas when [`SessionPolicy::split_roles_on_commas`]). Every surface
+    /// (web, service API, remote built-ins, mobile hook) parses through here.
+    pub fn from_json(v: &Value, policy: &SessionPolicy) -> Result<Self, Error> {
+        let split_roles_on_commas = policy.split_roles_on_commas;
         match v {
             Value::String(_) | Value::Array(_) => Ok(Self {
                 privileges: names(v, "privileges", true)?,
@@ -124,27 +128,34 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn split(split_roles_on_commas: bool) -> SessionPolicy {
+        SessionPolicy {
+            split_roles_on_commas,
+            ..SessionPolicy::default()
+        }
+    }
+
     #[test]
     fn three_forms() {
         assert_eq!(
-            PrivilegeInput::from_json(&json!("a,b"), true)
+            PrivilegeInput::from_json(&json!("a,b"), &split(true))
                 .unwrap()
                 .privileges,
             ["a", "b"]
         );
         assert_eq!(
-            PrivilegeInput::from_json(&json!(["a", " b "]), true)
+            PrivilegeInput::from_json(&json!(["a", " b "]), &split(true))
                 .unwrap()
                 .privileges,
             ["a", "b"]
         );
         let o = PrivilegeInput::from_json(
             &json!({"privileges": ["x"], "roles": "R1,R2", "userName": "Ann"}),
-            true,
+            &split(true),
         )
         .unwrap();
         assert_eq!(o.roles, ["R1", "R2"]);
-        let o = PrivilegeInput::from_json(&json!({"roles": "R1,R2"}), false).unwrap();
+        let o = PrivilegeInput::from_json(&json!({"roles": "R1,R2"}), &split(false)).unwrap();
         assert_eq!(o.roles, ["R1,R2"]);
     }
 
@@ -158,8 +169,8 @@ mod tests {
             json!({"userName": 1}),
             json!({"x": 1}),
         ] {
-            assert!(PrivilegeInput::from_json(&v, true).is_err(), "{v}");
+            assert!(PrivilegeInput::from_json(&v, &split(true)).is_err(), "{v}");
         }
-        assert!(PrivilegeInput::from_json(&json!("x".repeat(300)), true).is_err());
+        assert!(PrivilegeInput::from_json(&json!("x".repeat(300)), &split(true)).is_err());
     }
 }

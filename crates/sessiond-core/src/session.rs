@@ -6,11 +6,11 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use smallvec::SmallVec;
 
 use crate::policy::{SessionPolicy, SetPrivilegesMode};
 use crate::roles::{Roles, WEB_ADMIN, names_eq};
-use crate::{Error, PrivilegeInput, SessionId, Timestamp, TokenHash};
+use crate::tokens::Tokens;
+use crate::{Error, PrivilegeInput, SessionId, Timestamp};
 
 /// The three kinds of session of 4D's `Session` class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -45,17 +45,6 @@ impl SessionKind {
     pub fn is_desktop(self) -> bool {
         !matches!(self, Self::Web)
     }
-}
-
-/// One cookie token of a session. A session has one per client that holds it (the
-/// creating browser, and one per `$4DSID` restore); a rotated token stays valid for
-/// [`SessionPolicy::token_grace`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TokenSlot {
-    /// The hash of the token's secret.
-    pub hash: TokenHash,
-    /// `None` while current; the end of the grace window once rotated.
-    pub retired_until: Option<Timestamp>,
 }
 
 /// Client facts of a desktop (remote) session, shown in `info`.
@@ -105,8 +94,8 @@ pub struct SessionRecord {
     pub storage_version: u64,
     /// `Session.storage`: a JSON object, shared between snapshots until changed.
     pub storage: Arc<Map<String, Value>>,
-    /// The cookie tokens that open this session (almost always one: kept inline).
-    pub tokens: SmallVec<[TokenSlot; 1]>,
+    /// The cookie tokens of the clients that hold this session ([`Tokens`]).
+    pub tokens: Tokens,
     /// `info.IPAddress`.
     pub ip: Option<IpAddr>,
     /// Desktop-session facts.
@@ -163,7 +152,7 @@ impl SessionRecord {
             version: 1,
             storage_version: 1,
             storage: EMPTY_STORAGE.clone(),
-            tokens: SmallVec::new(),
+            tokens: Tokens::default(),
             ip,
             desktop: desktop.map(Box::new),
             node: None,
@@ -294,48 +283,6 @@ impl SessionRecord {
             policy.max_idle_timeout_minutes,
         );
         Ok(self.idle_timeout)
-    }
-
-    /// Whether `token` currently opens this session (constant-time per slot).
-    pub fn accepts_token(&self, token: &TokenHash, now: Timestamp) -> bool {
-        self.tokens.iter().fold(false, |found, slot| {
-            let live = slot.retired_until.is_none_or(|t| now < t);
-            found | (slot.hash.ct_eq(token) & live)
-        })
-    }
-
-    /// Adds a current token (a new client of this session); drops expired grace slots
-    /// and, past [`SessionPolicy::max_tokens_per_session`], the oldest slots.
-    pub fn add_token(&mut self, token: TokenHash, now: Timestamp, policy: &SessionPolicy) {
-        self.tokens
-            .retain(|s| s.retired_until.is_none_or(|t| now < t));
-        self.tokens.push(TokenSlot {
-            hash: token,
-            retired_until: None,
-        });
-        let excess = self
-            .tokens
-            .len()
-            .saturating_sub(policy.max_tokens_per_session.max(1));
-        self.tokens.drain(..excess);
-    }
-
-    /// Rotates tokens after a privilege change (fixation protection): `old` (or, when
-    /// `None`, every current token) enters its grace window, and `new` becomes current.
-    pub fn rotate_token(
-        &mut self,
-        old: Option<&TokenHash>,
-        new: TokenHash,
-        now: Timestamp,
-        policy: &SessionPolicy,
-    ) {
-        let until = now.plus(policy.token_grace);
-        for slot in &mut self.tokens {
-            if slot.retired_until.is_none() && old.is_none_or(|o| slot.hash.ct_eq(o)) {
-                slot.retired_until = Some(until);
-            }
-        }
-        self.add_token(new, now, policy);
     }
 
     /// `Session.info` (spec §1.4), computed.

@@ -27,7 +27,7 @@ fn web() -> SessionRecord {
 }
 
 fn set(s: &mut SessionRecord, v: &serde_json::Value) -> SetPrivilegesOutcome {
-    let input = PrivilegeInput::from_json(v, true).unwrap();
+    let input = PrivilegeInput::from_json(v, &SessionPolicy::default()).unwrap();
     s.set_privileges(&roles(), &input, &SessionPolicy::default())
 }
 
@@ -166,7 +166,17 @@ fn case_18_stored_procedure_privilege_matrix_4d_21() {
     assert_eq!(sp.get_privileges(), ["WebAdmin"]);
     assert!(!sp.is_guest(true) && !sp.is_guest(false));
     assert_eq!(Promotions::default().promote(&sp, &roles(), "p"), 0);
-    assert!(OtpRecord::create(&sp, None, Timestamp(0), &policy).is_none());
+    let strict = SessionPolicy {
+        stored_procedure_otp: false,
+        ..SessionPolicy::default()
+    };
+    assert!(
+        OtpRecord::create(&sp, None, Timestamp(0), &strict).is_none(),
+        "4D 21: createOTP answers \"\" in the stored-procedures session"
+    );
+    let (_, otp) = OtpRecord::create(&sp, None, Timestamp(0), &policy)
+        .expect("stored_procedure_otp (default): desktop sharing of the stored-procedures session");
+    assert_eq!(otp.expires, Timestamp(10_000), "a desktop OTP lives 10 s");
     assert!(sp.set_idle_timeout(90, &policy).is_err());
     assert_eq!(sp.info()["type"], "storedProcedure");
 }
@@ -246,18 +256,4 @@ fn absolute_lifetime_caps_the_deadline() {
         Some(Timestamp(600_000)),
         "activity never extends the cap"
     );
-}
-
-#[test]
-fn token_rotation_keeps_a_grace_window() {
-    let policy = SessionPolicy::default();
-    let mut s = web();
-    let old = TokenHash::of(b"old");
-    let new = TokenHash::of(b"new");
-    s.add_token(old, Timestamp(0), &policy);
-    s.rotate_token(Some(&old), new, Timestamp(1_000), &policy);
-    assert!(s.accepts_token(&old, Timestamp(30_999)));
-    assert!(!s.accepts_token(&old, Timestamp(31_000)));
-    assert!(s.accepts_token(&new, Timestamp(1_000_000)));
-    assert!(!s.accepts_token(&TokenHash::of(b"other"), Timestamp(1_000)));
 }

@@ -38,7 +38,8 @@ proptest! {
 
     #[test]
     fn privilege_input_never_panics(v in arb_json(), split in any::<bool>()) {
-        let _ = PrivilegeInput::from_json(&v, split);
+        let policy = sessiond_core::SessionPolicy { split_roles_on_commas: split, ..Default::default() };
+        let _ = PrivilegeInput::from_json(&v, &policy);
     }
 
     #[test]

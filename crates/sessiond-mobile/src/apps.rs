@@ -17,7 +17,7 @@ use parking_lot::RwLock;
 use serde_json::{Map, Value, json};
 use sessiond_core::{PrivilegeInput, SessionId, SessionRecord};
 use sessiond_store::fs::atomic_write;
-use sessiond_store::{Rotation, Sessions, SessionsError, Snapshot, StoreError};
+use sessiond_store::{Requester, Sessions, SessionsError, Snapshot, StoreError};
 use subtle::ConstantTimeEq;
 
 use crate::activation::{Activations, EmailError, Requested};
@@ -465,7 +465,7 @@ impl MobileSessions {
         if let Some(input) = &result.privileges {
             let change = self
                 .sessions
-                .set_privileges(&web.record.id, input, Rotation::AllTokens)
+                .set_privileges(&web.record.id, input, Requester::Server)
                 .await?;
             side.privileges = change.snapshot.record.get_privileges();
             side.user_name = change.snapshot.record.user_name.to_string();
@@ -672,7 +672,7 @@ impl MobileSessions {
             };
             snapshot = self
                 .sessions
-                .set_privileges(&id, &input, Rotation::AllTokens)
+                .set_privileges(&id, &input, Requester::Server)
                 .await?
                 .snapshot;
         }

@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value};
-use sessiond_core::PrivilegeInput;
+use sessiond_core::{PrivilegeInput, SessionPolicy};
 use sessiond_mobile::hook::{AuthHook, HookResult, Policy};
 
 /// Largest callout answer read, bytes.
@@ -31,6 +31,8 @@ pub struct Callout {
 pub struct ConfigHook {
     policy: Policy,
     callout: Option<Callout>,
+    /// How the callout's `privileges` are parsed (the `[sessions]` policy).
+    sessions: SessionPolicy,
     client: Client<HttpConnector, Body>,
 }
 
@@ -57,11 +59,13 @@ struct Answer {
 }
 
 impl ConfigHook {
-    /// A hook from the config.
-    pub fn new(policy: Policy, callout: Option<Callout>) -> Self {
+    /// A hook from the config; the callout's `privileges` are read under `sessions`
+    /// (the server's session policy), like every other `setPrivileges` argument.
+    pub fn new(policy: Policy, callout: Option<Callout>, sessions: SessionPolicy) -> Self {
         Self {
             policy,
             callout,
+            sessions,
             client: Client::builder(TokioExecutor::new()).build_http(),
         }
     }
@@ -90,7 +94,9 @@ impl ConfigHook {
             serde_json::from_slice(&resp.1).map_err(|e| format!("invalid answer: {e}"))?;
         let privileges = match &answer.privileges {
             None | Some(Value::Null) => None,
-            Some(v) => Some(PrivilegeInput::from_json(v, true).map_err(|e| e.to_string())?),
+            Some(v) => {
+                Some(PrivilegeInput::from_json(v, &self.sessions).map_err(|e| e.to_string())?)
+            }
         };
         Ok(HookResult {
             success: answer.success == Some(true),

@@ -1,8 +1,10 @@
 //! [`SessionLayer`]: the tower layer that gives every request its web session
-//! (spec §2.3): the cookie `4DSID_<AppName>` names a live session → that session;
-//! no cookie, or an unknown, expired or retired one → a new guest session and a new
-//! cookie; `?$4DSID=<otp>` → the OTP's session when the OTP is valid (and its cookie
-//! is re-issued), the normal path when it is not.
+//! (spec §2.3, and the token model of docs/tokens.md): the cookie `4DSID_<AppName>`
+//! opens a live session → that session; a token a raise ended within the grace window
+//! → a guest that is not stored, and no cookie; no cookie, or an unknown or expired
+//! one → a new guest session and a new cookie; `?$4DSID=<otp>` → the OTP's session
+//! (web, or a desktop session shared with the web) with a new cookie for this client
+//! when the OTP is valid, the normal path when it is not.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -15,7 +17,7 @@ use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Request, header};
 use sessiond_core::CookieToken;
-use sessiond_store::Sessions;
+use sessiond_store::{Resolved, Sessions};
 use tower::{Layer, Service};
 
 use crate::config::{CookieConfig, SameSite, SecureMode};
@@ -173,15 +175,21 @@ async fn open(
 ) -> Result<Session, ApiError> {
     let sessions = &shared.sessions;
     if let Some(otp) = otp {
-        if let Some((snapshot, cookie)) = sessions.restore_otp(otp).await? {
+        if let Ok((snapshot, cookie)) = sessions.restore_otp(otp).await? {
             let session = Session::new(sessions.clone(), snapshot, Some(cookie.hash()));
             session.set_cookie(CookieChange::Set(cookie));
             return Ok(session);
         }
     }
     if let Some(token) = cookie {
-        if let Some((snapshot, hash)) = sessions.resolve_token(token).await? {
-            return Ok(Session::new(sessions.clone(), snapshot, Some(hash)));
+        match sessions.resolve_token(token).await? {
+            Resolved::Open(snapshot, hash) => {
+                return Ok(Session::new(sessions.clone(), snapshot, Some(hash)));
+            }
+            // In flight while a raise ended its token: a guest, and no cookie that
+            // would replace the client's new one.
+            Resolved::Ended => return Ok(Session::unstored_guest(sessions, ip)),
+            Resolved::Unknown => {}
         }
     }
     let (snapshot, cookie) = sessions.create_web(ip).await?;

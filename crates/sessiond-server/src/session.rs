@@ -14,9 +14,10 @@ use http::request::Parts;
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use sessiond_core::{
-    CookieToken, Error as CoreError, PrivilegeInput, Promotions, SessionId, SessionKind, TokenHash,
+    CookieToken, Error as CoreError, PrivilegeInput, Promotions, SessionId, SessionKind,
+    SessionRecord, TokenHash,
 };
-use sessiond_store::{Rotation, Sessions, SessionsError, Snapshot};
+use sessiond_store::{Requester, Sessions, SessionsError, Snapshot};
 
 use crate::error::ApiError;
 
@@ -92,6 +93,19 @@ impl Session {
             sessions,
             state: Mutex::new(state),
         }))
+    }
+
+    /// A guest session that is not stored (a request whose cookie a raise ended moments
+    /// ago): it reads as a new guest, its changes fail with
+    /// [`SessionsError::NotFound`], and the response sets no cookie.
+    pub(crate) fn unstored_guest(sessions: &Sessions, ip: Option<std::net::IpAddr>) -> Self {
+        let now = sessions.now();
+        let record = SessionRecord::new_web(now, sessions.policy(), ip);
+        let snapshot = Snapshot {
+            record: Arc::new(record),
+            last_activity: now,
+        };
+        Self::new(sessions.clone(), snapshot, None)
     }
 
     /// 4D's `Session` command: the session of the running task, or `None` outside a
@@ -196,10 +210,19 @@ impl Session {
 
     async fn change_privileges(&self, set: Option<&PrivilegeInput>) -> Result<bool, SessionsError> {
         let (id, token) = self.with(|s| (s.snapshot.record.id, s.token));
-        let rotation = token.as_ref().map_or(Rotation::AllTokens, Rotation::Token);
+        let requester = if token.is_some() {
+            Requester::Cookie
+        } else {
+            Requester::Server
+        };
         let change = match set {
-            Some(input) => self.0.sessions.set_privileges(&id, input, rotation).await?,
-            None => self.0.sessions.clear_privileges(&id, rotation).await?,
+            Some(input) => {
+                self.0
+                    .sessions
+                    .set_privileges(&id, input, requester)
+                    .await?
+            }
+            None => self.0.sessions.clear_privileges(&id, requester).await?,
         };
         let mut state = self.0.state.lock();
         state.snapshot = change.snapshot;
@@ -210,8 +233,15 @@ impl Session {
         Ok(change.outcome.applied)
     }
 
-    /// `Session.setPrivileges(...)`: undeclared names are ignored (and logged). The
-    /// cookie token rotates; the response carries the new cookie.
+    /// Parses a `setPrivileges()` argument (text, list or object) under the session
+    /// policy.
+    pub fn privilege_input(&self, v: &Value) -> Result<PrivilegeInput, SessionsError> {
+        self.0.sessions.privilege_input(v)
+    }
+
+    /// `Session.setPrivileges(...)`: undeclared names are ignored (and logged). When it
+    /// raises the session's rights, every other client's token ends and this request's
+    /// client gets a fresh one on the response (docs/tokens.md).
     pub async fn set_privileges(&self, input: &PrivilegeInput) -> Result<bool, SessionsError> {
         self.change_privileges(Some(input)).await
     }
@@ -251,7 +281,7 @@ impl Session {
         if self.kind() != SessionKind::Web {
             return Ok(false);
         }
-        let Some((snapshot, cookie)) = self.0.sessions.restore_otp(token).await? else {
+        let Ok((snapshot, cookie)) = self.0.sessions.restore_otp(token).await? else {
             return Ok(false);
         };
         let mut state = self.0.state.lock();
@@ -278,9 +308,12 @@ impl Session {
         self.0.state.lock().promotions.demote(id);
     }
 
-    /// Ends the session now (beyond 4D: an explicit logout) and removes the cookie.
+    /// Beyond 4D, an explicit logout: a web session ends now; a desktop session this
+    /// client shares through an OTP goes on without it (only its token ends). The
+    /// response removes the cookie.
     pub async fn end(&self) -> Result<bool, SessionsError> {
-        let existed = self.0.sessions.remove(&self.id()).await?;
+        let (id, token) = self.with(|s| (s.snapshot.record.id, s.token));
+        let existed = self.0.sessions.logout(&id, token.as_ref()).await?;
         self.0.state.lock().cookie = CookieChange::Remove;
         Ok(existed)
     }

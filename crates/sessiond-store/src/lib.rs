@@ -7,7 +7,7 @@
 //! | [`fs`] | atomic file writes (temp, fsync, rename, fsync of the folder) |
 //! | [`memory`] | [`MemoryStore`]: sharded in-process maps, lazy deadline index |
 //! | [`redis`] | [`RedisStore`]: all state in Redis/Valkey, Lua compare-and-set, TTL expiry — for several nodes |
-//! | [`sessions`] | [`Sessions`]: create, resolve a cookie, privileges with token rotation, atomic storage updates, OTPs, activity, the reaper |
+//! | [`sessions`] | [`Sessions`]: create, resolve a cookie, privileges and the token rules (docs/tokens.md), atomic storage updates, OTPs, activity, the reaper |
 //! | `conformance` | (feature `conformance`) [`conformance_tests!`], one suite for every store |
 
 pub mod embedded;
@@ -24,5 +24,7 @@ pub mod conformance;
 pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
-pub use sessions::{ActivityFilter, PrivilegeChange, Rotation, Sessions, SessionsError};
+pub use sessions::{
+    ActivityFilter, OtpRefusal, PrivilegeChange, Requester, Resolved, Sessions, SessionsError,
+};
 pub use store::{Cas, SessionStore, Snapshot, StoreError, Update, UpdateFn};

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use sessiond_core::tokens::after_rights_change;
 use sessiond_core::{
-    Clock, CookieToken, Error as CoreError, OtpRecord, OtpToken, PrivilegeInput, Roles, SessionId,
-    SessionKind, SessionPolicy, SessionRecord, SetPrivilegesOutcome, Timestamp, TokenHash,
+    Clock, CookieToken, Error as CoreError, OtpRecord, OtpToken, PrivilegeInput, Rights, Roles,
+    SessionId, SessionKind, SessionPolicy, SessionRecord, SetPrivilegesOutcome, Timestamp,
+    TokenHash, TokenState,
 };
 
 use crate::store::{SessionStore, Snapshot, StoreError, Update};
@@ -27,14 +29,19 @@ pub enum SessionsError {
     Store(#[from] StoreError),
 }
 
-/// Which cookie tokens a privilege change retires (fixation protection).
-#[derive(Debug, Clone, Copy)]
-pub enum Rotation<'a> {
-    /// The token of the request that made the change (the web layer).
-    Token(&'a TokenHash),
-    /// Every current token (changes made from outside, e.g. the service API); the new
-    /// cookie must then be handed to the client by the caller.
-    AllTokens,
+/// Who makes a privilege change, which decides who gets a fresh cookie token when
+/// the change raises the session's rights (docs/tokens.md). Every other token ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requester {
+    /// A client presenting a cookie of the session (the web layer): it gets the fresh
+    /// token, whatever the session's kind (a web client sharing a desktop session too).
+    Cookie,
+    /// An application backend (the service API): a web session gets a fresh token,
+    /// returned for the backend to hand to its browser.
+    Backend,
+    /// Server-side code without a cookie (remote clients, stored procedures, mobile
+    /// logins): no fresh token.
+    Server,
 }
 
 /// The result of a privilege change.
@@ -44,8 +51,50 @@ pub struct PrivilegeChange {
     pub snapshot: Snapshot,
     /// The function's return value and the ignored names.
     pub outcome: SetPrivilegesOutcome,
-    /// The new cookie for the client, when the session's token rotated.
+    /// Whether the change raised the session's rights (every earlier token ended).
+    pub raised: bool,
+    /// The requester's fresh cookie, after a raise.
     pub cookie: Option<CookieToken>,
+}
+
+/// What a cookie token opens (docs/tokens.md).
+#[derive(Debug)]
+pub enum Resolved {
+    /// The session, and the token's hash.
+    Open(Snapshot, TokenHash),
+    /// A token a raise ended within the grace window: the request runs as a guest that
+    /// is not stored, and its response sets no cookie.
+    Ended,
+    /// Nothing (malformed, unknown, expired, evicted, or ended long enough ago): the
+    /// request gets a new guest session.
+    Unknown,
+}
+
+/// Why an OTP restore was refused. A refused restore leaves the OTP as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtpRefusal {
+    /// Malformed, unknown, already used, or expired.
+    Invalid,
+    /// The session that created it has ended.
+    SessionEnded,
+}
+
+impl OtpRefusal {
+    /// The error code the HTTP surfaces answer with (404).
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Invalid => "otp_invalid",
+            Self::SessionEnded => "otp_session_ended",
+        }
+    }
+
+    /// What happened, for people.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Invalid => "the token is unknown, used or expired",
+            Self::SessionEnded => "the session that created the token has ended",
+        }
+    }
 }
 
 /// Which sessions an activity listing returns (4D's `Process activity` filters).
@@ -79,17 +128,18 @@ struct Inner {
 /// ```
 /// use std::sync::Arc;
 /// use sessiond_core::{PrivilegeInput, Roles, SessionPolicy, SystemClock};
-/// use sessiond_store::{MemoryStore, Rotation, Sessions};
+/// use sessiond_store::{MemoryStore, Requester, Sessions};
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let roles = Roles::parse(r#"{"privileges":[{"privilege":"admin"}]}"#, "roles.json").unwrap();
 /// let sessions = Sessions::new(Arc::new(MemoryStore::new()), Arc::new(roles), Arc::new(SystemClock), SessionPolicy::default());
 /// let (snapshot, cookie) = sessions.create_web(None).await.unwrap();
 /// let change = sessions
-///     .set_privileges(&snapshot.record.id, &PrivilegeInput::names(["admin"]), Rotation::Token(&cookie.hash()))
+///     .set_privileges(&snapshot.record.id, &PrivilegeInput::names(["admin"]), Requester::Cookie)
 ///     .await
 ///     .unwrap();
 /// assert!(change.snapshot.record.has_privilege("ADMIN", &[]));
-/// assert!(change.cookie.is_some(), "the cookie token rotates");
+/// assert!(change.raised && change.cookie.is_some(), "a raise issues a fresh token");
+/// assert_ne!(cookie.hash(), change.cookie.unwrap().hash(), "and ends the old one");
 /// # });
 /// ```
 #[derive(Clone)]
@@ -175,7 +225,7 @@ impl Sessions {
             ip,
             None,
         );
-        record.add_token(token.hash(), now, &self.0.policy);
+        record.tokens.issue(token.hash(), now, &self.0.policy);
         record.node.clone_from(&self.0.node);
         let snapshot = self.0.store.insert(record, now).await?;
         Ok((snapshot, token))
@@ -190,36 +240,64 @@ impl Sessions {
         Ok(self.0.store.insert(record, now).await?)
     }
 
-    /// Finds the live session a cookie value opens, records the activity, and returns
-    /// it with the token's hash. Malformed, unknown, expired or retired tokens → `None`.
-    pub async fn resolve_cookie(
-        &self,
-        value: &str,
-    ) -> Result<Option<(Snapshot, TokenHash)>, SessionsError> {
+    /// What a cookie value opens ([`Resolved`]); an opened session counts the request
+    /// as activity.
+    pub async fn resolve_cookie(&self, value: &str) -> Result<Resolved, SessionsError> {
         match value.parse::<CookieToken>() {
             Ok(token) => self.resolve_token(&token).await,
-            Err(_) => Ok(None),
+            Err(_) => Ok(Resolved::Unknown),
         }
     }
 
-    /// [`Sessions::resolve_cookie`] for a token already parsed.
-    pub async fn resolve_token(
+    /// [`Sessions::resolve_cookie`] for a token already parsed. A session held by
+    /// several clients also records which of them used it last (the eviction order).
+    pub async fn resolve_token(&self, token: &CookieToken) -> Result<Resolved, SessionsError> {
+        let now = self.now();
+        let hash = token.hash();
+        let Some(snapshot) = self.0.store.get(&token.session_id(), now).await? else {
+            return Ok(Resolved::Unknown);
+        };
+        match snapshot.record.tokens.state(&hash, now) {
+            TokenState::Opens => {}
+            TokenState::Ended => return Ok(Resolved::Ended),
+            TokenState::Unknown => return Ok(Resolved::Unknown),
+        }
+        let snapshot = if snapshot.record.tokens.needs_use_mark(&hash) {
+            match self
+                .update(&snapshot.record.id, |rec| {
+                    rec.tokens.mark_used(&hash, now);
+                    Ok(())
+                })
+                .await
+            {
+                Ok((s, ())) => Some(s),
+                Err(SessionsError::NotFound) => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            self.record_activity(snapshot, now).await?
+        };
+        // The token may have ended between the read and the write.
+        Ok(match snapshot {
+            Some(s) if s.record.tokens.state(&hash, now) == TokenState::Opens => {
+                Resolved::Open(s, hash)
+            }
+            Some(_) => Resolved::Ended,
+            None => Resolved::Unknown,
+        })
+    }
+
+    /// What `token` would open now, without counting as activity (inspection and
+    /// tests).
+    pub async fn token_state(
         &self,
         token: &CookieToken,
-    ) -> Result<Option<(Snapshot, TokenHash)>, SessionsError> {
+    ) -> Result<(TokenState, Option<Snapshot>), SessionsError> {
         let now = self.now();
-        let id = token.session_id();
-        let Some(snapshot) = self.0.store.get(&id, now).await? else {
-            return Ok(None);
-        };
-        let hash = token.hash();
-        if !snapshot.record.accepts_token(&hash, now) {
-            return Ok(None);
-        }
-        Ok(self
-            .record_activity(snapshot, now)
-            .await?
-            .map(|s| (s, hash)))
+        Ok(match self.0.store.get(&token.session_id(), now).await? {
+            Some(s) => (s.record.tokens.state(&token.hash(), now), Some(s)),
+            None => (TokenState::Unknown, None),
+        })
     }
 
     /// Counts a read as activity: the store is written only when the last recorded
@@ -305,65 +383,110 @@ impl Sessions {
         .await
     }
 
-    /// `setPrivileges()`; rotates the cookie token of a web session.
+    /// Parses a `setPrivileges()` argument (any of its three JSON forms) under this
+    /// policy.
+    pub fn privilege_input(&self, v: &Value) -> Result<PrivilegeInput, SessionsError> {
+        Ok(PrivilegeInput::from_json(v, &self.0.policy)?)
+    }
+
+    /// `setPrivileges()`. A raise ends every other cookie token (docs/tokens.md).
     pub async fn set_privileges(
         &self,
         id: &SessionId,
         input: &PrivilegeInput,
-        rotation: Rotation<'_>,
+        requester: Requester,
     ) -> Result<PrivilegeChange, SessionsError> {
-        self.change_privileges(id, rotation, |rec, roles, policy| {
+        self.change_privileges(id, requester, |rec, roles, policy| {
             rec.set_privileges(roles, input, policy)
         })
         .await
     }
 
-    /// `clearPrivileges()`; rotates the cookie token of a web session.
+    /// `clearPrivileges()` (a lowering: tokens stay, unless it also resets `userName`).
     pub async fn clear_privileges(
         &self,
         id: &SessionId,
-        rotation: Rotation<'_>,
+        requester: Requester,
     ) -> Result<PrivilegeChange, SessionsError> {
-        self.change_privileges(id, rotation, |rec, _, policy| SetPrivilegesOutcome {
+        self.change_privileges(id, requester, |rec, _, policy| SetPrivilegesOutcome {
             applied: rec.clear_privileges(policy),
             unknown: Vec::new(),
         })
         .await
     }
 
+    /// Every privilege change goes through here: the change, then the token rules of
+    /// a raise, in one atomic update.
     async fn change_privileges(
         &self,
         id: &SessionId,
-        rotation: Rotation<'_>,
+        requester: Requester,
         change: impl Fn(&mut SessionRecord, &Roles, &SessionPolicy) -> SetPrivilegesOutcome
         + Send
         + Sync,
     ) -> Result<PrivilegeChange, SessionsError> {
         let cookie = CookieToken::issue(*id);
-        let new_hash = cookie.hash();
+        let fresh = cookie.hash();
         let now = self.now();
-        let (snapshot, outcome) = self
+        let (snapshot, (outcome, raised, issued, evicted)) = self
             .update(id, |rec| {
+                let before = Rights::of(rec);
                 let outcome = change(rec, &self.0.roles, &self.0.policy);
-                if rec.kind == SessionKind::Web {
-                    let old = match rotation {
-                        Rotation::Token(t) => Some(t),
-                        Rotation::AllTokens => None,
-                    };
-                    rec.rotate_token(old, new_hash, now, &self.0.policy);
-                }
-                Ok(outcome)
+                let issue = match requester {
+                    Requester::Cookie => true,
+                    Requester::Backend => rec.kind == SessionKind::Web,
+                    Requester::Server => false,
+                };
+                let (raised, evicted) =
+                    after_rights_change(rec, &before, issue.then_some(fresh), now, &self.0.policy);
+                Ok((outcome, raised, raised && issue, evicted))
             })
             .await?;
         if !outcome.unknown.is_empty() {
             tracing::warn!(session = %id, unknown = ?outcome.unknown, "setPrivileges: names not declared in roles.json were ignored");
         }
-        let cookie = (snapshot.record.kind == SessionKind::Web).then_some(cookie);
+        self.log_evictions(id, evicted);
         Ok(PrivilegeChange {
             snapshot,
             outcome,
-            cookie,
+            raised,
+            cookie: issued.then_some(cookie),
         })
+    }
+
+    fn log_evictions(&self, id: &SessionId, evicted: usize) {
+        if evicted > 0 {
+            tracing::warn!(
+                session = %id,
+                evicted,
+                max_tokens_per_session = self.0.policy.max_tokens_per_session,
+                "a session held by too many clients: the least recently used cookie tokens were evicted"
+            );
+        }
+    }
+
+    /// The client holding `token` leaves session `id` (logout): a web session ends;
+    /// a desktop session it shares through an OTP goes on, only its token ends. True
+    /// if there was something to end.
+    pub async fn logout(
+        &self,
+        id: &SessionId,
+        token: Option<&TokenHash>,
+    ) -> Result<bool, SessionsError> {
+        let Some(snapshot) = self.get(id).await? else {
+            return Ok(false);
+        };
+        if snapshot.record.kind == SessionKind::Web {
+            return self.remove(id).await;
+        }
+        let Some(token) = token else {
+            return Ok(false);
+        };
+        match self.update(id, |rec| Ok(rec.tokens.remove(token))).await {
+            Ok((_, removed)) => Ok(removed),
+            Err(SessionsError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sets `idleTimeout` (minutes, clamped by the policy).
@@ -400,38 +523,41 @@ impl Sessions {
         Ok(Some(token))
     }
 
-    /// Consumes an OTP (`restore()` / `$4DSID`): the session it opens and a new cookie
-    /// token for the restoring client. `None` when the token is malformed, unknown,
-    /// used, expired, or its session expired; the OTP is spent in every case.
+    /// Consumes an OTP (`restore()`, `$4DSID`, the service API): the session it opens —
+    /// a web session, or a remote or stored-procedures session shared with the web
+    /// (4D 21's desktop sharing) — and a new cookie token for the restoring client;
+    /// the session's other clients keep theirs. A refusal says why and leaves the OTP
+    /// as it was (an OTP taken when the store then failed is put back).
     pub async fn restore_otp(
         &self,
         token: &str,
-    ) -> Result<Option<(Snapshot, CookieToken)>, SessionsError> {
+    ) -> Result<Result<(Snapshot, CookieToken), OtpRefusal>, SessionsError> {
         let Ok(token) = token.trim().parse::<OtpToken>() else {
-            return Ok(None);
+            return Ok(Err(OtpRefusal::Invalid));
         };
         let now = self.now();
         let Some(otp) = self.0.store.take_otp(&token.hash(), now).await? else {
-            return Ok(None);
+            return Ok(Err(OtpRefusal::Invalid));
         };
         let cookie = CookieToken::issue(otp.session);
         let hash = cookie.hash();
         match self
             .update(&otp.session, |rec| {
-                if rec.kind != SessionKind::Web {
-                    return Err(CoreError::NotSupported {
-                        member: "restore",
-                        kind: rec.kind,
-                    });
-                }
-                rec.add_token(hash, now, &self.0.policy);
-                Ok(())
+                Ok(rec.tokens.issue(hash, now, &self.0.policy))
             })
             .await
         {
-            Ok((snapshot, ())) => Ok(Some((snapshot, cookie))),
-            Err(SessionsError::NotFound | SessionsError::Invalid(_)) => Ok(None),
-            Err(e) => Err(e),
+            Ok((snapshot, evicted)) => {
+                self.log_evictions(&otp.session, evicted);
+                Ok(Ok((snapshot, cookie)))
+            }
+            Err(SessionsError::NotFound) => Ok(Err(OtpRefusal::SessionEnded)),
+            Err(e) => {
+                if let Err(again) = self.0.store.insert_otp(otp, now).await {
+                    tracing::warn!(error = %again, "an OTP taken before a store failure could not be put back");
+                }
+                Err(e)
+            }
         }
     }
 

@@ -123,7 +123,7 @@ fn kill_9_keeps_every_acknowledged_session_and_storage_write() {
             assert_eq!(p["userName"], format!("user{i}"));
             assert_eq!(p["privileges"], json!(["WebAdmin"]));
         }
-        // A privilege change rotated the cookie: only the unrotated ones still open their session.
+        // A raise (new userName) ended the cookie: only the others still open their session.
         if i % 2 == 1 {
             assert_eq!(
                 own(&http, &run, cookie)["id"],
@@ -188,14 +188,18 @@ fn two_nodes_on_one_redis_share_everything() {
         None,
     );
     assert_eq!(v["storage"]["n"], 4000);
-    // A privilege change on A is what B answers.
-    service(
+    // A privilege change on A is what B answers; the raise ended the browser's cookie
+    // on every node at once, and the fresh one works on B.
+    let (_, change) = service(
         &http,
         &a,
         Method::PUT,
         &format!("/sessions/{id}/privileges"),
         Some(json!("WebAdmin")),
     );
+    assert_ne!(own(&http, &b, &cookie)["id"], id.as_str());
+    let cookie = change["cookie"]["value"].as_str().unwrap().to_string();
+    assert_eq!(own(&http, &b, &cookie)["id"], id.as_str());
     let (_, p) = service(
         &http,
         &b,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use sessiond_core::protocol::ErrorCode;
-use sessiond_core::{PrivilegeInput, storage};
+use sessiond_core::storage;
 use sessiond_store::SessionsError;
 
 use crate::Session;
@@ -232,11 +232,12 @@ async fn increment(params: Value) -> Result<Value, CallError> {
         .await?)
 }
 
-/// `setPrivileges(...)`: a name, a list, or `{privileges, roles}` → the function's result.
+/// `setPrivileges(...)`: a name, a list, or `{privileges, roles}` (read under the
+/// `[sessions]` policy, like every surface) → the function's result.
 async fn set_privileges(params: Value) -> Result<Value, CallError> {
-    let input = PrivilegeInput::from_json(&params, false)
-        .map_err(|e| CallError::invalid_params(e.to_string()))?;
-    Ok(current()?.set_privileges(&input).await?.into())
+    let session = current()?;
+    let input = session.privilege_input(&params)?;
+    Ok(session.set_privileges(&input).await?.into())
 }
 
 async fn clear_privileges() -> Result<Value, CallError> {

@@ -11,8 +11,8 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use http::{HeaderMap, StatusCode, header};
 use serde_json::{Map, Value, json};
-use sessiond_core::{PrivilegeInput, storage};
-use sessiond_store::{ActivityFilter, PrivilegeChange, Rotation, Snapshot};
+use sessiond_core::storage;
+use sessiond_store::{ActivityFilter, PrivilegeChange, Requester, Resolved, Snapshot};
 
 use super::{ApiJson, ApiPath, bearer, parse_id, session_json};
 use crate::app::AppState;
@@ -100,12 +100,10 @@ async fn resolve(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ResolveBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let (snapshot, _) = state
-        .sessions
-        .resolve_cookie(&body.cookie)
-        .await?
-        .ok_or_else(ApiError::session_not_found)?;
-    Ok(Json(session_json(&snapshot, force_login(&state))))
+    match state.sessions.resolve_cookie(&body.cookie).await? {
+        Resolved::Open(snapshot, _) => Ok(Json(session_json(&snapshot, force_login(&state)))),
+        Resolved::Ended | Resolved::Unknown => Err(ApiError::session_not_found()),
+    }
 }
 
 async fn get_privileges(
@@ -146,10 +144,10 @@ async fn set_privileges(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    let input = PrivilegeInput::from_json(&body, state.sessions.policy().split_roles_on_commas)?;
+    let input = state.sessions.privilege_input(&body)?;
     let change = state
         .sessions
-        .set_privileges(&parse_id(&id)?, &input, Rotation::AllTokens)
+        .set_privileges(&parse_id(&id)?, &input, Requester::Backend)
         .await?;
     Ok(Json(privilege_change_json(&state, &change)))
 }
@@ -160,7 +158,7 @@ async fn clear_privileges(
 ) -> Result<Json<Value>, ApiError> {
     let change = state
         .sessions
-        .clear_privileges(&parse_id(&id)?, Rotation::AllTokens)
+        .clear_privileges(&parse_id(&id)?, Requester::Backend)
         .await?;
     Ok(Json(privilege_change_json(&state, &change)))
 }
@@ -284,13 +282,11 @@ async fn restore_otp(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<RestoreBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let Some((snapshot, cookie)) = state.sessions.restore_otp(&body.token).await? else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "otp_invalid",
-            "the token is unknown, used or expired, or its session ended",
-        ));
-    };
+    let (snapshot, cookie) = state
+        .sessions
+        .restore_otp(&body.token)
+        .await?
+        .map_err(|why| ApiError::new(StatusCode::NOT_FOUND, why.code(), why.message()))?;
     Ok(Json(json!({
         "id": snapshot.record.id.to_string(),
         "cookie": {"name": state.config.cookie.name, "value": cookie.encode()},

@@ -447,10 +447,12 @@ async fn sign_in_is_limited_csrf_is_required_and_changes_are_audited() {
     // The live list: newest first, a page at most, the total, any part of the name.
     for name in ["Alice Martin", "alan"] {
         let (snap, _) = s.sessions.create_web(None).await.unwrap();
-        let input =
-            sessiond_core::PrivilegeInput::from_json(&json!({"userName": name}), false).unwrap();
+        let input = s
+            .sessions
+            .privilege_input(&json!({"userName": name}))
+            .unwrap();
         s.sessions
-            .set_privileges(&snap.record.id, &input, sessiond_store::Rotation::AllTokens)
+            .set_privileges(&snap.record.id, &input, sessiond_store::Requester::Backend)
             .await
             .unwrap();
     }
@@ -967,13 +969,12 @@ async fn console_end_to_end_in_chromium() {
         // Filter by user, then drop every session of that user.
         for _ in 0..2 {
             let (snap, _) = s.sessions.create_web(None).await.unwrap();
-            let input = sessiond_core::PrivilegeInput::from_json(
-                &json!({"userName": "ann", "privileges": ["sales"]}),
-                false,
-            )
-            .unwrap();
+            let input = s
+                .sessions
+                .privilege_input(&json!({"userName": "ann", "privileges": ["sales"]}))
+                .unwrap();
             s.sessions
-                .set_privileges(&snap.record.id, &input, sessiond_store::Rotation::AllTokens)
+                .set_privileges(&snap.record.id, &input, sessiond_store::Requester::Backend)
                 .await
                 .unwrap();
         }
@@ -1174,9 +1175,9 @@ async fn console_screenshots() {
             .unwrap();
         let mut input = privileges;
         input["userName"] = json!(user);
-        let input = sessiond_core::PrivilegeInput::from_json(&input, false).unwrap();
+        let input = s.sessions.privilege_input(&input).unwrap();
         s.sessions
-            .set_privileges(&snap.record.id, &input, sessiond_store::Rotation::AllTokens)
+            .set_privileges(&snap.record.id, &input, sessiond_store::Requester::Backend)
             .await
             .unwrap();
         let patch = json!({"cart": {"items": 3, "total": 129.9}, "lastPage": "/orders"});

@@ -22,7 +22,8 @@ const KEY: &str = "test-api-key";
 const ROLES: &str = r#"{
   "privileges": [{"privilege": "a"}, {"privilege": "b"}, {"privilege": "p"},
                  {"privilege": "simple"}, {"privilege": "medium", "includes": ["simple"]}],
-  "roles": [{"role": "Medium", "privileges": ["medium"]}],
+  "roles": [{"role": "Medium", "privileges": ["medium"]},
+            {"role": "Clerk", "privileges": ["a"]}, {"role": "Boss", "privileges": ["b"]}],
   "permissions": {"allowed": []}
 }"#;
 
@@ -532,7 +533,7 @@ async fn case_22_process_activity_filter() {
 }
 
 #[tokio::test]
-async fn login_rotates_the_cookie_with_a_grace_window_and_logout_ends_the_session() {
+async fn login_ends_the_pre_login_cookie_at_once_and_logout_ends_the_session() {
     let s = Server::start().await;
     let (guest, cookie) = s.own(None).await;
     let cookie = cookie.unwrap();
@@ -545,21 +546,32 @@ async fn login_rotates_the_cookie_with_a_grace_window_and_logout_ends_the_sessio
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let new_cookie = set_cookie(&resp).expect("rotated cookie");
+    let new_cookie = set_cookie(&resp).expect("a fresh cookie");
     assert_ne!(new_cookie, cookie);
     let me: Value = resp.json().await.unwrap();
     assert_eq!(me["id"], guest["id"], "the session is kept");
     assert_eq!(me["userName"], "ann");
     assert_eq!(me["isGuest"], false);
     assert_eq!(me["privileges"], json!(["a", "simple", "medium"]));
-    // The old token still works during the grace window, then not.
-    s.clock.advance(Duration::from_secs(10));
-    assert_eq!(s.own(Some(&cookie)).await.0["id"], guest["id"]);
-    s.clock.advance(Duration::from_secs(25));
-    assert_ne!(
-        s.own(Some(&cookie)).await.0["id"],
-        guest["id"],
-        "a retired token opens nothing"
+    // The pre-login cookie never opens the logged-in session: within the grace window
+    // a request with it is a guest that sets no cookie (it would replace the new one),
+    // after it a new guest with its own cookie.
+    let (during, set) = s.own(Some(&cookie)).await;
+    assert_ne!(during["id"], guest["id"]);
+    assert_eq!(
+        (during["userName"].as_str(), during["isGuest"].as_bool()),
+        (Some(""), Some(true))
+    );
+    assert!(
+        set.is_none(),
+        "no Set-Cookie for a request in flight with an ended token"
+    );
+    s.clock.advance(Duration::from_secs(31));
+    let (after, set) = s.own(Some(&cookie)).await;
+    assert_ne!(after["id"], guest["id"]);
+    assert!(
+        set.is_some(),
+        "past the grace window: an ordinary new guest"
     );
     assert_eq!(s.own(Some(&new_cookie)).await.0["userName"], "ann");
     // Logout.
@@ -648,12 +660,20 @@ async fn service_privileges_in_all_three_forms() {
     let (_, v) = s.service(Method::DELETE, &path, None).await;
     assert_eq!(v["privileges"], json!([]));
     assert_eq!(v["isGuest"], true);
-    // The service API rotated every token: the browser's old cookie retires after the grace window,
-    // and the cookie value handed back works.
+    assert_eq!(v["cookie"], Value::Null, "a lowering issues no token");
+    // The first raise ended the browser's cookie; a raise hands back a fresh cookie,
+    // which keeps working.
+    assert_ne!(s.own(cookie.as_deref()).await.0["id"], me["id"]);
+    let (_, v) = s
+        .service(
+            Method::PUT,
+            &path,
+            Some(json!({"privileges": "a", "userName": "Bob"})),
+        )
+        .await;
     let new_cookie = v["cookie"]["value"].as_str().unwrap().to_string();
     s.clock.advance(Duration::from_secs(31));
-    assert_ne!(s.own(cookie.as_deref()).await.0["id"], me["id"]);
-    assert_eq!(s.own(Some(&new_cookie)).await.0["id"], me["id"]);
+    assert_eq!(s.own(Some(&new_cookie)).await.0["userName"], "Bob");
 }
 
 #[tokio::test]
@@ -988,4 +1008,210 @@ async fn repeated_failed_logins_from_one_address_get_429_until_the_window_ends()
     );
     s.clock.advance(sessiond_server::limiter::WINDOW);
     assert_eq!(login("ann-password").await.unwrap().status(), 200);
+}
+
+/// GET /api/session with `cookie` and an optional `$4DSID`; (status, body, Set-Cookie value).
+async fn visit(s: &Server, cookie: Option<&str>, otp: Option<&str>) -> (Value, Option<String>) {
+    let url = match otp {
+        Some(t) => s.url(&format!("/api/session?$4DSID={t}")),
+        None => s.url("/api/session"),
+    };
+    let mut req = s.http.get(url);
+    if let Some(c) = cookie {
+        req = req.header("cookie", format!("4DSID_TestApp={c}"));
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let set = set_cookie(&resp);
+    (resp.json().await.unwrap(), set)
+}
+
+impl Server {
+    async fn otp_of(&self, id: &Value) -> String {
+        let (st, v) = self
+            .service(
+                Method::POST,
+                &format!("/sessions/{}/otp", id.as_str().unwrap()),
+                None,
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    }
+
+    async fn login(&self, cookie: &str) -> String {
+        let resp = self
+            .http
+            .post(self.url("/api/login"))
+            .header("cookie", format!("4DSID_TestApp={cookie}"))
+            .json(&json!({"userName": "ann", "password": "ann-password"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        set_cookie(&resp).expect("a fresh cookie")
+    }
+}
+
+/// Issue: an attacker who shares a guest session through an OTP must not inherit the
+/// victim's login — not during the grace window, not after.
+#[tokio::test]
+async fn otp_restore_then_login_never_hands_the_session_to_the_first_holder() {
+    let s = Server::start().await;
+    let (attacker_view, attacker) = visit(&s, None, None).await;
+    let attacker = attacker.unwrap();
+    let otp = s.otp_of(&attacker_view["id"]).await;
+    let (victim_view, victim) = visit(&s, None, Some(&otp)).await;
+    assert_eq!(
+        victim_view["id"], attacker_view["id"],
+        "the OTP shares the session"
+    );
+    let victim = s.login(&victim.unwrap()).await;
+    for wait in [0, 1, 29, 31, 600] {
+        s.clock.advance(Duration::from_secs(wait));
+        let (seen, _) = visit(&s, Some(&attacker), None).await;
+        assert_ne!(seen["id"], attacker_view["id"], "after {wait} s");
+        assert_eq!(seen["userName"], "", "after {wait} s");
+    }
+    assert_eq!(visit(&s, Some(&victim), None).await.0["userName"], "ann");
+}
+
+/// Issue: a privilege raise through the service API ends every browser token at once;
+/// the backend hands the new one over. A lowering ends none.
+#[tokio::test]
+async fn service_raise_ends_every_token_and_a_lowering_none() {
+    let s = Server::start().await;
+    let (view, first) = visit(&s, None, None).await;
+    let first = first.unwrap();
+    let otp = s.otp_of(&view["id"]).await;
+    let second = visit(&s, None, Some(&otp)).await.1.unwrap();
+    let path = format!("/sessions/{}/privileges", view["id"].as_str().unwrap());
+    let (_, v) = s.service(Method::PUT, &path, Some(json!(["a", "b"]))).await;
+    let handed = v["cookie"]["value"].as_str().unwrap().to_string();
+    for c in [&first, &second] {
+        let (seen, set) = visit(&s, Some(c), None).await;
+        assert_ne!(seen["id"], view["id"]);
+        assert!(set.is_none(), "within the grace window: no cookie");
+    }
+    // Lowering: everyone who holds the session keeps it.
+    let third = visit(&s, None, Some(&s.otp_of(&view["id"]).await))
+        .await
+        .1
+        .unwrap();
+    let (_, v) = s.service(Method::PUT, &path, Some(json!("a"))).await;
+    assert_eq!(v["cookie"], Value::Null);
+    s.clock.advance(Duration::from_secs(60));
+    for c in [&handed, &third] {
+        let (seen, set) = visit(&s, Some(c), None).await;
+        assert_eq!(
+            (seen["id"].clone(), seen["privileges"].clone()),
+            (view["id"].clone(), json!(["a"]))
+        );
+        assert!(set.is_none());
+    }
+}
+
+/// Issue: no live cookie is dropped silently. 50 clients restoring OTPs of a session
+/// (4D's pattern for third-party callbacks) while its creator keeps using it leave
+/// the creator's cookie working; lowerings never touch a cookie.
+#[tokio::test]
+async fn fifty_otp_restores_leave_the_creators_cookie_working() {
+    let s = Server::start().await;
+    let (view, creator) = visit(&s, None, None).await;
+    let creator = creator.unwrap();
+    let path = format!("/sessions/{}/storage", view["id"].as_str().unwrap());
+    s.service(Method::PATCH, &path, Some(json!({"cart": 3})))
+        .await;
+    let mut restored = Vec::new();
+    for _ in 0..50 {
+        let otp = s.otp_of(&view["id"]).await;
+        let (seen, cookie) = visit(&s, None, Some(&otp)).await;
+        assert_eq!(seen["id"], view["id"]);
+        restored.push(cookie.unwrap());
+        let (seen, set) = visit(&s, Some(&creator), None).await;
+        assert_eq!(
+            seen["id"], view["id"],
+            "the creator's cookie still opens its session"
+        );
+        assert!(set.is_none());
+    }
+    // The most recent restorers still hold it too (the least recently used went).
+    let last = restored.last().unwrap();
+    assert_eq!(visit(&s, Some(last), None).await.0["id"], view["id"]);
+    let (_, v) = s.service(Method::GET, &path, None).await;
+    assert_eq!(v["storage"]["cart"], 3, "the cart is there");
+    // Privilege changes that lower the rights keep every cookie, whatever their number.
+    let privileges = format!("/sessions/{}/privileges", view["id"].as_str().unwrap());
+    s.service(Method::PUT, &privileges, Some(json!(["a", "b", "p"])))
+        .await;
+    let (_, v) = s
+        .service(Method::PUT, &privileges, Some(json!(["a", "b", "p"])))
+        .await;
+    let current = v["cookie"]["value"].as_str().map(String::from);
+    assert!(current.is_none(), "the same rights again: not a raise");
+    let holder = visit(&s, None, Some(&s.otp_of(&view["id"]).await))
+        .await
+        .1
+        .unwrap();
+    for names in [
+        json!(["a", "b"]),
+        json!("b,a"),
+        json!(["B"]),
+        json!([]),
+        json!([]),
+    ] {
+        s.service(Method::PUT, &privileges, Some(names)).await;
+        s.clock.advance(Duration::from_millis(30));
+        assert_eq!(visit(&s, Some(&holder), None).await.0["id"], view["id"]);
+    }
+}
+
+/// docs/tokens.md "Activity": service-API reads leave `expirationDate` alone;
+/// resolving a browser's cookie (it stands for the browser's request) and every write
+/// count as activity.
+#[tokio::test]
+async fn service_reads_are_not_activity_resolve_and_writes_are() {
+    let s = Server::start().await;
+    let (view, cookie) = visit(&s, None, None).await;
+    let id = view["id"].as_str().unwrap().to_string();
+    let session = format!("/sessions/{id}");
+    let first = view["expirationDate"].clone();
+    s.clock.advance(Duration::from_secs(600));
+    for path in [
+        session.clone(),
+        format!("{session}/privileges"),
+        format!("{session}/privileges/a"),
+        format!("{session}/storage"),
+        format!("/activity?session={id}"),
+    ] {
+        let (st, _) = s.service(Method::GET, &path, None).await;
+        assert_eq!(st, 200, "{path}");
+    }
+    s.service(Method::POST, &format!("{session}/otp"), None)
+        .await;
+    assert_eq!(
+        s.service(Method::GET, &session, None).await.1["expirationDate"],
+        first
+    );
+    let (_, resolved) = s
+        .service(
+            Method::POST,
+            "/sessions/resolve",
+            Some(json!({"cookie": cookie.unwrap()})),
+        )
+        .await;
+    let after_resolve = resolved["expirationDate"].clone();
+    assert_ne!(after_resolve, first, "resolve is the browser's request");
+    s.clock.advance(Duration::from_secs(600));
+    s.service(
+        Method::PATCH,
+        &format!("{session}/storage"),
+        Some(json!({"k": 1})),
+    )
+    .await;
+    let after_write = s.service(Method::GET, &session, None).await.1["expirationDate"].clone();
+    assert!(
+        after_write.as_str() > after_resolve.as_str(),
+        "a write is activity"
+    );
 }

@@ -11,7 +11,7 @@ use axum::routing::any;
 use parking_lot::Mutex;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sessiond_core::{ManualClock, PrivilegeInput, Timestamp};
+use sessiond_core::{ManualClock, PrivilegeInput, SessionPolicy, Timestamp};
 use sessiond_mobile::activation::{Activations, EmailConfig, MailTransport};
 use sessiond_mobile::{AuthHook, HookResult, IdMode, MobileConfig, MobileSessions};
 use sessiond_server::config::ServerConfig;
@@ -839,7 +839,7 @@ async fn config_hook_lists_then_callout_then_default() {
             ..Matchers::default()
         },
     };
-    let hook = ConfigHook::new(policy.clone(), callout("/auth"));
+    let hook = ConfigHook::new(policy.clone(), callout("/auth"), SessionPolicy::default());
     let info = |email: &str| json!({"email": email, "application": {"id": "a.b"}, "device": {"id": "d"}, "session": {"id": "00", "ip": ""}});
     let r = hook.authenticate(&info("ann@ok.com")).await;
     assert!(r.success && !r.verify);
@@ -862,7 +862,7 @@ async fn config_hook_lists_then_callout_then_default() {
         "the allow list accepts without a callout"
     );
     for path in ["/slow", "/broken", "/missing"] {
-        let r = ConfigHook::new(policy.clone(), callout(path))
+        let r = ConfigHook::new(policy.clone(), callout(path), SessionPolicy::default())
             .authenticate(&info("ann@ok.com"))
             .await;
         assert!(
@@ -876,6 +876,7 @@ async fn config_hook_lists_then_callout_then_default() {
             ..Policy::default()
         },
         None,
+        SessionPolicy::default(),
     )
     .authenticate(&info("z@z.com"))
     .await;

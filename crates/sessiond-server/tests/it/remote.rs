@@ -84,6 +84,11 @@ impl Remote {
         let desktop = DesktopSessions::builder(sessions.clone(), config)
             .function("matrix", matrix)
             .procedure("matrix", matrix)
+            .procedure("restore", |params| async move {
+                // Session.restore() in a desktop session: False (4D), the OTP untouched.
+                let token = params["token"].as_str().unwrap_or_default().to_string();
+                Ok(Session::current().unwrap().restore(&token).await?.into())
+            })
             .function("boom", |_| async {
                 panic!("a bug in an application function")
             })
@@ -520,7 +525,8 @@ async fn case_19_stored_procedures_share_one_session() {
 #[tokio::test]
 async fn case_18_and_4_5_privilege_matrix_for_both_desktop_kinds() {
     let r = Remote::start(config()).await;
-    // Stored procedure (4D 21 column: no-ops, always privileged).
+    // Stored procedure (4D 21 column: no-ops, always privileged; createOTP works for
+    // desktop sharing, `stored_procedure_otp`).
     let sp = r
         .desktop
         .execute_on_server("matrix", Value::Null)
@@ -532,7 +538,7 @@ async fn case_18_and_4_5_privilege_matrix_for_both_desktop_kinds() {
     assert_eq!(
         sp,
         json!({"setPrivileges": false, "hasA": true, "hasAny": true, "getPrivileges": ["WebAdmin"],
-               "isGuest": false, "promote": 0, "otp": false, "restore": false,
+               "isGuest": false, "promote": 0, "otp": true, "restore": false,
                "clearPrivileges": true, "afterClear": ["WebAdmin"], "userName": "Designer"})
     );
     // Remote session (4D 21 column: real privileges, userName ignored, OTP works).
@@ -1022,4 +1028,236 @@ async fn a_session_removed_behind_the_registry_ends_its_connection_at_the_next_c
         .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::SessionClosed), "{e}");
     assert_eq!(client.closed().await, Some(CloseReason::Dropped));
+}
+
+/// A browser request: GET `url` with an optional cookie; (status, body, Set-Cookie value).
+async fn web_get(
+    http: &reqwest::Client,
+    url: &str,
+    cookie: Option<&str>,
+) -> (Value, Option<String>) {
+    let mut req = http.get(url);
+    if let Some(c) = cookie {
+        req = req.header("cookie", format!("4DSID_TestApp={c}"));
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let set = resp.headers().get("set-cookie").map(|v| {
+        v.to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_string()
+    });
+    (resp.json().await.unwrap(), set)
+}
+
+/// Issue (4D 21 desktop sharing, spec §2.5): an OTP of a remote-client session,
+/// whether the service API or the client made it, runs web requests in that session —
+/// same id, storage and privileges — until the remote session ends.
+#[tokio::test]
+async fn an_otp_of_a_remote_session_shares_it_with_the_web_until_it_ends() {
+    use axum::routing::get;
+    let r = Remote::start(config()).await;
+    let client = r.connect("ann").await;
+    let id = client.id().to_string();
+    client
+        .call("session.patch", json!({"patch": {"cart": 1}}))
+        .await
+        .unwrap();
+    // A web route of the application: it runs in whatever session the request opens.
+    let web = crate::http::serve_router(
+        axum::Router::new()
+            .route(
+                "/cart",
+                get(|s: Session| async move {
+                    let n = s
+                        .update_storage(|st| {
+                            let n = st.get("cart").and_then(Value::as_i64).unwrap_or(0) + 1;
+                            st.insert("cart".into(), n.into());
+                            Ok(n)
+                        })
+                        .await
+                        .unwrap();
+                    axum::Json(
+                        json!({"id": s.id().to_string(), "type": s.info()["type"], "cart": n}),
+                    )
+                }),
+            )
+            .layer(sessiond_server::SessionLayer::new(
+                r.desktop.sessions().clone(),
+                sessiond_server::CookieConfig::for_app("TestApp"),
+            )),
+    )
+    .await;
+    let (_, otp) = r
+        .service(reqwest::Method::POST, &format!("/sessions/{id}/otp"), None)
+        .await;
+    let otp = otp["token"].as_str().unwrap();
+    let (seen, cookie) = web_get(&r.http, &format!("{web}/cart?$4DSID={otp}"), None).await;
+    assert_eq!(seen, json!({"id": id, "type": "remote", "cart": 2}));
+    let cookie = cookie.expect("the web client gets a cookie for the shared session");
+    let (seen, set) = web_get(&r.http, &format!("{web}/cart"), Some(&cookie)).await;
+    assert_eq!(
+        (seen["id"].as_str(), seen["cart"].as_i64(), set),
+        (Some(id.as_str()), Some(3), None)
+    );
+    assert_eq!(
+        client.call("session.storage", Value::Null).await.unwrap()["cart"],
+        3
+    );
+    // The server's own /api surface, and the client-side createOTP through the service API.
+    let client_otp = client.call("session.createOTP", Value::Null).await.unwrap();
+    let (st, restored) = r
+        .service(
+            reqwest::Method::POST,
+            "/otp/restore",
+            Some(json!({"token": client_otp})),
+        )
+        .await;
+    assert_eq!(
+        (st, restored["id"].as_str()),
+        (StatusCode::OK, Some(id.as_str()))
+    );
+    let api_cookie = restored["cookie"]["value"].as_str().unwrap().to_string();
+    let session_url = format!("http://{}/api/session", r.base);
+    let (seen, _) = web_get(&r.http, &session_url, Some(&api_cookie)).await;
+    assert_eq!(
+        (seen["id"].as_str(), seen["info"]["type"].as_str()),
+        (Some(id.as_str()), Some("remote"))
+    );
+    assert_eq!(seen["userName"], "ann");
+    // Logging out of the web leaves the desktop session alone: only that cookie ends.
+    let resp = r
+        .http
+        .post(format!("http://{}/api/logout", r.base))
+        .header("cookie", format!("4DSID_TestApp={api_cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_ne!(
+        web_get(&r.http, &session_url, Some(&api_cookie)).await.0["id"],
+        id.as_str()
+    );
+    assert_eq!(
+        web_get(&r.http, &format!("{web}/cart"), Some(&cookie))
+            .await
+            .0["id"],
+        id.as_str()
+    );
+    // When the remote session ends, the cookie opens nothing.
+    client.goodbye().await.unwrap();
+    let (seen, set) = web_get(&r.http, &format!("{web}/cart"), Some(&cookie)).await;
+    assert_ne!(seen["id"], id.as_str());
+    assert_eq!(seen["cart"], 1, "a new guest session");
+    assert!(set.is_some());
+}
+
+/// Issue: the stored-procedures session can be shared too (`stored_procedure_otp`),
+/// a refused restore says why and leaves the OTP usable, and a raise made by a remote
+/// client ends the web cookies of its session.
+#[tokio::test]
+async fn stored_procedure_sharing_refusals_and_desktop_raises() {
+    let r = Remote::start(config()).await;
+    let session_url = format!("http://{}/api/session", r.base);
+    let (st, made) = r
+        .service(
+            reqwest::Method::POST,
+            "/stored-procedures/session.createOTP",
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let otp = made["result"].as_str().unwrap().to_string();
+    assert_eq!(otp.len(), 32);
+    // Session.restore() run in the stored-procedures session is refused (4D: False)
+    // without spending the OTP.
+    let run = r
+        .desktop
+        .execute_on_server("restore", json!({"token": otp}))
+        .await
+        .unwrap();
+    assert_eq!(run.result.await.unwrap(), false);
+    let (seen, cookie) = web_get(&r.http, &format!("{session_url}?$4DSID={otp}"), None).await;
+    assert_eq!(seen["info"]["type"], "storedProcedure");
+    assert_eq!(seen["userName"], "Designer");
+    assert!(cookie.is_some());
+    // Refusals, each with its reason; none spends a usable OTP.
+    let (st, e) = r
+        .service(
+            reqwest::Method::POST,
+            "/otp/restore",
+            Some(json!({"token": otp})),
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("otp_invalid"))
+    );
+    let client = r.connect("bob").await;
+    let id = client.id().to_string();
+    let otp = client.call("session.createOTP", Value::Null).await.unwrap();
+    let otp = otp.as_str().unwrap();
+    let shared = web_get(&r.http, &format!("{session_url}?$4DSID={otp}"), None)
+        .await
+        .1
+        .unwrap();
+    assert_eq!(
+        web_get(&r.http, &session_url, Some(&shared)).await.0["id"],
+        id.as_str()
+    );
+    let late = client.call("session.createOTP", Value::Null).await.unwrap();
+    // A raise made by the remote client ends its web holders' cookies at once.
+    assert_eq!(
+        client
+            .call("session.setPrivileges", json!("a"))
+            .await
+            .unwrap(),
+        true
+    );
+    let (seen, set) = web_get(&r.http, &session_url, Some(&shared)).await;
+    assert_ne!(seen["id"], id.as_str());
+    assert!(set.is_none(), "within the grace window");
+    client.goodbye().await.unwrap();
+    let (st, e) = r
+        .service(
+            reqwest::Method::POST,
+            "/otp/restore",
+            Some(json!({"token": late})),
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("otp_session_ended"))
+    );
+}
+
+/// Issue: the remote built-in setPrivileges reads `roles` under the `[sessions]`
+/// policy like the service API (split on commas by default).
+#[tokio::test]
+async fn remote_set_privileges_splits_roles_on_commas_like_every_surface() {
+    let r = Remote::start(config()).await;
+    let client = r.connect("ann").await;
+    assert_eq!(
+        client
+            .call("session.setPrivileges", json!({"roles": "Clerk,Boss"}))
+            .await
+            .unwrap(),
+        true
+    );
+    for p in ["a", "b"] {
+        assert_eq!(
+            client
+                .call("session.hasPrivilege", json!({"name": p}))
+                .await
+                .unwrap(),
+            true,
+            "{p}"
+        );
+    }
 }

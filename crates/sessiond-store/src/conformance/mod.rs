@@ -12,6 +12,9 @@ use sessiond_core::{
 
 use crate::{Cas, SessionStore, Update};
 
+mod token_model;
+pub use token_model::token_model;
+
 /// A store under test.
 pub type Store = Arc<dyn SessionStore>;
 
@@ -36,7 +39,7 @@ macro_rules! conformance_tests {
             create_then_load, touch_extends_idle_without_rewriting, idle_expiry, absolute_deadline,
             concurrent_updates_lose_nothing, compare_and_swap_detects_conflicts, rejected_update_writes_nothing,
             shorter_idle_timeout_expires_sooner, otp_is_single_use, otp_expires, remove_deletes, list_shows_live_sessions,
-            duplicate_insert_is_refused);
+            duplicate_insert_is_refused, token_model);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(
