@@ -130,6 +130,8 @@ struct SessionsSection {
     max_tokens_per_session: Option<usize>,
     otp_min_lifespan_seconds: Option<u64>,
     stored_procedure_otp: Option<bool>,
+    max_storage_bytes: Option<usize>,
+    max_storage_depth: Option<usize>,
 }
 
 /// Where sessions are kept.
@@ -473,6 +475,21 @@ fn policy(s: &SessionsSection) -> anyhow::Result<SessionPolicy> {
     }
     if let Some(v) = s.stored_procedure_otp {
         p.stored_procedure_otp = v;
+    }
+    if let Some(v) = s.max_storage_bytes {
+        if !(1024..=64 << 20).contains(&v) {
+            bail!("sessions.max_storage_bytes must be 1024 to 67108864");
+        }
+        p.max_storage_bytes = v;
+    }
+    if let Some(v) = s.max_storage_depth {
+        if !(1..=sessiond_core::MAX_STORAGE_DEPTH).contains(&v) {
+            bail!(
+                "sessions.max_storage_depth must be 1 to {}",
+                sessiond_core::MAX_STORAGE_DEPTH
+            );
+        }
+        p.max_storage_depth = v;
     }
     Ok(p)
 }

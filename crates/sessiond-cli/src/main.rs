@@ -51,7 +51,7 @@ fn main() -> std::process::ExitCode {
             privileges,
             data,
         }) => read_secret("SESSIOND_USER_PASSWORD").and_then(|pw| {
-            std::fs::create_dir_all(&data)?;
+            sessiond_store::fs::private_dir(&data)?;
             Users::add(&data.join("users.json"), &name, &pw, roles, privileges)?;
             println!(
                 "user {name:?} saved in {}",
@@ -95,8 +95,9 @@ fn read_secret(var: &str) -> anyhow::Result<String> {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data)
+    sessiond_store::fs::private_dir(&config.data)
         .with_context(|| format!("cannot create data folder {}", config.data.display()))?;
+    sessiond_store::fs::remove_stale_temps(&config.data);
     let roles = match &config.roles {
         Some(path) => Roles::load(path)
             .context("roles.json is invalid; sessiond does not start without valid roles")?,

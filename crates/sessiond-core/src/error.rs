@@ -17,6 +17,20 @@ pub enum Error {
     /// A storage update does not apply.
     #[error("invalid storage update: {0}")]
     InvalidStorage(String),
+    /// The storage would exceed [`crate::SessionPolicy::max_storage_bytes`].
+    #[error("the storage would take {size} bytes; the limit is {limit}")]
+    StorageTooLarge {
+        /// Its size as JSON, bytes.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The storage would nest deeper than [`crate::SessionPolicy::max_storage_depth`].
+    #[error("the storage would nest deeper than {limit} levels")]
+    StorageTooDeep {
+        /// The limit.
+        limit: usize,
+    },
     /// The storage changed since the version the caller read.
     #[error("storage version is {actual}, not {expected}")]
     VersionMismatch {

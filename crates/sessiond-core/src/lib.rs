@@ -31,7 +31,7 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::Error;
 pub use id::{CookieToken, OtpToken, SessionId, TokenHash};
 pub use otp::OtpRecord;
-pub use policy::{SessionPolicy, SetPrivilegesMode};
+pub use policy::{MAX_STORAGE_DEPTH, SessionPolicy, SetPrivilegesMode};
 pub use privileges::PrivilegeInput;
 pub use promotion::Promotions;
 pub use roles::{Resolved, Roles, RolesWarning};

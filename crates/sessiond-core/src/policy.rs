@@ -3,6 +3,11 @@
 
 use std::time::Duration;
 
+/// The largest accepted [`SessionPolicy::max_storage_depth`]: a stored record nests
+/// its storage two levels down, and records are read back with serde_json's limit of
+/// 128 levels.
+pub const MAX_STORAGE_DEPTH: usize = 100;
+
 /// What `setPrivileges` does with the privileges a session already has
 /// (spec §1.4 setPrivileges: [UNSPECIFIED]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -57,6 +62,14 @@ pub struct SessionPolicy {
     /// past it the least recently used token is evicted (and logged), never the one
     /// used last. At least 2; default 32.
     pub max_tokens_per_session: usize,
+    /// Largest `storage` of one session, as JSON bytes; a write past it is refused and
+    /// changes nothing. Default 1 MiB: a session's shared state, not a document store,
+    /// and every change rewrites (and, durably, commits) the whole record.
+    pub max_storage_bytes: usize,
+    /// Deepest nesting of objects and arrays in `storage` (the storage object itself is
+    /// level 1); a write past it is refused. Default 32 (as deep as an increment path
+    /// may go); at most [`MAX_STORAGE_DEPTH`], so that every stored record reads back.
+    pub max_storage_depth: usize,
     /// Beyond 4D: whether the stored-procedures session can create OTPs, so that a web
     /// request can share it (4D 21 answers `""` there). The stored-procedures session
     /// holds every privilege, so its OTPs are for trusted server code only (stored
@@ -79,6 +92,8 @@ impl Default for SessionPolicy {
             token_grace: Duration::from_secs(30),
             max_tokens_per_session: 32,
             stored_procedure_otp: true,
+            max_storage_bytes: 1 << 20,
+            max_storage_depth: 32,
         }
     }
 }

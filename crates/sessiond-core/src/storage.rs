@@ -87,6 +87,61 @@ pub fn increment(storage: &mut Map<String, Value>, path: &str, by: &Value) -> Re
     Ok(Value::Number(sum))
 }
 
+/// Checks `storage` against the policy's size and depth limits (every write path goes
+/// through this before anything is stored).
+pub fn check_limits(
+    storage: &Map<String, Value>,
+    policy: &crate::SessionPolicy,
+) -> Result<(), Error> {
+    if depth(storage) > policy.max_storage_depth {
+        return Err(Error::StorageTooDeep {
+            limit: policy.max_storage_depth,
+        });
+    }
+    let size = json_size(storage);
+    if size > policy.max_storage_bytes {
+        return Err(Error::StorageTooLarge {
+            size,
+            limit: policy.max_storage_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Nesting depth of objects and arrays, the map itself being level 1 (iterative: a
+/// deep value cannot overflow the stack here).
+fn depth(storage: &Map<String, Value>) -> usize {
+    let mut deepest = 1;
+    let mut stack: Vec<(&Value, usize)> = storage.values().map(|v| (v, 2)).collect();
+    while let Some((v, level)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Object(m) => Box::new(m.values()),
+            Value::Array(a) => Box::new(a.iter()),
+            _ => continue,
+        };
+        deepest = deepest.max(level);
+        stack.extend(children.map(|c| (c, level + 1)));
+    }
+    deepest
+}
+
+/// The length of the compact JSON text of `storage`, without building it.
+fn json_size(storage: &Map<String, Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    serde_json::to_writer(&mut n, storage).expect("a JSON map serializes");
+    n.0
+}
+
 fn add(a: &Number, b: &Number) -> Result<Number, Error> {
     if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
         if let Some(s) = x.checked_add(y) {
@@ -117,6 +172,32 @@ mod tests {
         assert!(increment(&mut s, "a..b", &json!(1)).is_err());
         assert!(increment(&mut s, "n", &json!("1")).is_err());
         assert_eq!(s, before);
+    }
+
+    #[test]
+    fn limits_count_depth_from_the_storage_object_and_size_as_compact_json() {
+        let policy = crate::SessionPolicy {
+            max_storage_depth: 3,
+            max_storage_bytes: 20,
+            ..crate::SessionPolicy::default()
+        };
+        let ok = json!({"a": {"b": [1]}});
+        assert_eq!(depth(ok.as_object().unwrap()), 3);
+        assert!(check_limits(ok.as_object().unwrap(), &policy).is_ok());
+        let deep = json!({"a": {"b": [[1]]}});
+        assert_eq!(
+            check_limits(deep.as_object().unwrap(), &policy),
+            Err(Error::StorageTooDeep { limit: 3 })
+        );
+        let big = json!({"k": "0123456789abcdef"});
+        assert_eq!(
+            check_limits(big.as_object().unwrap(), &policy),
+            Err(Error::StorageTooLarge {
+                size: 24,
+                limit: 20
+            })
+        );
+        assert_eq!(depth(&Map::new()), 1);
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub use lettre::message::Mailbox;
 use lettre::message::{Message, header::ContentType};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use sessiond_core::Timestamp;
-use sessiond_store::fs::atomic_write;
+use sessiond_store::fs::{atomic_write, private_dir};
 use sha2::{Digest, Sha256};
 
 /// How mail is delivered.
@@ -110,7 +110,7 @@ impl Activations {
 
     fn save(&self, list: &[Pending]) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(list).expect("serializable");
-        atomic_write(&self.config.state_file, &bytes, true)
+        atomic_write(&self.config.state_file, &bytes)
     }
 
     /// Sends a validation link for session `folder/id` to `email`, unless a link
@@ -169,8 +169,8 @@ impl Activations {
                 let bytes = message.formatted();
                 let dir = dir.clone();
                 tokio::task::spawn_blocking(move || {
-                    std::fs::create_dir_all(&dir)?;
-                    atomic_write(&path, &bytes, false)
+                    private_dir(&dir)?;
+                    atomic_write(&path, &bytes)
                 })
                 .await
                 .map_err(std::io::Error::other)??;

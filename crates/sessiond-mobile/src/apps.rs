@@ -16,7 +16,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use serde_json::{Map, Value, json};
 use sessiond_core::{PrivilegeInput, SessionId, SessionRecord};
-use sessiond_store::fs::atomic_write;
+use sessiond_store::fs::{atomic_write, private_dir};
 use sessiond_store::{Requester, Sessions, SessionsError, Snapshot, StoreError};
 use subtle::ConstantTimeEq;
 
@@ -623,9 +623,9 @@ impl MobileSessions {
         let side = serde_json::to_vec_pretty(&entry.side).expect("serializable");
         let id = entry.file.id.clone();
         tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir)?;
-            atomic_write(&sidecar_path(&dir, &id), &side, false)?;
-            atomic_write(&dir.join(&id), &bytes, false)
+            private_dir(&dir)?;
+            atomic_write(&sidecar_path(&dir, &id), &side)?;
+            atomic_write(&dir.join(&id), &bytes)
         })
         .await
         .map_err(std::io::Error::other)??;
@@ -1060,7 +1060,7 @@ impl MobileSessions {
         let (path, mut file) = self.read_file(folder, id).await?;
         edit(&mut file);
         let bytes = file.to_bytes();
-        tokio::task::spawn_blocking(move || atomic_write(&path, &bytes, false))
+        tokio::task::spawn_blocking(move || atomic_write(&path, &bytes))
             .await
             .map_err(std::io::Error::other)??;
         Ok(file)

@@ -198,7 +198,7 @@ impl Console {
                 })
                 .collect();
             let bytes = serde_json::to_vec_pretty(&list).expect("serializable");
-            sessiond_store::fs::atomic_write(&path, &bytes, true)
+            sessiond_store::fs::atomic_write(&path, &bytes)
         })
         .await
         .map_err(std::io::Error::other)
@@ -287,10 +287,7 @@ impl Console {
         let (path, lock) = (self.audit_path.clone(), self.audit_lock.clone());
         let written = tokio::task::spawn_blocking(move || {
             let _guard = lock.lock();
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)?;
+            let mut f = sessiond_store::fs::open_private_append(&path)?;
             f.write_all(&line)?;
             f.sync_data()
         })

@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 use sessiond_core::id::to_hex;
 
 use crate::users::{UsersError, hash_password};
-use sessiond_store::fs::atomic_write;
+use sessiond_store::fs::{atomic_write, private_dir};
 
 /// Name of the credentials file in the data folder.
 pub const FILE: &str = "credentials.json";
@@ -132,11 +132,10 @@ impl Credentials {
             admin_password: admin,
         };
         if existing.as_ref() != Some(&creds) {
-            std::fs::create_dir_all(data_dir).map_err(io)?;
+            private_dir(data_dir).map_err(io)?;
             atomic_write(
                 &path,
                 &serde_json::to_vec_pretty(&creds).expect("serializable"),
-                true,
             )
             .map_err(io)?;
         }
@@ -156,7 +155,6 @@ impl Credentials {
         atomic_write(
             &path,
             &serde_json::to_vec_pretty(&creds).expect("serializable"),
-            true,
         )
         .map_err(|source| UsersError::Io {
             path: path.display().to_string(),

@@ -93,12 +93,18 @@ impl IntoResponse for ApiError {
 }
 
 impl From<StoreError> for ApiError {
+    /// The cause (which may name files or carry a library's text) goes to the log;
+    /// the client gets the code and a public message.
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "session store failure");
+        let message = match e {
+            StoreError::Contention(_) => "too many concurrent updates of this session; retry",
+            _ => "the session store is unavailable; retry later",
+        };
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
-            e.to_string(),
+            message,
         )
     }
 }
@@ -120,6 +126,14 @@ impl From<CoreError> for ApiError {
                 "invalid_storage_update",
                 e.to_string(),
             ),
+            CoreError::StorageTooLarge { .. } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "storage_too_large",
+                e.to_string(),
+            ),
+            CoreError::StorageTooDeep { .. } => {
+                Self::new(StatusCode::BAD_REQUEST, "storage_too_deep", e.to_string())
+            }
             CoreError::NotSupported { .. } => {
                 Self::new(StatusCode::CONFLICT, "not_supported", e.to_string())
             }

@@ -150,7 +150,7 @@ impl Users {
         users.users.retain(|u| u.user_name != user_name);
         users.users.push(user);
         let json = serde_json::to_vec_pretty(&users).expect("serializable");
-        atomic_write(path, &json, true).map_err(|source| UsersError::Io {
+        atomic_write(path, &json).map_err(|source| UsersError::Io {
             path: path.display().to_string(),
             source,
         })

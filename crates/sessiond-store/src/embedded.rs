@@ -8,21 +8,34 @@
 //! durable, but brings a C build and more moving parts.)
 //!
 //! Layout: every session and OTP lives in the file; a [`MemoryStore`] mirror answers
-//! reads at memory speed. Every change — create, privileges, storage, delete, OTP —
-//! is committed to the file before it is acknowledged, under one writer lock that
-//! also orders the mirror's updates. Activity that only reads moves the idle deadline
-//! in memory and is written back once per purge (about every second): a crash can
-//! lose at most that much activity (a session may then expire a second early), never
-//! an acknowledged change. Sessions that expired while the server was down are
-//! removed when the file is opened.
+//! reads at memory speed and only ever holds committed state.
+//!
+//! Writes — create, privileges, storage, delete, OTPs — go to one writer thread, which
+//! **commits them in groups**: the writes that arrive while a commit is in flight join
+//! the next one (one transaction, one fsync), each checked against the state the
+//! earlier writes of its group leave (so compare-and-set stays exact), and each caller
+//! is acknowledged only after that fsync. The server therefore writes at the disk's
+//! commit rate times the group size instead of one commit per write. Activity that
+//! only reads moves the idle deadline in memory and is written back with the purge
+//! (about every second): a crash can lose at most that much activity (a session may
+//! then expire a second early), never an acknowledged change.
+//!
+//! Faults: a failed commit (disk full, EIO) fails the writes of its group and nothing
+//! else; the writer reopens the database before the next group (redb refuses every
+//! write after an I/O error until reopened), so service resumes by itself once the
+//! cause is gone. At open, sessions that expired while the server was down are
+//! removed, and a record that cannot be read is moved to the `quarantine` table and
+//! logged with its id instead of stopping the start.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use sessiond_core::{OtpRecord, SessionId, SessionRecord, Timestamp, TokenHash};
 
 use crate::memory::MemoryStore;
@@ -30,6 +43,11 @@ use crate::store::{Cas, SessionStore, Snapshot, StoreError};
 
 const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
 const OTPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("otps");
+/// Records that could not be read at open: key → the bytes as found.
+const QUARANTINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("quarantine");
+
+/// Most writes committed together.
+const MAX_GROUP: usize = 4096;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -52,22 +70,62 @@ fn encode(record: &SessionRecord, last_activity: Timestamp) -> Vec<u8> {
     .expect("a record serializes")
 }
 
-fn fault(path: &Path) -> impl Fn(redb::Error) -> StoreError + '_ {
-    move |e| StoreError::Unavailable {
+/// An I/O fault of the database: the cause stays in the log and the error's source.
+fn fault(path: &Path, e: impl Into<redb::Error>) -> StoreError {
+    let e: redb::Error = e.into();
+    StoreError::Unavailable {
         message: format!("{}: {e}", path.display()),
         source: Some(Box::new(e)),
     }
 }
 
+/// A write, as the writer thread applies it.
+enum Op {
+    Insert(SessionRecord, Timestamp),
+    Cas(SessionRecord, u64, Timestamp),
+    Remove(SessionId),
+    InsertOtp(OtpRecord),
+    TakeOtp(TokenHash, Timestamp),
+    /// Frees what expired and writes back the activity of reads.
+    Purge(Timestamp, HashMap<SessionId, Timestamp>),
+}
+
+/// What a write answers.
+enum Done {
+    Snapshot(Snapshot),
+    Duplicate,
+    Cas(Cas),
+    Removed(bool),
+    Otp(Option<OtpRecord>),
+    Purged(usize),
+    Nothing,
+}
+
+struct Job {
+    op: Op,
+    reply: tokio::sync::oneshot::Sender<Result<Done, StoreError>>,
+}
+
 struct Inner {
     path: PathBuf,
-    db: Database,
     mirror: MemoryStore,
-    /// Orders commits and the mirror's updates. A blocking mutex, taken only on the
-    /// blocking thread pool, where the fsync happens.
-    writer: Mutex<()>,
-    /// Activity not yet written back: session → last activity.
+    /// Activity not yet written back: session → last activity. A blocking mutex,
+    /// held only to insert or take the map.
     dirty: Mutex<HashMap<SessionId, Timestamp>>,
+    /// The writer thread's queue (`None` once closing).
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer, which closes the file: a new store can
+        // open it as soon as this one is dropped.
+        self.jobs.lock().take();
+        if let Some(w) = self.writer.lock().take() {
+            let _ = w.join();
+        }
+    }
 }
 
 /// Sessions in a redb file, mirrored in memory. Cheap to clone.
@@ -83,128 +141,425 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
+/// Opens the database file, telling "in use" apart from "damaged".
+fn open_db(path: &Path) -> Result<Database, StoreError> {
+    match Database::create(path) {
+        Ok(db) => {
+            if let Err(e) = crate::fs::make_private(path) {
+                tracing::warn!(file = %path.display(), error = %e, "cannot make the session database private");
+            }
+            Ok(db)
+        }
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::Unavailable {
+            message: format!(
+                "{} is in use by another process (another sessiond on this data folder?)",
+                path.display()
+            ),
+            source: None,
+        }),
+        Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => {
+            Err(StoreError::Unavailable {
+                message: format!("{}: {e}", path.display()),
+                source: Some(Box::new(e)),
+            })
+        }
+        Err(e) => Err(StoreError::Corrupt(format!("{}: {e}", path.display()))),
+    }
+}
+
 impl EmbeddedStore {
-    /// Opens (or creates) the store file, loads every live session and OTP, and
-    /// deletes what expired while the server was down. A file that is not a valid
-    /// store, or holds a record that cannot be read, is an error: nothing is dropped
-    /// silently.
+    /// Opens (or creates) the store file, loads every live session and OTP, deletes
+    /// what expired while the server was down, and moves unreadable records to the
+    /// quarantine table (logged with their ids). A file that is not a valid store is
+    /// an error.
     pub fn open(path: &Path, now: Timestamp) -> Result<Self, StoreError> {
-        let corrupt =
-            |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{}: {e}", path.display()));
-        let db = Database::create(path).map_err(|e| corrupt(&e))?;
+        let db = open_db(path)?;
         let mirror = MemoryStore::new();
-        let mut expired_sessions = Vec::new();
-        let mut expired_otps = Vec::new();
-        {
-            let txn = db.begin_write().map_err(|e| corrupt(&e))?;
-            {
-                let sessions = txn.open_table(SESSIONS).map_err(|e| corrupt(&e))?;
-                for row in sessions.iter().map_err(|e| corrupt(&e))? {
-                    let (key, value) = row.map_err(|e| corrupt(&e))?;
-                    let stored: Stored = serde_json::from_slice(value.value()).map_err(|e| {
-                        corrupt(&format!("session record {:02x?}: {e}", key.value()))
-                    })?;
-                    if stored.record.is_expired(stored.last_activity, now) {
-                        expired_sessions.push(key.value().to_vec());
-                    } else {
-                        mirror.put(stored.record, stored.last_activity, now)?;
-                    }
-                }
-                let otps = txn.open_table(OTPS).map_err(|e| corrupt(&e))?;
-                for row in otps.iter().map_err(|e| corrupt(&e))? {
-                    let (key, value) = row.map_err(|e| corrupt(&e))?;
-                    let otp: OtpRecord = serde_json::from_slice(value.value())
-                        .map_err(|e| corrupt(&format!("OTP record: {e}")))?;
-                    if otp.is_valid(now) {
-                        mirror.insert_otp_now(otp);
-                    } else {
-                        expired_otps.push(key.value().to_vec());
-                    }
-                }
-            }
-            {
-                let mut sessions = txn.open_table(SESSIONS).map_err(|e| corrupt(&e))?;
-                for key in &expired_sessions {
-                    sessions.remove(key.as_slice()).map_err(|e| corrupt(&e))?;
-                }
-                let mut otps = txn.open_table(OTPS).map_err(|e| corrupt(&e))?;
-                for key in &expired_otps {
-                    otps.remove(key.as_slice()).map_err(|e| corrupt(&e))?;
-                }
-            }
-            txn.commit().map_err(|e| corrupt(&e))?;
-        }
-        if !expired_sessions.is_empty() {
-            tracing::info!(
-                expired = expired_sessions.len(),
-                "removed sessions that expired while the server was down"
-            );
-        }
+        load(&db, path, &mirror, now)?;
+        let (jobs, queue) = mpsc::channel();
+        let writer = Writer {
+            path: path.to_path_buf(),
+            db: Some(db),
+            mirror: mirror.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("sessiond-store-writer".into())
+            .spawn(move || writer.run(&queue))
+            .map_err(|e| StoreError::Unavailable {
+                message: format!("cannot start the store's writer thread: {e}"),
+                source: Some(Box::new(e)),
+            })?;
         Ok(Self(Arc::new(Inner {
             path: path.to_path_buf(),
-            db,
             mirror,
-            writer: Mutex::new(()),
             dirty: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(Some(jobs)),
+            writer: Mutex::new(Some(handle)),
         })))
     }
 
-    /// Runs `f` on the blocking pool under the writer lock.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let inner = self.0.clone();
-        tokio::task::spawn_blocking(move || {
-            let _writer = inner.writer.lock();
-            f(&inner)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable {
-            message: format!("store task failed: {e}"),
+    /// How many records the quarantine table holds (records found unreadable at
+    /// some open; they stay there for inspection).
+    pub fn quarantined(path: &Path) -> Result<usize, StoreError> {
+        let db = open_db(path)?;
+        let txn = db.begin_read().map_err(|e| fault(path, e))?;
+        match txn.open_table(QUARANTINE) {
+            Ok(t) => Ok(usize::try_from(t.len().map_err(|e| fault(path, e))?).unwrap_or(0)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(fault(path, e)),
+        }
+    }
+
+    /// Queues a write and waits until its group is committed.
+    async fn write(&self, op: Op) -> Result<Done, StoreError> {
+        let (reply, done) = tokio::sync::oneshot::channel();
+        let sent = self
+            .0
+            .jobs
+            .lock()
+            .as_ref()
+            .is_some_and(|q| q.send(Job { op, reply }).is_ok());
+        if !sent {
+            return Err(StoreError::Unavailable {
+                message: "the session store is closed".into(),
+                source: None,
+            });
+        }
+        done.await.map_err(|_| StoreError::Unavailable {
+            message: "the store's writer stopped".into(),
             source: None,
         })?
     }
 }
 
-impl Inner {
-    /// One committed write transaction.
-    fn commit(
-        &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
-    ) -> Result<(), StoreError> {
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(|e| fault(&self.path)(e.into()))?;
-        f(&txn).map_err(fault(&self.path))?;
-        txn.commit().map_err(|e| fault(&self.path)(e.into()))
+/// Reads the file into the mirror at open: expired records go, unreadable ones are
+/// quarantined.
+fn load(
+    db: &Database,
+    path: &Path,
+    mirror: &MemoryStore,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let corrupt =
+        |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{}: {e}", path.display()));
+    let mut expired_sessions = Vec::new();
+    let mut expired_otps = Vec::new();
+    let mut unreadable: Vec<(Vec<u8>, Vec<u8>, bool)> = Vec::new();
+    let txn = db.begin_write().map_err(|e| fault(path, e))?;
+    {
+        let sessions = txn.open_table(SESSIONS).map_err(|e| corrupt(&e))?;
+        for row in sessions.iter().map_err(|e| corrupt(&e))? {
+            let (key, value) = row.map_err(|e| corrupt(&e))?;
+            match serde_json::from_slice::<Stored>(value.value()) {
+                Ok(stored) if stored.record.is_expired(stored.last_activity, now) => {
+                    expired_sessions.push(key.value().to_vec());
+                }
+                Ok(stored) => {
+                    mirror.put(stored.record, stored.last_activity, now)?;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        session = %sessiond_core::id::to_hex(key.value()),
+                        error = %e,
+                        "an unreadable session record was moved to the quarantine table"
+                    );
+                    unreadable.push((key.value().to_vec(), value.value().to_vec(), true));
+                }
+            }
+        }
+        let otps = txn.open_table(OTPS).map_err(|e| corrupt(&e))?;
+        for row in otps.iter().map_err(|e| corrupt(&e))? {
+            let (key, value) = row.map_err(|e| corrupt(&e))?;
+            match serde_json::from_slice::<OtpRecord>(value.value()) {
+                Ok(otp) if otp.is_valid(now) => mirror.insert_otp_now(otp),
+                Ok(_) => expired_otps.push(key.value().to_vec()),
+                Err(e) => {
+                    tracing::error!(error = %e, "an unreadable OTP record was moved to the quarantine table");
+                    unreadable.push((key.value().to_vec(), value.value().to_vec(), false));
+                }
+            }
+        }
+    }
+    {
+        let mut sessions = txn.open_table(SESSIONS).map_err(|e| corrupt(&e))?;
+        let mut otps = txn.open_table(OTPS).map_err(|e| corrupt(&e))?;
+        let mut quarantine = txn.open_table(QUARANTINE).map_err(|e| corrupt(&e))?;
+        for key in &expired_sessions {
+            sessions
+                .remove(key.as_slice())
+                .map_err(|e| fault(path, e))?;
+        }
+        for key in &expired_otps {
+            otps.remove(key.as_slice()).map_err(|e| fault(path, e))?;
+        }
+        for (key, value, is_session) in &unreadable {
+            let table = if *is_session {
+                &mut sessions
+            } else {
+                &mut otps
+            };
+            table.remove(key.as_slice()).map_err(|e| fault(path, e))?;
+            let tag = if *is_session { b's' } else { b'o' };
+            let qkey = [&[tag], key.as_slice()].concat();
+            quarantine
+                .insert(qkey.as_slice(), value.as_slice())
+                .map_err(|e| fault(path, e))?;
+        }
+    }
+    txn.commit().map_err(|e| fault(path, e))?;
+    if !expired_sessions.is_empty() {
+        tracing::info!(
+            expired = expired_sessions.len(),
+            "removed sessions that expired while the server was down"
+        );
+    }
+    Ok(())
+}
+
+/// The writer thread: owns the database, commits writes in groups.
+struct Writer {
+    path: PathBuf,
+    /// `None` after a failed commit, until it is reopened.
+    db: Option<Database>,
+    mirror: MemoryStore,
+}
+
+/// The writes of one group, not yet committed: what they changed, for the later
+/// writes of the group to see, and for the mirror once committed.
+#[derive(Default)]
+struct Group {
+    sessions: HashMap<SessionId, Option<Snapshot>>,
+    otps: HashMap<TokenHash, Option<OtpRecord>>,
+}
+
+impl Writer {
+    fn run(mut self, queue: &mpsc::Receiver<Job>) {
+        while let Ok(first) = queue.recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_GROUP {
+                match queue.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            let results = self.commit_group(jobs.iter().map(|j| &j.op));
+            for (job, result) in jobs.into_iter().zip(results) {
+                let _ = job.reply.send(result);
+            }
+        }
     }
 
-    fn save(
+    /// Applies `ops` in one transaction; every answer, or the commit's error for all.
+    fn commit_group<'a>(
+        &mut self,
+        ops: impl ExactSizeIterator<Item = &'a Op>,
+    ) -> Vec<Result<Done, StoreError>> {
+        let n = ops.len();
+        let all_failed = |e: &StoreError| {
+            (0..n)
+                .map(|_| {
+                    Err(StoreError::Unavailable {
+                        message: e.to_string(),
+                        source: None,
+                    })
+                })
+                .collect()
+        };
+        if self.db.is_none() {
+            match open_db(&self.path) {
+                Ok(db) => {
+                    tracing::info!(file = %self.path.display(), "the session database was reopened after an I/O error");
+                    self.db = Some(db);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the session database cannot be reopened yet");
+                    std::thread::sleep(Duration::from_millis(50));
+                    return all_failed(&e);
+                }
+            }
+        }
+        let db = self.db.as_ref().expect("opened above");
+        let txn = match db.begin_write() {
+            Ok(t) => t,
+            Err(e) => {
+                let e = fault(&self.path, e);
+                tracing::error!(error = %e, "cannot begin a write; reopening the database");
+                self.db = None;
+                return all_failed(&e);
+            }
+        };
+        let mut group = Group::default();
+        let mut answers = Vec::with_capacity(n);
+        let mut failure = None;
+        for op in ops {
+            match self.apply(op, &txn, &mut group) {
+                Ok(done) => answers.push(done),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let committed = match failure {
+            Some(e) => Err(e),
+            None => txn.commit().map_err(|e| fault(&self.path, e)),
+        };
+        match committed {
+            Ok(()) => {
+                self.publish(group);
+                answers.into_iter().map(Ok).collect()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a group commit failed: its writes are refused; the database is reopened before the next one");
+                self.db = None;
+                all_failed(&e)
+            }
+        }
+    }
+
+    /// The live view of a session: this group's writes first, then the mirror.
+    fn current(&self, group: &Group, id: &SessionId, now: Timestamp) -> Option<Snapshot> {
+        match group.sessions.get(id) {
+            Some(s) => s
+                .clone()
+                .filter(|s| !s.record.is_expired(s.last_activity, now)),
+            None => self.mirror.get_now(id, now),
+        }
+    }
+
+    fn apply(
+        &self,
+        op: &Op,
         txn: &redb::WriteTransaction,
-        record: &SessionRecord,
-        last_activity: Timestamp,
-    ) -> Result<(), redb::Error> {
-        txn.open_table(SESSIONS)?.insert(
-            record.id.as_bytes().as_slice(),
-            encode(record, last_activity).as_slice(),
-        )?;
-        Ok(())
+        group: &mut Group,
+    ) -> Result<Done, StoreError> {
+        let io = |e: redb::StorageError| fault(&self.path, e);
+        let table = |name| txn.open_table(name).map_err(|e| fault(&self.path, e));
+        match op {
+            Op::Insert(record, now) => {
+                if self.current(group, &record.id, *now).is_some() {
+                    return Ok(Done::Duplicate);
+                }
+                table(SESSIONS)?
+                    .insert(
+                        record.id.as_bytes().as_slice(),
+                        encode(record, *now).as_slice(),
+                    )
+                    .map_err(io)?;
+                let s = Snapshot {
+                    record: Arc::new(record.clone()),
+                    last_activity: *now,
+                };
+                group.sessions.insert(record.id, Some(s.clone()));
+                Ok(Done::Snapshot(s))
+            }
+            Op::Cas(record, expected, now) => {
+                let Some(current) = self.current(group, &record.id, *now) else {
+                    return Ok(Done::Cas(Cas::NotFound));
+                };
+                if current.record.version != *expected {
+                    return Ok(Done::Cas(Cas::Conflict));
+                }
+                let last_activity = current.last_activity.max(*now);
+                table(SESSIONS)?
+                    .insert(
+                        record.id.as_bytes().as_slice(),
+                        encode(record, last_activity).as_slice(),
+                    )
+                    .map_err(io)?;
+                let s = Snapshot {
+                    record: Arc::new(record.clone()),
+                    last_activity,
+                };
+                group.sessions.insert(record.id, Some(s.clone()));
+                Ok(Done::Cas(Cas::Swapped(s)))
+            }
+            Op::Remove(id) => {
+                let existed = table(SESSIONS)?
+                    .remove(id.as_bytes().as_slice())
+                    .map_err(io)?
+                    .is_some();
+                group.sessions.insert(*id, None);
+                Ok(Done::Removed(existed))
+            }
+            Op::InsertOtp(otp) => {
+                let bytes = serde_json::to_vec(otp).expect("an OTP serializes");
+                table(OTPS)?
+                    .insert(otp.hash.0.as_slice(), bytes.as_slice())
+                    .map_err(io)?;
+                group.otps.insert(otp.hash, Some(otp.clone()));
+                Ok(Done::Nothing)
+            }
+            Op::TakeOtp(hash, now) => {
+                // The mirror holds every stored OTP: an unknown token (anyone can send
+                // one with `?$4DSID=`) costs no write to the file.
+                let found = match group.otps.get(hash) {
+                    Some(o) => o.clone(),
+                    None => self.mirror.peek_otp_now(hash),
+                };
+                let Some(otp) = found else {
+                    return Ok(Done::Otp(None));
+                };
+                table(OTPS)?.remove(hash.0.as_slice()).map_err(io)?;
+                group.otps.insert(*hash, None);
+                Ok(Done::Otp(otp.is_valid(*now).then_some(otp)))
+            }
+            Op::Purge(now, dirty) => {
+                let (sessions, otps) = self.mirror.purge_now(*now);
+                let mut t = table(SESSIONS)?;
+                for id in &sessions {
+                    t.remove(id.as_bytes().as_slice()).map_err(io)?;
+                }
+                for id in dirty.keys() {
+                    if let Some(s) = self.current(group, id, *now) {
+                        t.insert(
+                            id.as_bytes().as_slice(),
+                            encode(&s.record, s.last_activity).as_slice(),
+                        )
+                        .map_err(io)?;
+                    }
+                }
+                drop(t);
+                let mut t = table(OTPS)?;
+                for hash in &otps {
+                    t.remove(hash.0.as_slice()).map_err(io)?;
+                }
+                Ok(Done::Purged(sessions.len()))
+            }
+        }
+    }
+
+    /// After the commit: the mirror takes the group's changes, in order of effect.
+    fn publish(&self, group: Group) {
+        for (id, change) in group.sessions {
+            match change {
+                Some(s) => self
+                    .mirror
+                    .replace_now(Arc::unwrap_or_clone(s.record), s.last_activity),
+                None => {
+                    self.mirror.remove_now(&id);
+                }
+            }
+        }
+        for (hash, change) in group.otps {
+            match change {
+                Some(otp) => self.mirror.insert_otp_now(otp),
+                None => {
+                    self.mirror.remove_otp_now(&hash);
+                }
+            }
+        }
     }
 }
 
 #[async_trait]
 impl SessionStore for EmbeddedStore {
     async fn insert(&self, record: SessionRecord, now: Timestamp) -> Result<Snapshot, StoreError> {
-        self.blocking(move |inner| {
-            if inner.mirror.get_now(&record.id, now).is_some() {
-                return Err(StoreError::Duplicate(record.id));
-            }
-            inner.commit(|txn| Inner::save(txn, &record, now))?;
-            inner.mirror.put(record, now, now)
-        })
-        .await
+        let id = record.id;
+        match self.write(Op::Insert(record, now)).await? {
+            Done::Snapshot(s) => Ok(s),
+            _ => Err(StoreError::Duplicate(id)),
+        }
     }
 
     async fn get(&self, id: &SessionId, now: Timestamp) -> Result<Option<Snapshot>, StoreError> {
@@ -225,36 +580,18 @@ impl SessionStore for EmbeddedStore {
         expected_version: u64,
         now: Timestamp,
     ) -> Result<Cas, StoreError> {
-        self.blocking(move |inner| {
-            let Some(current) = inner.mirror.get_now(&record.id, now) else {
-                return Ok(Cas::NotFound);
-            };
-            if current.record.version != expected_version {
-                return Ok(Cas::Conflict);
-            }
-            let last_activity = current.last_activity.max(now);
-            inner.commit(|txn| Inner::save(txn, &record, last_activity))?;
-            Ok(inner.mirror.cas_now(record, expected_version, now))
-        })
-        .await
+        match self.write(Op::Cas(record, expected_version, now)).await? {
+            Done::Cas(c) => Ok(c),
+            _ => unreachable!("a compare-and-swap answers Cas"),
+        }
     }
 
     async fn remove(&self, id: &SessionId) -> Result<bool, StoreError> {
-        let id = *id;
-        self.blocking(move |inner| {
-            let mut existed = false;
-            inner.commit(|txn| {
-                existed = txn
-                    .open_table(SESSIONS)?
-                    .remove(id.as_bytes().as_slice())?
-                    .is_some();
-                Ok(())
-            })?;
-            inner.mirror.remove_now(&id);
-            inner.dirty.lock().remove(&id);
-            Ok(existed)
-        })
-        .await
+        self.0.dirty.lock().remove(id);
+        match self.write(Op::Remove(*id)).await? {
+            Done::Removed(b) => Ok(b),
+            _ => unreachable!("a removal answers Removed"),
+        }
     }
 
     async fn list(&self, now: Timestamp) -> Result<Vec<Snapshot>, StoreError> {
@@ -262,17 +599,7 @@ impl SessionStore for EmbeddedStore {
     }
 
     async fn insert_otp(&self, otp: OtpRecord, _now: Timestamp) -> Result<(), StoreError> {
-        self.blocking(move |inner| {
-            let bytes = serde_json::to_vec(&otp).expect("an OTP serializes");
-            inner.commit(|txn| {
-                txn.open_table(OTPS)?
-                    .insert(otp.hash.0.as_slice(), bytes.as_slice())?;
-                Ok(())
-            })?;
-            inner.mirror.insert_otp_now(otp);
-            Ok(())
-        })
-        .await
+        self.write(Op::InsertOtp(otp)).await.map(|_| ())
     }
 
     async fn take_otp(
@@ -280,59 +607,31 @@ impl SessionStore for EmbeddedStore {
         hash: &TokenHash,
         now: Timestamp,
     ) -> Result<Option<OtpRecord>, StoreError> {
-        let hash = *hash;
-        // The mirror holds every stored OTP: an unknown token (anyone can send one
-        // with `?$4DSID=`) costs no write to the file.
-        self.blocking(move |inner| {
-            let Some(otp) = inner.mirror.remove_otp_now(&hash) else {
-                return Ok(None);
-            };
-            inner.commit(|txn| {
-                txn.open_table(OTPS)?.remove(hash.0.as_slice())?;
-                Ok(())
-            })?;
-            Ok(otp.is_valid(now).then_some(otp))
-        })
-        .await
+        if self.0.mirror.peek_otp_now(hash).is_none() {
+            // Unknown (anyone can send one with `?$4DSID=`): no write. An OTP inserted
+            // by a write still in flight is not acknowledged yet, so not usable yet.
+            return Ok(None);
+        }
+        match self.write(Op::TakeOtp(*hash, now)).await? {
+            Done::Otp(o) => Ok(o),
+            _ => unreachable!("taking an OTP answers Otp"),
+        }
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<usize, StoreError> {
-        self.blocking(move |inner| {
-            let (sessions, otps) = inner.mirror.purge_now(now);
-            let dirty = std::mem::take(&mut *inner.dirty.lock());
-            if sessions.is_empty() && otps.is_empty() && dirty.is_empty() {
-                return Ok(0);
-            }
-            let written = inner.commit(|txn| {
-                let mut table = txn.open_table(SESSIONS)?;
-                for id in &sessions {
-                    table.remove(id.as_bytes().as_slice())?;
-                }
-                for id in dirty.keys() {
-                    if let Some(s) = inner.mirror.get_now(id, now) {
-                        table.insert(
-                            id.as_bytes().as_slice(),
-                            encode(&s.record, s.last_activity).as_slice(),
-                        )?;
-                    }
-                }
-                drop(table);
-                let mut table = txn.open_table(OTPS)?;
-                for hash in &otps {
-                    table.remove(hash.0.as_slice())?;
-                }
-                Ok(())
-            });
-            if let Err(e) = written {
+        let dirty = std::mem::take(&mut *self.0.dirty.lock());
+        let kept = dirty.clone();
+        match self.write(Op::Purge(now, dirty)).await {
+            Ok(Done::Purged(n)) => Ok(n),
+            Ok(_) => unreachable!("a purge answers Purged"),
+            Err(e) => {
                 // Keep the activity for the next purge.
-                let mut again = inner.dirty.lock();
-                for (id, at) in dirty {
+                let mut again = self.0.dirty.lock();
+                for (id, at) in kept {
                     again.entry(id).or_insert(at);
                 }
-                return Err(e);
+                Err(e)
             }
-            Ok(sessions.len())
-        })
-        .await
+        }
     }
 }

@@ -199,6 +199,36 @@ impl MemoryStore {
         Ok(snapshot)
     }
 
+    /// Puts a committed session, replacing whatever the id held (the embedded store's
+    /// writer, after a commit).
+    pub(crate) fn replace_now(&self, record: SessionRecord, last_activity: Timestamp) {
+        let id = record.id;
+        let deadline = record.deadline(last_activity);
+        let mut shard = self.shard(&id).lock();
+        match shard
+            .0
+            .entry(hash(&id), |e| e.record.id == id, |e| hash(&e.record.id))
+        {
+            Slot::Occupied(mut o) => {
+                let e = o.get_mut();
+                e.record = Arc::new(record);
+                e.last_activity = e.last_activity.max(last_activity);
+                self.reschedule_if_earlier(id, e);
+            }
+            Slot::Vacant(v) => {
+                v.insert(Entry {
+                    record: Arc::new(record),
+                    last_activity,
+                    scheduled: deadline.map_or(0, |d| d.0),
+                });
+                drop(shard);
+                if let Some(d) = deadline {
+                    self.schedule(id, d);
+                }
+            }
+        }
+    }
+
     pub(crate) fn get_now(&self, id: &SessionId, now: Timestamp) -> Option<Snapshot> {
         self.shard(id)
             .lock()
@@ -264,6 +294,11 @@ impl MemoryStore {
 
     pub(crate) fn take_otp_now(&self, hash: &TokenHash, now: Timestamp) -> Option<OtpRecord> {
         self.remove_otp_now(hash).filter(|o| o.is_valid(now))
+    }
+
+    /// An OTP, whether or not it is still valid, left in place.
+    pub(crate) fn peek_otp_now(&self, hash: &TokenHash) -> Option<OtpRecord> {
+        self.0.otps.lock().get(hash).cloned()
     }
 
     /// Removes an OTP whether or not it is still valid.

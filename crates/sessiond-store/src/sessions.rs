@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use sessiond_core::storage;
 use sessiond_core::tokens::after_rights_change;
 use sessiond_core::{
     Clock, CookieToken, Error as CoreError, OtpRecord, OtpToken, PrivilegeInput, Rights, Roles,
@@ -346,8 +347,14 @@ impl Sessions {
             )
         };
         let mut out = None;
+        let policy = &self.0.policy;
         let mut f = |rec: &mut SessionRecord| {
+            let storage_version = rec.storage_version;
             out = Some(change(rec)?);
+            // Every write of the storage, whatever the surface, stays within the limits.
+            if rec.storage_version != storage_version {
+                storage::check_limits(&rec.storage, policy)?;
+            }
             Ok(())
         };
         match self.0.store.update(id, self.now(), &mut f).await? {

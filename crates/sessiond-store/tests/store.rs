@@ -137,3 +137,225 @@ fn embedded_corrupt_file_is_a_clear_error() {
         .to_string();
     assert!(err.contains("sessions.redb"), "{err}");
 }
+
+#[tokio::test]
+async fn embedded_open_quarantines_an_unreadable_record_and_starts_with_the_rest() {
+    use redb::TableDefinition;
+    use sessiond_store::EmbeddedStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.redb");
+    let t0 = Timestamp(1_000_000);
+    let kept = {
+        let store = EmbeddedStore::open(&path, t0).unwrap();
+        let r = SessionRecord::new_web(t0, &SessionPolicy::default(), None);
+        let id = r.id;
+        store.insert(r, t0).await.unwrap();
+        id
+    };
+    // Two records no reader accepts: garbage, and storage nested past serde_json's
+    // 128 levels (what an unbounded storage write used to leave behind).
+    {
+        const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(SESSIONS).unwrap();
+            t.insert([1u8; 16].as_slice(), b"{not json".as_slice())
+                .unwrap();
+            let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+            let text = format!(r#"{{"record":{{"storage":{deep}}},"lastActivity":1}}"#);
+            t.insert([2u8; 16].as_slice(), text.as_bytes()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = EmbeddedStore::open(&path, t0).unwrap();
+    assert!(
+        store.get(&kept, t0).await.unwrap().is_some(),
+        "the rest is served"
+    );
+    assert_eq!(store.list(t0).await.unwrap().len(), 1);
+    drop(store);
+    assert_eq!(EmbeddedStore::quarantined(&path).unwrap(), 2);
+    // Moved aside once: the next open is clean.
+    let store = EmbeddedStore::open(&path, t0).unwrap();
+    assert_eq!(store.list(t0).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn embedded_file_in_use_is_reported_as_in_use_not_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.redb");
+    let _first = sessiond_store::EmbeddedStore::open(&path, Timestamp(0)).unwrap();
+    let err = sessiond_store::EmbeddedStore::open(&path, Timestamp(0))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("in use"), "{err}");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn embedded_file_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.redb");
+    let _store = sessiond_store::EmbeddedStore::open(&path, Timestamp(0)).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+/// Storage values up to the caps (random JSON, a chain nested to a random depth up to
+/// the depth cap, a filler string up to the size cap).
+fn storage_near_the_caps() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        "\\PC{0,12}".prop_map(Value::String),
+    ];
+    let json = leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map("\\PC{1,6}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    });
+    (
+        prop::collection::btree_map("\\PC{1,6}", json, 0..8),
+        1usize..=40,
+        0usize..(1 << 20) + (1 << 17),
+    )
+        .prop_map(|(base, depth, filler)| {
+            let mut map: serde_json::Map<String, Value> = base.into_iter().collect();
+            let mut chain = Value::from(1);
+            for i in 0..depth.saturating_sub(2) {
+                chain = if i % 2 == 0 {
+                    Value::Array(vec![chain])
+                } else {
+                    serde_json::json!({ "k": chain })
+                };
+            }
+            map.insert("chain".into(), chain);
+            map.insert("filler".into(), Value::String("é".repeat(filler / 2)));
+            Value::Object(map)
+        })
+}
+
+/// Every store reads back exactly what it acknowledged, up to the storage caps; what is
+/// past a cap is refused and changes nothing.
+#[test]
+fn storage_at_the_caps_reads_back_after_reopen() {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+    use sessiond_core::{Clock, Roles, SessionId, SystemClock};
+    use sessiond_store::{EmbeddedStore, RedisStore, Sessions, conformance::RedisServer};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.redb");
+    let sessions = |store: Arc<dyn SessionStore>| {
+        Sessions::new(
+            store,
+            Arc::new(Roles::default()),
+            Arc::new(SystemClock),
+            SessionPolicy::default(),
+        )
+    };
+    let mut runner = TestRunner::default();
+    let strategy = storage_near_the_caps();
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..24 {
+        let value = strategy.new_tree(&mut runner).unwrap().current();
+        let serde_json::Value::Object(map) = value else {
+            unreachable!()
+        };
+        rt.block_on(async {
+            let redis_store: Arc<dyn SessionStore> = Arc::new(
+                RedisStore::connect(&redis.url(), Duration::from_secs(5))
+                    .await
+                    .unwrap(),
+            );
+            let embedded: Arc<dyn SessionStore> =
+                Arc::new(EmbeddedStore::open(&path, SystemClock.now()).unwrap());
+            let mut written: Vec<(Arc<dyn SessionStore>, SessionId)> = Vec::new();
+            for store in [embedded, redis_store] {
+                let s = sessions(store.clone());
+                let (snap, _) = s.create_web(None).await.unwrap();
+                let id = snap.record.id;
+                let result = s
+                    .update_storage(&id, None, |st| {
+                        st.clone_from(&map);
+                        Ok(())
+                    })
+                    .await;
+                match result {
+                    Ok(_) => written.push((store, id)),
+                    Err(e) => {
+                        let text = e.to_string();
+                        assert!(text.contains("limit") || text.contains("deeper"), "{text}");
+                        let now = s.get(&id).await.unwrap().unwrap();
+                        assert!(
+                            now.record.storage.is_empty(),
+                            "a refused write changes nothing"
+                        );
+                    }
+                }
+            }
+            let n = written.len();
+            if n == 0 {
+                refused += 1;
+            } else {
+                accepted += 1;
+            }
+            // Reopen: a new store object on the same file, a new connection to Redis.
+            let mut stores = written.into_iter();
+            if let Some((store, id)) = stores.next() {
+                drop(store);
+                let reopened = EmbeddedStore::open(&path, SystemClock.now()).unwrap();
+                let got = reopened.get(&id, SystemClock.now()).await.unwrap().unwrap();
+                assert_same(&got.record.storage, &map, "embedded");
+            }
+            if let Some((_, id)) = stores.next() {
+                let fresh = RedisStore::connect(&redis.url(), Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                let got = fresh.get(&id, SystemClock.now()).await.unwrap().unwrap();
+                assert_same(&got.record.storage, &map, "Redis");
+            }
+        });
+    }
+    assert!(
+        accepted > 0 && refused > 0,
+        "{accepted} accepted, {refused} refused"
+    );
+}
+
+/// Equality of two storages, reported by the first key that differs (values can be
+/// a megabyte long).
+fn assert_same(
+    got: &serde_json::Map<String, serde_json::Value>,
+    want: &serde_json::Map<String, serde_json::Value>,
+    store: &str,
+) {
+    let short = |v: Option<&serde_json::Value>| {
+        let t = format!("{v:?}");
+        t.chars().take(300).collect::<String>()
+    };
+    for key in want.keys().chain(got.keys()) {
+        assert!(
+            got.get(key) == want.get(key),
+            "{store} read back {key:?}: got {}, wrote {}",
+            short(got.get(key)),
+            short(want.get(key))
+        );
+    }
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{store}: key order"
+    );
+}
