@@ -70,7 +70,7 @@ pub(crate) fn app_state(data: &Path) -> anyhow::Result<AppState> {
         users_file: None,
         admin: Arc::new(AdminAuth::new(data)),
         console: Arc::new(Console::new(data)),
-        failures: Arc::default(),
+        passwords: Arc::default(),
         mobile: None,
         desktop: DesktopSessions::builder(sessions, DesktopConfig::default()).build(),
     })

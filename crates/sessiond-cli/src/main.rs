@@ -150,7 +150,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         users_file: Some(config.data.join("users.json")),
         admin: Arc::new(AdminAuth::new(&config.data)),
         console: Arc::new(Console::new(&config.data)),
-        failures: Arc::default(),
+        passwords: Arc::default(),
         mobile: Some(mobile_state),
         desktop: DesktopSessions::builder(sessions.clone(), config.remote.clone()).build(),
     };

@@ -207,8 +207,10 @@ pub enum ErrorCode {
     UnsupportedProtocol,
     /// Wrong user name or password.
     InvalidCredentials,
-    /// Too many failed passwords from this address; wait.
+    /// Too many failed passwords for this user from this address; wait.
     TooManyAttempts,
+    /// Too many password checks at once on the server; retry in a moment.
+    Busy,
     /// The persistentID is unknown, expired, or belongs to another login.
     UnknownPersistentId,
     /// The open hook refused the connection.
@@ -242,6 +244,7 @@ impl ErrorCode {
             Self::UnsupportedProtocol => "unsupported_protocol",
             Self::InvalidCredentials => "invalid_credentials",
             Self::TooManyAttempts => "too_many_attempts",
+            Self::Busy => "busy",
             Self::UnknownPersistentId => "unknown_persistent_id",
             Self::Refused => "refused",
             Self::UnknownFunction => "unknown_function",

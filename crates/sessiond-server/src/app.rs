@@ -19,7 +19,7 @@ use crate::credentials::{AdminAuth, ApiKey};
 use crate::desktop::DesktopSessions;
 use crate::error::ApiError;
 use crate::layer::SessionLayer;
-use crate::limiter::FailureLimiter;
+use crate::passwords::PasswordChecks;
 use crate::routes::mobile::MobileState;
 use crate::routes::{admin, browser, console, mobile, remote, service};
 
@@ -36,8 +36,9 @@ pub struct AppState {
     pub users_file: Option<PathBuf>,
     /// The admin credential check.
     pub admin: Arc<AdminAuth>,
-    /// Failed password attempts (login and admin credential), per client address.
-    pub failures: Arc<FailureLimiter>,
+    /// Every password check (login, remote hello, admin credential): bounded work,
+    /// failures limited per user and address.
+    pub passwords: Arc<PasswordChecks>,
     /// Mobile apps (`None`: `/mobileapp/` answers 404).
     pub mobile: Option<MobileState>,
     /// Remote-client sessions, the stored-procedures session, server-side functions.

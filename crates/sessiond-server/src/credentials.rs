@@ -15,6 +15,8 @@ use sessiond_core::id::to_hex;
 use crate::users::{UsersError, hash_password};
 use sessiond_store::fs::{atomic_write, private_dir};
 
+use crate::passwords::{PasswordChecks, Refusal};
+
 /// Name of the credentials file in the data folder.
 pub const FILE: &str = "credentials.json";
 
@@ -201,27 +203,41 @@ impl AdminAuth {
         Some(to_hex(&Sha256::digest(creds.admin_password.as_bytes())))
     }
 
-    /// Whether `presented` is the admin password (CPU-heavy on a cache miss).
-    pub async fn verify(&self, presented: &str) -> bool {
+    /// Whether `presented` (from `client`) is the admin password, checked through
+    /// `checks` (bounded, limited per address like every password check). A password
+    /// already verified against the current hash is recognized without argon2.
+    pub async fn verify(
+        &self,
+        presented: &str,
+        checks: &PasswordChecks,
+        client: Option<std::net::IpAddr>,
+        now: sessiond_core::Timestamp,
+    ) -> Result<bool, Refusal> {
         let Some(creds) = self.read().await else {
-            return false;
+            return Ok(false);
         };
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        if let Some((phc, known)) = self.verified.lock().as_ref() {
-            if *phc == creds.admin_password && bool::from(known.ct_eq(&digest)) {
-                return true;
-            }
-        }
+        let known = self.verified.lock().as_ref().is_some_and(|(phc, known)| {
+            *phc == creds.admin_password && bool::from(known.ct_eq(&digest))
+        });
+        // Through the limits even when known: a locked-out address must not test
+        // guesses against the remembered digest at no cost.
         let (pw, phc) = (presented.to_string(), creds.admin_password.clone());
-        let ok = tokio::task::spawn_blocking(move || crate::users::verify_password(&pw, &phc))
-            .await
-            .unwrap_or(false);
+        let ok = checks
+            .check(client, ADMIN_USER, now, move || {
+                let ok = known || crate::users::verify_password(&pw, &phc);
+                (Some(ok), ok)
+            })
+            .await?;
         if ok {
             *self.verified.lock() = Some((creds.admin_password, digest));
         }
-        ok
+        Ok(ok)
     }
 }
+
+/// The user name under which admin credential checks are counted.
+const ADMIN_USER: &str = "\u{0}admin";
 
 #[cfg(test)]
 mod tests {

@@ -17,6 +17,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable explanation.
     pub message: String,
+    /// Seconds for a `Retry-After` header (429, 503).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -26,7 +28,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same error, answered with `Retry-After: <seconds>`.
+    #[must_use]
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 
     /// 400 `bad_request`.
@@ -53,16 +63,27 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
     }
 
-    /// 429 `too_many_attempts` after repeated failed passwords.
-    pub fn too_many_attempts(wait: std::time::Duration) -> Self {
-        Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
-            format!(
-                "too many failed attempts from this address; try again in {} s",
-                wait.as_secs().max(1)
-            ),
-        )
+    /// A password check refused by [`crate::passwords::PasswordChecks`]: 429
+    /// `too_many_attempts` after repeated failures, 503 `busy` when every worker is
+    /// taken; both with `Retry-After`.
+    pub fn refused(refusal: crate::passwords::Refusal) -> Self {
+        match refusal {
+            crate::passwords::Refusal::TooManyAttempts(wait) => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                format!(
+                    "too many failed attempts; try again in {} s",
+                    wait.as_secs().max(1)
+                ),
+            )
+            .retry_after(wait.as_secs()),
+            crate::passwords::Refusal::Busy => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many password checks at once; retry in a moment",
+            )
+            .retry_after(1),
+        }
     }
 
     /// 500 for a fault of the server (details go to the log, not the client).
@@ -88,7 +109,13 @@ impl std::error::Error for ApiError {}
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": self.code, "message": self.message});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(s));
+        }
+        response
     }
 }
 

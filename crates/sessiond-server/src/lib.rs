@@ -4,7 +4,7 @@
 //! |---|---|
 //! | [`session`] | [`Session`]: the handle with 4D's `Session` members, [`Session::current()`], the axum extractor |
 //! | [`layer`] | [`SessionLayer`]: cookie `4DSID_<AppName>`, guest creation, `$4DSID` OTP restore, the token rules of docs/tokens.md on the response |
-//! | [`limiter`] | [`limiter::FailureLimiter`]: 429 after repeated failed passwords from one address |
+//! | [`passwords`] | [`passwords::PasswordChecks`]: every password check, on a bounded pool, with failures limited per user and address |
 //! | [`routes`] | `/api` (browser), `/service/v1` (service API with its API key), `/remote` (remote clients' WebSocket), `/mobileapp/`, `/admin` (console) and `/admin/api` |
 //! | [`desktop`] | [`desktop::DesktopSessions`]: remote-client sessions, the stored-procedures session, server-side functions and hooks |
 //! | [`console`] | [`console::Console`]: the admin console's sign-in sessions, CSRF tokens, audit log, live events |
@@ -25,7 +25,7 @@ pub mod desktop;
 pub mod error;
 pub mod hook;
 pub mod layer;
-pub mod limiter;
+pub mod passwords;
 pub mod routes;
 pub mod session;
 pub mod users;

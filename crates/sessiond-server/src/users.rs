@@ -12,6 +12,8 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 
 use sessiond_store::fs::atomic_write;
 
+use crate::passwords::{PasswordChecks, Refusal};
+
 /// Errors of the users file.
 #[derive(Debug, thiserror::Error)]
 pub enum UsersError {
@@ -39,6 +41,15 @@ pub enum UsersError {
     /// A user name or password is not acceptable.
     #[error("{0}")]
     Rejected(String),
+}
+
+/// Why a login could not be checked.
+#[derive(Debug)]
+pub enum LoginError {
+    /// The password limits refused the attempt.
+    Refused(Refusal),
+    /// The users file cannot be used.
+    File(UsersError),
 }
 
 /// One user of the built-in login.
@@ -156,18 +167,27 @@ impl Users {
         })
     }
 
-    /// Loads `path` and checks a login on a blocking thread (argon2 is CPU-heavy):
-    /// the matching user, or `None`.
+    /// Loads `path` and checks a login through `checks` (a bounded pool, with the
+    /// failure limits of [`PasswordChecks`]): the matching user, or `None`.
     pub async fn check(
+        checks: &PasswordChecks,
+        client: Option<std::net::IpAddr>,
+        now: sessiond_core::Timestamp,
         path: std::path::PathBuf,
         user_name: String,
         password: String,
-    ) -> Result<Option<User>, UsersError> {
-        tokio::task::spawn_blocking(move || {
-            Ok(Users::load(&path)?.verify(&user_name, &password).cloned())
-        })
-        .await
-        .map_err(|_| UsersError::Rejected("the login check did not finish".into()))?
+    ) -> Result<Option<User>, LoginError> {
+        let key = user_name.clone();
+        checks
+            .check(client, &key, now, move || {
+                match Users::load(&path).map(|u| u.verify(&user_name, &password).cloned()) {
+                    Ok(user) => (Some(user.is_some()), Ok(user)),
+                    Err(e) => (None, Err(e)),
+                }
+            })
+            .await
+            .map_err(LoginError::Refused)?
+            .map_err(LoginError::File)
     }
 
     /// The user whose name and password match (CPU-heavy: run off the async threads).

@@ -41,7 +41,7 @@ pub fn router() -> Router<AppState> {
 
 /// Middleware: the console's cookie session (with its CSRF token on every method but
 /// GET and HEAD), or the admin credential as a Bearer token. Only password checks
-/// count against the [`crate::limiter::FailureLimiter`]. Puts an [`Actor`] in the
+/// count against the [`crate::passwords::PasswordChecks`] limits. Puts an [`Actor`] in the
 /// request's extensions; answers are never cached.
 pub async fn require_admin(
     State(state): State<AppState>,
@@ -63,14 +63,14 @@ pub async fn require_admin(
             ));
         };
         let now = state.sessions.now();
-        state
-            .failures
-            .begin(client, now)
-            .map_err(ApiError::too_many_attempts)?;
-        if !state.admin.verify(password).await {
+        let ok = state
+            .admin
+            .verify(password, &state.passwords, client, now)
+            .await
+            .map_err(ApiError::refused)?;
+        if !ok {
             return Err(ApiError::unauthorized("wrong admin credential"));
         }
-        state.failures.succeeded(client);
         Via::Bearer
     };
     req.extensions_mut().insert(Actor { ip: client, via });

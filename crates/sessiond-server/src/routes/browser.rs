@@ -12,7 +12,7 @@ use super::{ApiJson, session_json};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::session::Session;
-use crate::users::Users;
+use crate::users::{LoginError, Users};
 
 /// The browser routes (to be wrapped by the session layer).
 pub fn router() -> Router<AppState> {
@@ -52,16 +52,22 @@ async fn login(
     // the proxy's X-Forwarded-For), recorded by the session layer.
     let client = session.snapshot().record.ip;
     let now = state.sessions.now();
-    state
-        .failures
-        .begin(client, now)
-        .map_err(ApiError::too_many_attempts)?;
-    let user = Users::check(path, body.user_name, body.password)
-        .await
-        .map_err(|e| {
+    let user = Users::check(
+        &state.passwords,
+        client,
+        now,
+        path,
+        body.user_name,
+        body.password,
+    )
+    .await
+    .map_err(|e| match e {
+        LoginError::Refused(r) => ApiError::refused(r),
+        LoginError::File(e) => {
             tracing::error!(error = %e, "users file unusable");
             ApiError::internal("the users file cannot be read")
-        })?;
+        }
+    })?;
     let Some(user) = user else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -69,7 +75,6 @@ async fn login(
             "wrong user name or password",
         ));
     };
-    state.failures.succeeded(client);
     let input = PrivilegeInput {
         privileges: user.privileges,
         roles: user.roles,

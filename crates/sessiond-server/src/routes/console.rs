@@ -275,11 +275,11 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response, 
     // Only a well-formed JSON sign-in counts as an attempt: a cross-site form post
     // (which cannot send JSON without CORS) cannot lock the admin out.
     let ApiJson(body) = ApiJson::<LoginBody>::from_request(req, &state).await?;
-    state
-        .failures
-        .begin(client, now)
-        .map_err(ApiError::too_many_attempts)?;
-    let ok = state.admin.verify(&body.password).await;
+    let ok = state
+        .admin
+        .verify(&body.password, &state.passwords, client, now)
+        .await
+        .map_err(ApiError::refused)?;
     let entry = |outcome: &str, via| AuditEntry {
         time: now.to_iso8601(),
         who: "admin".into(),
@@ -294,7 +294,6 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response, 
         state.console.record(entry("unauthorized", None)).await;
         return Err(ApiError::unauthorized("wrong admin password"));
     }
-    state.failures.succeeded(client);
     let credential = state.admin.fingerprint().await.unwrap_or_default();
     let (token, csrf) = state.console.sign_in(now, &credential).await;
     state.console.record(entry("ok", Some(Via::Console))).await;

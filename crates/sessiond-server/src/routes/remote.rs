@@ -26,7 +26,8 @@ use tokio::time::Instant;
 use crate::app::AppState;
 use crate::desktop::{Attached, CallError, Control};
 use crate::error::ApiError;
-use crate::users::Users;
+use crate::passwords::Refusal;
+use crate::users::{LoginError, Users};
 
 /// Bytes read from a connection at a time.
 const READ_BUFFER: usize = 4096;
@@ -187,32 +188,39 @@ async fn open(
 ) -> Result<(Attached, bool, Value), ServerMessage> {
     check_hello(hello)?;
     let refused = |code, m: &str| error(None, code, m);
-    state
-        .failures
-        .begin(ip, state.sessions.now())
-        .map_err(|wait| {
-            refused(
-                ErrorCode::TooManyAttempts,
-                &format!(
-                    "too many failed passwords from this address; retry in {} s",
-                    wait.as_secs().max(1)
-                ),
-            )
-        })?;
     let Some(path) = state.users_file.clone() else {
         return Err(refused(
             ErrorCode::InvalidCredentials,
             "remote logins need a users file",
         ));
     };
-    let user = Users::check(path, hello.user_name.clone(), hello.password.clone())
-        .await
-        .map_err(|e| {
+    let user = Users::check(
+        &state.passwords,
+        ip,
+        state.sessions.now(),
+        path,
+        hello.user_name.clone(),
+        hello.password.clone(),
+    )
+    .await
+    .map_err(|e| match e {
+        LoginError::Refused(Refusal::TooManyAttempts(wait)) => refused(
+            ErrorCode::TooManyAttempts,
+            &format!(
+                "too many failed passwords; retry in {} s",
+                wait.as_secs().max(1)
+            ),
+        ),
+        LoginError::Refused(Refusal::Busy) => refused(
+            ErrorCode::Busy,
+            "too many password checks at once; retry in a moment",
+        ),
+        LoginError::File(e) => {
             tracing::error!(error = %e, "users file unusable");
             refused(ErrorCode::Internal, "the users file cannot be read")
-        })?
-        .ok_or_else(|| refused(ErrorCode::InvalidCredentials, "wrong user name or password"))?;
-    state.failures.succeeded(ip);
+        }
+    })?
+    .ok_or_else(|| refused(ErrorCode::InvalidCredentials, "wrong user name or password"))?;
     state
         .desktop
         .open_remote(&user, hello, ip)

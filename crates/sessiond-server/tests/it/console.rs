@@ -100,7 +100,7 @@ impl Server {
             api_key: ApiKey::from_key("k"),
             users_file: Some(data.join("users.json")),
             admin: Arc::new(AdminAuth::new(data)),
-            failures: Arc::default(),
+            passwords: Arc::default(),
             mobile: Some(MobileState::new(mobile, Arc::new(Hook), None)),
             console: Arc::new(Console::new(data)),
             desktop: desktop.clone(),

@@ -79,7 +79,7 @@ impl Server {
             users_file: Some(users),
             admin: Arc::new(AdminAuth::new(dir.path())),
             console: Arc::new(Console::new(dir.path())),
-            failures: Arc::default(),
+            passwords: Arc::default(),
             mobile: None,
             desktop: DesktopSessions::builder(sessions.clone(), DesktopConfig::default()).build(),
         };
@@ -989,25 +989,39 @@ async fn concurrency_64_clients_x_100_read_patch_if_match_lose_nothing() {
 }
 
 #[tokio::test]
-async fn repeated_failed_logins_from_one_address_get_429_until_the_window_ends() {
+async fn repeated_failed_logins_of_a_user_get_429_until_the_window_ends_and_others_go_on() {
+    use sessiond_server::passwords::{MAX_USER_FAILURES, WINDOW};
     let s = Server::start().await;
-    let login = |password: &'static str| {
+    let login = |user: &'static str, password: &'static str| {
         s.http
             .post(s.url("/api/login"))
-            .json(&json!({"userName": "ann", "password": password}))
+            .json(&json!({"userName": user, "password": password}))
             .send()
     };
-    for _ in 0..sessiond_server::limiter::MAX_FAILURES {
-        assert_eq!(login("wrong").await.unwrap().status(), 401);
+    // Nine wrong passwords for zed, a correct login of ann, repeated: ann's success
+    // does not reset zed's count.
+    let mut failures = 0;
+    while failures < MAX_USER_FAILURES {
+        assert_eq!(login("zed", "wrong").await.unwrap().status(), 401);
+        failures += 1;
+        if failures % 9 == 0 {
+            assert_eq!(login("ann", "ann-password").await.unwrap().status(), 200);
+        }
     }
-    let resp = login("ann-password").await.unwrap();
+    let resp = login("zed", "wrong").await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().get("retry-after").is_some());
+    for _ in 0..MAX_USER_FAILURES {
+        assert_eq!(login("ann", "wrong").await.unwrap().status(), 401);
+    }
+    let resp = login("ann", "ann-password").await.unwrap();
     assert_eq!(resp.status(), 429, "even the right password waits");
     assert_eq!(
         resp.json::<Value>().await.unwrap()["error"],
         "too_many_attempts"
     );
-    s.clock.advance(sessiond_server::limiter::WINDOW);
-    assert_eq!(login("ann-password").await.unwrap().status(), 200);
+    s.clock.advance(WINDOW);
+    assert_eq!(login("ann", "ann-password").await.unwrap().status(), 200);
 }
 
 /// GET /api/session with `cookie` and an optional `$4DSID`; (status, body, Set-Cookie value).

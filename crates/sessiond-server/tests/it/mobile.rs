@@ -123,7 +123,7 @@ impl Harness {
             users_file: None,
             admin: Arc::new(AdminAuth::new(data)),
             console: Arc::new(Console::new(data)),
-            failures: Arc::default(),
+            passwords: Arc::default(),
             mobile: Some(MobileState::new(
                 mobile.clone(),
                 hook.clone(),
