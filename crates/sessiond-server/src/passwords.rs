@@ -219,18 +219,19 @@ impl PasswordChecks {
 mod tests {
     use super::*;
 
-    fn ip(n: u8) -> Option<IpAddr> {
-        Some(IpAddr::from([203, 0, 113, n]))
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([203, 0, 113, n])
     }
 
     async fn attempt(
         c: &PasswordChecks,
-        client: Option<IpAddr>,
+        client: IpAddr,
         user: &str,
         ok: bool,
         now: Timestamp,
     ) -> Result<(), Refusal> {
-        c.check(client, user, now, move || (Some(ok), ())).await
+        c.check(Some(client), user, now, move || (Some(ok), ()))
+            .await
     }
 
     #[tokio::test]
@@ -283,7 +284,7 @@ mod tests {
         let held = {
             let c = c.clone();
             tokio::spawn(async move {
-                c.check(ip(1), "x", Timestamp(0), move || {
+                c.check(Some(ip(1)), "x", Timestamp(0), move || {
                     let _ = started.send(());
                     let _ = wait.recv();
                     (Some(true), ())
