@@ -11,6 +11,7 @@ use sessiond_mobile::IdMode;
 use sessiond_mobile::hook::{Decision, Matchers, Policy};
 use sessiond_server::desktop::DesktopConfig;
 use sessiond_server::hook::Callout;
+use sessiond_server::serve::ConnectionLimits;
 use sessiond_server::{SameSite, SecureMode, ServerConfig};
 
 use crate::cli::ServeArgs;
@@ -36,6 +37,20 @@ pub struct FileConfig {
     mobile: MobileSection,
     #[serde(default)]
     remote: RemoteSection,
+    #[serde(default)]
+    limits: LimitsSection,
+}
+
+/// `[limits]`: connection timeouts and caps.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    header_read_timeout_seconds: Option<u64>,
+    idle_timeout_seconds: Option<u64>,
+    body_timeout_seconds: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
+    shutdown_grace_seconds: Option<u64>,
 }
 
 /// `[remote]`: remote-client sessions.
@@ -252,6 +267,7 @@ impl Config {
             server.cookie.domain = Some(d);
         }
         server.policy = policy(&file.sessions)?;
+        server.limits = limits(&file.limits)?;
         let node = match file.node_name {
             Some(n)
                 if !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_graphic()) =>
@@ -430,6 +446,48 @@ fn email(e: EmailSection) -> anyhow::Result<EmailSettings> {
         validity: Duration::from_secs(minutes * 60),
         smtp: e.smtp,
     })
+}
+
+fn limits(l: &LimitsSection) -> anyhow::Result<ConnectionLimits> {
+    let mut c = ConnectionLimits::default();
+    let seconds = |key: &str, v: Option<u64>, default: Duration| match v {
+        None => Ok(default),
+        Some(s @ 1..=3600) => Ok(Duration::from_secs(s)),
+        Some(_) => bail!("limits.{key} must be 1 to 3600"),
+    };
+    c.header_read_timeout = seconds(
+        "header_read_timeout_seconds",
+        l.header_read_timeout_seconds,
+        c.header_read_timeout,
+    )?;
+    c.idle_timeout = seconds(
+        "idle_timeout_seconds",
+        l.idle_timeout_seconds,
+        c.idle_timeout,
+    )?;
+    c.body_timeout = seconds(
+        "body_timeout_seconds",
+        l.body_timeout_seconds,
+        c.body_timeout,
+    )?;
+    c.shutdown_grace = match l.shutdown_grace_seconds {
+        None => c.shutdown_grace,
+        Some(s @ 0..=3600) => Duration::from_secs(s),
+        Some(_) => bail!("limits.shutdown_grace_seconds must be 0 to 3600"),
+    };
+    if let Some(n) = l.max_connections {
+        if !(16..=1_000_000).contains(&n) {
+            bail!("limits.max_connections must be 16 to 1000000");
+        }
+        c.max_connections = n;
+    }
+    if let Some(n) = l.max_connections_per_address {
+        if !(1..=1_000_000).contains(&n) {
+            bail!("limits.max_connections_per_address must be 1 to 1000000");
+        }
+        c.max_connections_per_address = n;
+    }
+    Ok(c)
 }
 
 fn policy(s: &SessionsSection) -> anyhow::Result<SessionPolicy> {

@@ -95,6 +95,9 @@ fn read_secret(var: &str) -> anyhow::Result<String> {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
+    if let Some(n) = sessiond_server::serve::raise_open_files_limit() {
+        tracing::debug!(open_files = n, "open-files limit");
+    }
     sessiond_store::fs::private_dir(&config.data)
         .with_context(|| format!("cannot create data folder {}", config.data.display()))?;
     sessiond_store::fs::remove_stale_temps(&config.data);

@@ -1,7 +1,6 @@
 //! [`AppState`], [`app`] (the whole `sessiond serve` router, drivable without a
 //! socket) and [`run`] (serve it on a listener until `shutdown` resolves).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -81,13 +80,43 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(from_fn_with_state(
+            state.config.max_body_bytes,
+            refuse_announced_oversize,
+        ))
         .with_state(state)
 }
 
-/// Serves [`app`] on `listener` until `shutdown` completes, with the reaper running;
-/// in-flight requests finish first (graceful shutdown). Opens the stored-procedures
-/// session and runs the startup hook first; ends remote sessions and runs the
-/// shutdown hook last ([`DesktopSessions::start`], [`DesktopSessions::shutdown`]).
+/// A body announced (`Content-Length`) over the limit is refused before a byte of it
+/// is read.
+async fn refuse_announced_oversize(
+    axum::extract::State(max): axum::extract::State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let announced = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match announced {
+        Some(n) if n > u64::try_from(max).unwrap_or(u64::MAX) => ApiError::new(
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is over the limit of {max} bytes"),
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+/// Serves [`app`] on `listener` until `shutdown` completes, with the reaper running,
+/// within the connection limits of the config ([`crate::serve`]). Opens the
+/// stored-procedures session and runs the startup hook first. At shutdown: remote
+/// clients are told first, then requests in flight finish within the grace period,
+/// then the shutdown hook runs ([`DesktopSessions::start`],
+/// [`DesktopSessions::shutdown`]).
 pub async fn run(
     listener: TcpListener,
     state: AppState,
@@ -97,15 +126,16 @@ pub async fn run(
     let desktop = state.desktop.clone();
     let expiry = desktop.start().await.map_err(std::io::Error::other)?;
     let console = state.console.clone();
-    // Open console event streams end first, or graceful shutdown would wait for them.
+    let limits = state.config.limits.clone();
+    let closing = desktop.clone();
     let shutdown = async move {
         shutdown.await;
+        // Open console event streams end first, or the drain would wait for them;
+        // remote clients are told before the HTTP requests drain.
         console.close();
+        closing.close_clients().await;
     };
-    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = crate::serve::serve(listener, app(state), limits, shutdown).await;
     expiry.abort();
     desktop.shutdown().await;
     reaper.abort();

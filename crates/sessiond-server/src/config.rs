@@ -88,6 +88,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How often the reaper frees expired sessions.
     pub reaper_interval: Duration,
+    /// Connection timeouts and caps.
+    pub limits: crate::serve::ConnectionLimits,
 }
 
 impl ServerConfig {
@@ -101,6 +103,7 @@ impl ServerConfig {
             trust_proxy_headers: false,
             max_body_bytes: 1024 * 1024,
             reaper_interval: Duration::from_secs(1),
+            limits: crate::serve::ConnectionLimits::default(),
         })
     }
 }

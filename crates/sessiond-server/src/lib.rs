@@ -9,6 +9,7 @@
 //! | [`desktop`] | [`desktop::DesktopSessions`]: remote-client sessions, the stored-procedures session, server-side functions and hooks |
 //! | [`console`] | [`console::Console`]: the admin console's sign-in sessions, CSRF tokens, audit log, live events |
 //! | [`app`] | [`AppState`], [`app()`] (the router), [`run()`] (serve with graceful shutdown) |
+//! | [`serve`] | [`serve::serve`]: the HTTP/1.1 loop with its timeouts and connection caps ([`serve::ConnectionLimits`]) |
 //! | [`cluster`] | several nodes on one Redis: mobile changes over pub/sub, resync on reconnect |
 //! | [`config`] | [`ServerConfig`], [`CookieConfig`] |
 //! | [`hook`] | [`hook::ConfigHook`]: the mobile login hook from the config (lists, HTTP callout) |
@@ -27,6 +28,7 @@ pub mod hook;
 pub mod layer;
 pub mod passwords;
 pub mod routes;
+pub mod serve;
 pub mod session;
 pub mod users;
 

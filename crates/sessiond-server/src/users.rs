@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 
 use sessiond_store::fs::atomic_write;
 
@@ -91,13 +91,60 @@ pub fn hash_password(password: &str) -> Result<String, UsersError> {
         .map_err(|e| UsersError::Rejected(format!("cannot hash password: {e}")))
 }
 
-/// Checks a password against a PHC hash (false for a malformed hash).
+/// Largest argon2 memory a stored hash may ask for, in 1 KiB blocks (64 MiB).
+const MAX_BLOCKS: usize = 64 * 1024;
+
+/// Checks a password against a PHC hash (false for a malformed one, or one asking
+/// for more than 64 MiB). The argon2 working memory (19 MiB with the default
+/// parameters) is allocated once per thread and reused: password checks run on a few
+/// dedicated threads ([`crate::passwords`]), so memory stays flat however many checks
+/// run (freeing and reallocating it made the allocator keep several copies per thread).
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|h| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &h)
+    use argon2::{Algorithm, Block, Params, Version};
+    use subtle::ConstantTimeEq as _;
+    thread_local! {
+        static MEMORY: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) =
+        (Algorithm::try_from(hash.algorithm), Params::try_from(&hash))
+    else {
+        return false;
+    };
+    let version = match hash.version.map(Version::try_from) {
+        None => Version::V0x13,
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let blocks = params.block_count();
+    if blocks > MAX_BLOCKS {
+        return false;
+    }
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    let hasher = Argon2::new(algorithm, version, params);
+    let computed = MEMORY.with_borrow_mut(|memory| {
+        if memory.len() < blocks {
+            memory.resize(blocks, Block::default());
+        }
+        hasher
+            .hash_password_into_with_memory(
+                password.as_bytes(),
+                salt,
+                &mut out,
+                &mut memory[..blocks],
+            )
             .is_ok()
-    })
+    });
+    computed && bool::from(out.as_slice().ct_eq(expected.as_bytes()))
 }
 
 impl Users {
@@ -218,6 +265,26 @@ mod tests {
         assert!(users.verify("ann", "wrong").is_none());
         assert!(users.verify("bob", "correct horse").is_none());
         assert!(users.users[0].password.starts_with("$argon2id$"));
+        // The same verdicts as the argon2 crate's own verifier, on other parameters too.
+        for (params, pw) in [
+            (argon2::Params::new(8, 1, 1, None).unwrap(), "p1"),
+            (argon2::Params::default(), "p2"),
+        ] {
+            use argon2::password_hash::PasswordVerifier as _;
+            let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+            let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+            let phc = argon
+                .hash_password(pw.as_bytes(), &salt)
+                .unwrap()
+                .to_string();
+            let parsed = PasswordHash::new(&phc).unwrap();
+            for attempt in [pw, "other"] {
+                assert_eq!(
+                    verify_password(attempt, &phc),
+                    argon.verify_password(attempt.as_bytes(), &parsed).is_ok()
+                );
+            }
+        }
         assert!(Users::add(&path, "x", "short", vec![], vec![]).is_err());
     }
 

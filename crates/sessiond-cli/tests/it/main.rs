@@ -5,6 +5,7 @@
 #![allow(clippy::too_many_lines, reason = "scenario tests read top to bottom")]
 
 mod cluster;
+mod hardening;
 mod serve;
 
 use std::io::{BufRead, BufReader};
@@ -62,9 +63,35 @@ pub(crate) fn new_session_cookie(base: &str) -> String {
 
 /// Starts `sessiond serve` on a free port and waits for its "listening" line.
 pub(crate) fn start(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
+    start_in_shell(cwd, "", args, env)
+}
+
+/// [`start`], after the shell commands `prelude` (e.g. `ulimit -n 1024; umask 000`).
+pub(crate) fn start_in_shell(
+    cwd: &Path,
+    prelude: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Running {
     let mut env = env.to_vec();
     env.push(("SESSIOND_LISTEN", "127.0.0.1:0"));
-    let child = sessiond(cwd, &[&["serve"], args].concat(), &env)
+    let mut cmd = sessiond(cwd, &[&["serve"], args].concat(), &env);
+    if !prelude.is_empty() {
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
+            .arg(format!("{prelude}; exec \"$0\" \"$@\""))
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .current_dir(cwd)
+            .env_remove("SESSIOND_API_KEY")
+            .env_remove("SESSIOND_ADMIN_PASSWORD");
+        for (k, v) in &env {
+            shell.env(k, v);
+        }
+        cmd = shell;
+    }
+    let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

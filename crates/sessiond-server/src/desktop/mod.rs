@@ -344,12 +344,18 @@ impl DesktopSessions {
         }))
     }
 
-    /// Server stop: ends every remote session of this node (close hooks run, clients
-    /// are told), runs the shutdown hook, ends the stored-procedures session.
-    pub async fn shutdown(&self) {
+    /// Server stopping: ends every remote session of this node (clients are told,
+    /// close hooks run).
+    pub async fn close_clients(&self) {
         for persistent in self.0.remotes.all() {
             self.close_remote(&persistent, CloseReason::Shutdown).await;
         }
+    }
+
+    /// Server stop: ends what remote sessions are left ([`Self::close_clients`]),
+    /// runs the shutdown hook, ends the stored-procedures session.
+    pub async fn shutdown(&self) {
+        self.close_clients().await;
         if let Some(&stored) = self.0.stored.get() {
             if let Some(h) = &self.0.hooks.shutdown {
                 self.run_hook(h, stored, "onServerShutdown").await;
