@@ -147,6 +147,7 @@ struct SessionsSection {
     stored_procedure_otp: Option<bool>,
     max_storage_bytes: Option<usize>,
     max_storage_depth: Option<usize>,
+    lazy_guests: Option<bool>,
 }
 
 /// Where sessions are kept.
@@ -267,6 +268,12 @@ impl Config {
             server.cookie.domain = Some(d);
         }
         server.policy = policy(&file.sessions)?;
+        // Several nodes on one Redis store guests at once (one Redis write): a guest
+        // not stored is reachable by id only on the node that issued it.
+        server.policy.lazy_guests = file
+            .sessions
+            .lazy_guests
+            .unwrap_or(!matches!(store, StoreChoice::Redis { .. }));
         server.limits = limits(&file.limits)?;
         let node = match file.node_name {
             Some(n)

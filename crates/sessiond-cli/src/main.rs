@@ -115,7 +115,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let admin_password = std::env::var("SESSIOND_ADMIN_PASSWORD")
         .ok()
         .filter(|k| !k.is_empty());
-    let (_, key, generated) =
+    let (credentials, key, generated) =
         Credentials::ensure(&config.data, api_key.as_deref(), admin_password.as_deref())?;
     if let Some(k) = generated.api_key {
         println!(
@@ -138,7 +138,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
         Arc::new(SystemClock),
         config.server.policy.clone(),
     )
-    .with_node(&config.node);
+    .with_node(&config.node)
+    .with_guest_key(credentials.guest_key());
     let mobile = Arc::new(mobile_sessions(&config, sessions.clone())?);
     let hook = Arc::new(ConfigHook::new(
         config.mobile.policy.clone(),

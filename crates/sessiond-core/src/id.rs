@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::Error;
+use crate::{Error, Timestamp};
 
 /// Fills `N` bytes from the operating system's CSPRNG.
 ///
@@ -193,6 +193,11 @@ impl fmt::Debug for TokenHash {
 /// 43 characters of unpadded base64url. The secret is distinct from the public id and
 /// only its [`TokenHash`] is stored, so knowing a session's id is not enough to use it.
 ///
+/// A guest session that holds nothing yet is not stored at all: its cookie is a
+/// **guest ticket** ([`GuestKey::ticket`], 54 characters) that also carries the
+/// session's creation time and last activity, and whose id and secret are derived
+/// from the server's [`GuestKey`], so the server recognizes it without a lookup.
+///
 /// ```
 /// use sessiond_core::{CookieToken, SessionId};
 /// let token = CookieToken::issue(SessionId::random());
@@ -206,6 +211,8 @@ pub struct CookieToken {
     secret: [u8; 16],
     /// Computed once: every use of a token needs it.
     hash: TokenHash,
+    /// A guest ticket's (creation, last activity).
+    stamp: Option<(Timestamp, Timestamp)>,
 }
 
 impl CookieToken {
@@ -214,6 +221,7 @@ impl CookieToken {
             id,
             secret,
             hash: TokenHash::of(&secret),
+            stamp: None,
         }
     }
 
@@ -245,40 +253,155 @@ impl CookieToken {
         self.hash
     }
 
+    /// A guest ticket's (creation, last activity), as the client holds them.
+    pub fn stamp(&self) -> Option<(Timestamp, Timestamp)> {
+        self.stamp
+    }
+
     /// The cookie value.
     pub fn encode(&self) -> String {
-        let mut raw = [0u8; 32];
+        let mut raw = [0u8; TICKET_LEN];
         raw[..16].copy_from_slice(self.id.as_bytes());
-        raw[16..].copy_from_slice(&self.secret);
-        URL_SAFE_NO_PAD.encode(raw)
+        raw[16..32].copy_from_slice(&self.secret);
+        match self.stamp {
+            None => URL_SAFE_NO_PAD.encode(&raw[..32]),
+            Some((created, last)) => {
+                raw[32..36].copy_from_slice(&ticket_seconds(created).to_be_bytes());
+                raw[36..40].copy_from_slice(&ticket_seconds(last).to_be_bytes());
+                URL_SAFE_NO_PAD.encode(raw)
+            }
+        }
     }
+}
+
+/// Bytes of a guest ticket: id, secret, creation and last activity (seconds since
+/// [`TICKET_EPOCH_MS`]).
+const TICKET_LEN: usize = 40;
+/// 2020-01-01T00:00:00Z: ticket times are seconds from here (32 bits last until 2156).
+const TICKET_EPOCH_MS: u64 = 1_577_836_800_000;
+
+fn ticket_seconds(t: Timestamp) -> u32 {
+    u32::try_from(t.0.saturating_sub(TICKET_EPOCH_MS) / 1000).unwrap_or(u32::MAX)
+}
+
+fn ticket_time(seconds: u32) -> Timestamp {
+    Timestamp(TICKET_EPOCH_MS + u64::from(seconds) * 1000)
 }
 
 impl FromStr for CookieToken {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != 43 {
+        if s.len() != 43 && s.len() != 54 {
             return Err(Error::InvalidToken);
         }
-        let mut raw = [0u8; 32];
+        let mut raw = [0u8; TICKET_LEN];
         let n = URL_SAFE_NO_PAD
             .decode_slice(s, &mut raw)
             .map_err(|_| Error::InvalidToken)?;
-        if n != 32 {
+        if n != 32 && n != TICKET_LEN {
             return Err(Error::InvalidToken);
         }
         let mut id = [0u8; 16];
         id.copy_from_slice(&raw[..16]);
         let mut secret = [0u8; 16];
-        secret.copy_from_slice(&raw[16..]);
-        Ok(Self::new(SessionId(id), secret))
+        secret.copy_from_slice(&raw[16..32]);
+        let mut token = Self::new(SessionId(id), secret);
+        if n == TICKET_LEN {
+            let at = |i: usize| u32::from_be_bytes(raw[i..i + 4].try_into().expect("4 bytes"));
+            token.stamp = Some((ticket_time(at(32)), ticket_time(at(36))));
+        }
+        Ok(token)
     }
 }
 
 impl fmt::Debug for CookieToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "CookieToken({}, ..)", self.id)
+    }
+}
+
+/// The server's key for guest sessions that are not stored: it derives their ids (the
+/// last 6 bytes are a MAC of the first 10) and their cookie secrets, so that a guest
+/// ticket — and a guest id given to the service API — is recognized without a lookup,
+/// and nobody without the key can make one. Every node of a deployment uses the same
+/// key (`sessiond serve` keeps it in `credentials.json`).
+#[derive(Clone)]
+pub struct GuestKey([u8; 32]);
+
+impl fmt::Debug for GuestKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GuestKey(..)")
+    }
+}
+
+impl GuestKey {
+    /// A fresh random key.
+    pub fn random() -> Self {
+        Self(random_bytes())
+    }
+
+    /// A key from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The key's 32 bytes (to keep it).
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    fn mac(&self, label: &[u8], data: &[u8]) -> [u8; 32] {
+        use hmac::Mac as _;
+        let mut mac =
+            hmac::Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(label);
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// A new guest session id (UUID version 4 layout, 74 random bits, a 48-bit tag).
+    pub fn new_id(&self) -> SessionId {
+        let mut b = [0u8; 16];
+        b[..10].copy_from_slice(&random_bytes::<10>());
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let tag = self.mac(b"id", &b[..10]);
+        b[10..].copy_from_slice(&tag[..6]);
+        SessionId(b)
+    }
+
+    /// Whether `id` was made by [`GuestKey::new_id`] with this key (constant time).
+    pub fn made(&self, id: &SessionId) -> bool {
+        let tag = self.mac(b"id", &id.0[..10]);
+        tag[..6].ct_eq(&id.0[10..]).into()
+    }
+
+    /// The cookie secret of guest session `id`.
+    fn secret(&self, id: &SessionId) -> [u8; 16] {
+        let mut s = [0u8; 16];
+        s.copy_from_slice(&self.mac(b"secret", &id.0)[..16]);
+        s
+    }
+
+    /// The hash of guest session `id`'s cookie secret (its token in the store once the
+    /// guest is stored).
+    pub fn token_hash(&self, id: &SessionId) -> TokenHash {
+        TokenHash::of(&self.secret(id))
+    }
+
+    /// The guest ticket of session `id`, created at `created`, last active at `last`.
+    pub fn ticket(&self, id: SessionId, created: Timestamp, last: Timestamp) -> CookieToken {
+        let mut t = CookieToken::new(id, self.secret(&id));
+        t.stamp = Some((created, last));
+        t
+    }
+
+    /// Whether `token` is a guest ticket this key made (its id and secret).
+    pub fn recognizes(&self, token: &CookieToken) -> bool {
+        token.stamp.is_some()
+            && self.made(&token.id)
+            && bool::from(self.secret(&token.id).ct_eq(&token.secret))
     }
 }
 
@@ -357,6 +480,32 @@ mod tests {
         assert!("A".repeat(43).parse::<CookieToken>().is_ok());
         assert!("!".repeat(43).parse::<CookieToken>().is_err());
         assert!("a".repeat(44).parse::<CookieToken>().is_err());
+    }
+
+    #[test]
+    fn guest_tickets_are_recognized_only_with_their_key() {
+        let key = GuestKey::random();
+        let id = key.new_id();
+        assert!(key.made(&id) && !GuestKey::random().made(&id));
+        assert!(!key.made(&SessionId::random()));
+        let t = key.ticket(
+            id,
+            Timestamp(1_700_000_000_000),
+            Timestamp(1_700_000_060_000),
+        );
+        let text = t.encode();
+        assert_eq!(text.len(), 54);
+        let parsed: CookieToken = text.parse().unwrap();
+        assert!(key.recognizes(&parsed));
+        assert_eq!(
+            parsed.stamp(),
+            Some((Timestamp(1_700_000_000_000), Timestamp(1_700_000_060_000)))
+        );
+        assert!(parsed.hash().ct_eq(&key.token_hash(&id)));
+        // Same id, another secret: refused.
+        let forged = CookieToken::issue(id);
+        assert!(!key.recognizes(&forged));
+        assert!(!key.recognizes(&CookieToken::issue(SessionId::random())));
     }
 
     #[test]

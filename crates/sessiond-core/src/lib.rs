@@ -29,7 +29,7 @@ pub mod tokens;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::Error;
-pub use id::{CookieToken, OtpToken, SessionId, TokenHash};
+pub use id::{CookieToken, GuestKey, OtpToken, SessionId, TokenHash};
 pub use otp::OtpRecord;
 pub use policy::{MAX_STORAGE_DEPTH, SessionPolicy, SetPrivilegesMode};
 pub use privileges::PrivilegeInput;

@@ -62,6 +62,13 @@ pub struct SessionPolicy {
     /// past it the least recently used token is evicted (and logged), never the one
     /// used last. At least 2; default 32.
     pub max_tokens_per_session: usize,
+    /// Beyond 4D: a guest session is stored only once it holds something (storage,
+    /// privileges, an OTP, an idle timeout): until then its cookie is a guest ticket
+    /// the server recognizes without a lookup, so first visits cost no store write and
+    /// anonymous clients cannot fill the store (a node keeps a bounded registry of the
+    /// guests it issued, so that the service API and the activity listing still see
+    /// them). Default: yes (`false`: every guest is stored at once, as 4D).
+    pub lazy_guests: bool,
     /// Largest `storage` of one session, as JSON bytes; a write past it is refused and
     /// changes nothing. Default 1 MiB: a session's shared state, not a document store,
     /// and every change rewrites (and, durably, commits) the whole record.
@@ -92,6 +99,7 @@ impl Default for SessionPolicy {
             token_grace: Duration::from_secs(30),
             max_tokens_per_session: 32,
             stored_procedure_otp: true,
+            lazy_guests: true,
             max_storage_bytes: 1 << 20,
             max_storage_depth: 32,
         }

@@ -103,6 +103,11 @@ pub struct SessionRecord {
     /// The node that created the session (several nodes sharing one store).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<std::sync::Arc<str>>,
+    /// A guest session that ended (logout, drop) and is kept, empty and without
+    /// tokens, only until its guest tickets have expired, so that none of them opens a
+    /// session with this id again. Never listed, read or written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ended: bool,
 }
 
 /// The result of a `setPrivileges` call.
@@ -156,6 +161,7 @@ impl SessionRecord {
             ip,
             desktop: desktop.map(Box::new),
             node: None,
+            ended: false,
         }
     }
 

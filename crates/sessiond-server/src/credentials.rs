@@ -1,7 +1,10 @@
 //! The server's own secrets: the service API key and the admin credential, created
 //! on first start in `credentials.json` (mode 0600) and shown once. Only hashes are
 //! stored: SHA-256 of the API key (a 256-bit random key needs no slow hash, and the
-//! hot path compares it on every service call), argon2id of the admin password.
+//! hot path compares it on every service call), argon2id of the admin password. The
+//! file also keeps the key of unstored guest sessions ([`sessiond_core::GuestKey`]),
+//! so that guests' cookies survive a restart and every node sharing the data folder
+//! recognizes them.
 
 use std::path::Path;
 
@@ -28,6 +31,18 @@ pub struct Credentials {
     pub api_key_sha256: String,
     /// argon2id hash of the admin password.
     pub admin_password: String,
+    /// Hex of the guest-session key (made on first start; added to older files).
+    #[serde(default)]
+    pub guest_key: String,
+}
+
+impl Credentials {
+    /// The key of unstored guest sessions.
+    pub fn guest_key(&self) -> sessiond_core::GuestKey {
+        sessiond_core::id::from_hex::<32>(&self.guest_key)
+            .map(sessiond_core::GuestKey::from_bytes)
+            .expect("ensure() keeps a valid guest key")
+    }
 }
 
 /// Secrets created by [`Credentials::ensure`], to show the operator once.
@@ -129,9 +144,15 @@ impl Credentials {
                 h
             }
         };
+        let guest_key = existing
+            .as_ref()
+            .map(|c| c.guest_key.clone())
+            .filter(|k| sessiond_core::id::from_hex::<32>(k).is_some())
+            .unwrap_or_else(|| to_hex(sessiond_core::GuestKey::random().as_bytes()));
         let creds = Self {
             api_key_sha256: key_hash,
             admin_password: admin,
+            guest_key,
         };
         if existing.as_ref() != Some(&creds) {
             private_dir(data_dir).map_err(io)?;

@@ -186,6 +186,18 @@ async fn open(
             Resolved::Open(snapshot, hash) => {
                 return Ok(Session::new(sessions.clone(), snapshot, Some(hash)));
             }
+            Resolved::Unstored {
+                mut snapshot,
+                hash,
+                refreshed,
+            } => {
+                Arc::make_mut(&mut snapshot.record).ip = ip;
+                let session = Session::unstored(sessions.clone(), snapshot, hash);
+                if let Some(ticket) = refreshed {
+                    session.set_cookie(CookieChange::Set(ticket));
+                }
+                return Ok(session);
+            }
             // In flight while a raise ended its token: a guest, and no cookie that
             // would replace the client's new one.
             Resolved::Ended => return Ok(Session::unstored_guest(sessions, ip)),
@@ -193,7 +205,11 @@ async fn open(
         }
     }
     let (snapshot, cookie) = sessions.create_web(ip).await?;
-    let session = Session::new(sessions.clone(), snapshot, Some(cookie.hash()));
+    let session = if sessions.policy().lazy_guests {
+        Session::unstored(sessions.clone(), snapshot, cookie.hash())
+    } else {
+        Session::new(sessions.clone(), snapshot, Some(cookie.hash()))
+    };
     session.set_cookie(CookieChange::Set(cookie));
     Ok(session)
 }

@@ -47,6 +47,9 @@ struct State {
 
 struct Inner {
     sessions: Sessions,
+    /// A guest session not stored yet: stored (as the handle sees it) before its
+    /// first change.
+    unstored: std::sync::atomic::AtomicBool,
     // A blocking mutex: it is held only to copy or swap small values, never across
     // an `.await`.
     state: Mutex<State>,
@@ -91,8 +94,32 @@ impl Session {
         };
         Self(Arc::new(Inner {
             sessions,
+            unstored: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(state),
         }))
+    }
+
+    /// A handle on a guest session that is not stored yet (its cookie is a guest
+    /// ticket, `token` its hash); the session is stored at its first change.
+    pub(crate) fn unstored(sessions: Sessions, snapshot: Snapshot, token: TokenHash) -> Self {
+        let session = Self::new(sessions, snapshot, Some(token));
+        session
+            .0
+            .unstored
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        session
+    }
+
+    /// Stores the session if it is a guest not stored yet.
+    async fn ensure_stored(&self) -> Result<(), SessionsError> {
+        use std::sync::atomic::Ordering;
+        if self.0.unstored.load(Ordering::Relaxed) {
+            let (record, last) =
+                self.with(|s| (s.snapshot.record.clone(), s.snapshot.last_activity));
+            self.0.sessions.materialize(&record, last).await?;
+            self.0.unstored.store(false, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// A guest session that is not stored (a request whose cookie a raise ended moments
@@ -199,6 +226,7 @@ impl Session {
         &self,
         change: impl FnMut(&mut Map<String, Value>) -> Result<R, CoreError> + Send,
     ) -> Result<R, SessionsError> {
+        self.ensure_stored().await?;
         let (snapshot, out) = self
             .0
             .sessions
@@ -209,6 +237,7 @@ impl Session {
     }
 
     async fn change_privileges(&self, set: Option<&PrivilegeInput>) -> Result<bool, SessionsError> {
+        self.ensure_stored().await?;
         let (id, token) = self.with(|s| (s.snapshot.record.id, s.token));
         let requester = if token.is_some() {
             Requester::Cookie
@@ -253,6 +282,7 @@ impl Session {
 
     /// Sets `Session.idleTimeout` (minutes; raised to the minimum, 60 by default).
     pub async fn set_idle_timeout(&self, minutes: u32) -> Result<u32, SessionsError> {
+        self.ensure_stored().await?;
         let snapshot = self
             .0
             .sessions
@@ -265,6 +295,7 @@ impl Session {
 
     /// `Session.createOTP({lifespan})`: the token, or `""` on a stored-procedure session.
     pub async fn create_otp(&self, lifespan: Option<Duration>) -> Result<String, SessionsError> {
+        self.ensure_stored().await?;
         Ok(self
             .0
             .sessions

@@ -4,7 +4,8 @@
 //! |---|---|
 //! | [`store`] | the [`SessionStore`] trait every backend implements, [`Snapshot`], [`StoreError`] |
 //! | [`embedded`] | [`EmbeddedStore`]: a redb file mirrored in memory; survives restarts and `kill -9` |
-//! | [`fs`] | atomic file writes (temp, fsync, rename, fsync of the folder) |
+//! | [`fs`] | private, atomic file writes (temp, fsync, rename, fsync of the folder) |
+//! | [`guests`] | [`guests::UnstoredGuests`]: guest sessions not stored yet, by id |
 //! | [`memory`] | [`MemoryStore`]: sharded in-process maps, lazy deadline index |
 //! | [`redis`] | [`RedisStore`]: all state in Redis/Valkey, Lua compare-and-set, TTL expiry — for several nodes |
 //! | [`sessions`] | [`Sessions`]: create, resolve a cookie, privileges and the token rules (docs/tokens.md), atomic storage updates, OTPs, activity, the reaper |
@@ -12,6 +13,7 @@
 
 pub mod embedded;
 pub mod fs;
+pub mod guests;
 pub mod memory;
 pub mod redis;
 pub mod sessions;

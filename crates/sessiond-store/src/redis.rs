@@ -122,13 +122,17 @@ fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError 
     }
 }
 
-fn decode(id: &SessionId, rec: &[u8], la: u64) -> Result<Snapshot, StoreError> {
-    let record: SessionRecord = serde_json::from_slice(rec)
-        .map_err(|e| StoreError::Corrupt(format!("session {id} in Redis: {e}")))?;
+fn decode(rec: &[u8], la: u64) -> Result<Snapshot, serde_json::Error> {
+    let record: SessionRecord = serde_json::from_slice(rec)?;
     Ok(Snapshot {
         record: std::sync::Arc::new(record),
         last_activity: Timestamp(la),
     })
+}
+
+/// Where an unreadable record is moved: the same hash tag, so the same Cluster slot.
+fn quarantine_key(id: &SessionId) -> String {
+    format!("{PREFIX}quarantine:{{{id}}}")
 }
 
 impl RedisStore {
@@ -186,8 +190,34 @@ impl RedisStore {
         let (Some(rec), Some(la)) = (rec, la) else {
             return Ok(None);
         };
-        let s = decode(id, &rec, la)?;
+        let Some(s) = self.decode_or_quarantine(id, &rec, la).await else {
+            return Ok(None);
+        };
         Ok((!s.record.is_expired(s.last_activity, now)).then_some(s))
+    }
+
+    /// Decodes a record; one that cannot be read is moved aside (logged with its id)
+    /// and reads as absent, so that one bad record never stops the server.
+    async fn decode_or_quarantine(&self, id: &SessionId, rec: &[u8], la: u64) -> Option<Snapshot> {
+        match decode(rec, la) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(session = %id, error = %e, "an unreadable session record was moved to {}", quarantine_key(id));
+                let mut conn = self.conn.clone();
+                let moved: Result<(), StoreError> = self
+                    .bounded(
+                        redis::cmd("RENAME")
+                            .arg(key(id))
+                            .arg(quarantine_key(id))
+                            .query_async(&mut conn),
+                    )
+                    .await;
+                if let Err(e) = moved {
+                    tracing::warn!(session = %id, error = %e, "cannot quarantine the record");
+                }
+                None
+            }
+        }
     }
 }
 
@@ -223,7 +253,10 @@ impl SessionStore for RedisStore {
         let mut inv = self.touch.key(key(id));
         inv.arg(now.0);
         let out: Option<(Vec<u8>, u64)> = self.bounded(inv.invoke_async(&mut conn)).await?;
-        out.map(|(rec, la)| decode(id, &rec, la)).transpose()
+        match out {
+            Some((rec, la)) => Ok(self.decode_or_quarantine(id, &rec, la).await),
+            None => Ok(None),
+        }
     }
 
     async fn compare_and_swap(
@@ -279,11 +312,10 @@ impl SessionStore for RedisStore {
                         .query_async(&mut conn),
                 )
                 .await?;
-            keys.extend(
-                batch
-                    .into_iter()
-                    .filter(|k| !k.starts_with(&format!("{PREFIX}otp:"))),
-            );
+            keys.extend(batch.into_iter().filter(|k| {
+                !k.starts_with(&format!("{PREFIX}otp:"))
+                    && !k.starts_with(&format!("{PREFIX}quarantine:"))
+            }));
             if next == 0 {
                 break;
             }
@@ -304,7 +336,9 @@ impl SessionStore for RedisStore {
                         .trim_matches(|c| c == '{' || c == '}')
                         .parse()
                         .unwrap_or(SessionId::from_bytes([0; 16]));
-                    let s = decode(&id, &rec, la)?;
+                    let Some(s) = self.decode_or_quarantine(&id, &rec, la).await else {
+                        continue;
+                    };
                     if !s.record.is_expired(s.last_activity, now) {
                         out.push(s);
                     }

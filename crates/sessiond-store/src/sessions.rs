@@ -9,11 +9,12 @@ use serde_json::{Map, Value};
 use sessiond_core::storage;
 use sessiond_core::tokens::after_rights_change;
 use sessiond_core::{
-    Clock, CookieToken, Error as CoreError, OtpRecord, OtpToken, PrivilegeInput, Rights, Roles,
-    SessionId, SessionKind, SessionPolicy, SessionRecord, SetPrivilegesOutcome, Timestamp,
+    Clock, CookieToken, Error as CoreError, GuestKey, OtpRecord, OtpToken, PrivilegeInput, Rights,
+    Roles, SessionId, SessionKind, SessionPolicy, SessionRecord, SetPrivilegesOutcome, Timestamp,
     TokenHash, TokenState,
 };
 
+use crate::guests::UnstoredGuests;
 use crate::store::{SessionStore, Snapshot, StoreError, Update};
 
 /// Errors of session operations.
@@ -63,6 +64,16 @@ pub struct PrivilegeChange {
 pub enum Resolved {
     /// The session, and the token's hash.
     Open(Snapshot, TokenHash),
+    /// A guest session that is not stored yet, and its ticket's hash; `refreshed` is
+    /// a new ticket for the client (its last activity moved on).
+    Unstored {
+        /// The guest as its ticket describes it.
+        snapshot: Snapshot,
+        /// The ticket's hash.
+        hash: TokenHash,
+        /// A ticket with the new last activity, when the old one is a minute old.
+        refreshed: Option<CookieToken>,
+    },
     /// A token a raise ended within the grace window: the request runs as a guest that
     /// is not stored, and its response sets no cookie.
     Ended,
@@ -122,6 +133,10 @@ struct Inner {
     roles: Arc<Roles>,
     clock: Arc<dyn Clock>,
     policy: SessionPolicy,
+    /// Derives the ids and cookie secrets of guest sessions that are not stored.
+    guest_key: GuestKey,
+    /// The unstored guests this node issued or saw, for access by id.
+    guests: UnstoredGuests,
 }
 
 /// Session operations over a store. Cheap to clone.
@@ -154,6 +169,9 @@ impl std::fmt::Debug for Sessions {
     }
 }
 
+/// A guest ticket's last activity is renewed (a new cookie) once it is this old.
+const TICKET_REFRESH: Duration = Duration::from_secs(60);
+
 /// Activity newer than this is not written again by a read (keeps reads write-free
 /// on stores where a touch costs a round trip).
 const TOUCH_GRANULARITY: Duration = Duration::from_secs(1);
@@ -173,7 +191,21 @@ impl Sessions {
             roles,
             clock,
             policy,
+            guest_key: GuestKey::random(),
+            guests: UnstoredGuests::default(),
         }))
+    }
+
+    /// The key of guest sessions that are not stored ([`SessionPolicy::lazy_guests`]).
+    /// Every node sharing a store must use the same key, and keeping it across
+    /// restarts keeps guests' cookies working (default: a random key per instance).
+    /// Call before cloning.
+    #[must_use]
+    pub fn with_guest_key(mut self, key: GuestKey) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.guest_key = key;
+        }
+        self
     }
 
     /// Names this node: sessions it creates carry the name (shown by the activity
@@ -211,12 +243,23 @@ impl Sessions {
         self.0.clock.now()
     }
 
-    /// Creates a guest web session and the cookie token of its first client.
+    /// Creates a guest web session and the cookie token of its first client. With
+    /// [`SessionPolicy::lazy_guests`] nothing is stored: the cookie is a guest ticket,
+    /// and the session is stored at its first change.
     pub async fn create_web(
         &self,
         ip: Option<std::net::IpAddr>,
     ) -> Result<(Snapshot, CookieToken), SessionsError> {
         let now = self.now();
+        if self.0.policy.lazy_guests {
+            let id = self.0.guest_key.new_id();
+            self.0.guests.note(id, now, now);
+            let snapshot = Snapshot {
+                record: Arc::new(self.guest_record(id, now, ip)),
+                last_activity: now,
+            };
+            return Ok((snapshot, self.0.guest_key.ticket(id, now, now)));
+        }
         let token = CookieToken::new_session();
         let mut record = SessionRecord::with_id(
             token.session_id(),
@@ -230,6 +273,74 @@ impl Sessions {
         record.node.clone_from(&self.0.node);
         let snapshot = self.0.store.insert(record, now).await?;
         Ok((snapshot, token))
+    }
+
+    /// The record of guest session `id` (made by the guest key) as first stored:
+    /// empty, its ticket's secret as its one token.
+    fn guest_record(
+        &self,
+        id: SessionId,
+        created: Timestamp,
+        ip: Option<std::net::IpAddr>,
+    ) -> SessionRecord {
+        let policy = &self.0.policy;
+        let mut record = SessionRecord::with_id(id, SessionKind::Web, created, policy, ip, None);
+        record
+            .tokens
+            .issue(self.0.guest_key.token_hash(&id), created, policy);
+        record.node.clone_from(&self.0.node);
+        record
+    }
+
+    /// Stores a guest session that was not stored yet (its first change), as last
+    /// active at `last_activity`; an id stored meanwhile is left as it is.
+    pub async fn materialize(
+        &self,
+        record: &SessionRecord,
+        last_activity: Timestamp,
+    ) -> Result<(), SessionsError> {
+        match self.0.store.insert(record.clone(), last_activity).await {
+            Ok(_) | Err(StoreError::Duplicate(_)) => {
+                self.0.guests.forget(&record.id);
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The unstored guest `id` as this node knows it (not expired at `now`):
+    /// (record, last activity).
+    fn known_guest(&self, id: &SessionId, now: Timestamp) -> Option<(SessionRecord, Timestamp)> {
+        let (created, last) = self.0.guests.get(id)?;
+        let record = self.guest_record(*id, created, None);
+        (!record.is_expired(last, now)).then_some((record, last))
+    }
+
+    /// What an unstored guest ticket opens at `now`.
+    fn unstored(&self, token: &CookieToken, now: Timestamp) -> Resolved {
+        let key = &self.0.guest_key;
+        let Some((created, last)) = token.stamp() else {
+            return Resolved::Unknown;
+        };
+        if !key.recognizes(token) {
+            return Resolved::Unknown;
+        }
+        let id = token.session_id();
+        let record = self.guest_record(id, created, None);
+        if record.is_expired(last, now) {
+            return Resolved::Unknown;
+        }
+        let refreshed = (now.since(last) >= TICKET_REFRESH).then(|| key.ticket(id, created, now));
+        let last_activity = if refreshed.is_some() { now } else { last };
+        self.0.guests.note(id, created, last_activity);
+        Resolved::Unstored {
+            snapshot: Snapshot {
+                record: Arc::new(record),
+                last_activity,
+            },
+            hash: token.hash(),
+            refreshed,
+        }
     }
 
     /// Stores a session built by the caller (remote and stored-procedure sessions).
@@ -255,8 +366,10 @@ impl Sessions {
     pub async fn resolve_token(&self, token: &CookieToken) -> Result<Resolved, SessionsError> {
         let now = self.now();
         let hash = token.hash();
-        let Some(snapshot) = self.0.store.get(&token.session_id(), now).await? else {
-            return Ok(Resolved::Unknown);
+        let snapshot = match self.0.store.get(&token.session_id(), now).await? {
+            Some(s) if s.record.ended => return Ok(Resolved::Unknown),
+            Some(s) => s,
+            None => return Ok(self.unstored(token, now)),
         };
         match snapshot.record.tokens.state(&hash, now) {
             TokenState::Opens => {}
@@ -296,8 +409,31 @@ impl Sessions {
     ) -> Result<(TokenState, Option<Snapshot>), SessionsError> {
         let now = self.now();
         Ok(match self.0.store.get(&token.session_id(), now).await? {
+            Some(s) if s.record.ended => (TokenState::Unknown, None),
             Some(s) => (s.record.tokens.state(&token.hash(), now), Some(s)),
-            None => (TokenState::Unknown, None),
+            None => match self.unstored(token, now) {
+                Resolved::Unstored { snapshot, .. } => (TokenState::Opens, Some(snapshot)),
+                _ => (TokenState::Unknown, None),
+            },
+        })
+    }
+
+    /// A live session from the store (not an ended guest), or an unstored guest this
+    /// node knows.
+    async fn lookup(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+    ) -> Result<Option<Snapshot>, SessionsError> {
+        Ok(match self.0.store.get(id, now).await? {
+            Some(s) if s.record.ended => None,
+            Some(s) => Some(s),
+            None => self
+                .known_guest(id, now)
+                .map(|(record, last_activity)| Snapshot {
+                    record: Arc::new(record),
+                    last_activity,
+                }),
         })
     }
 
@@ -314,17 +450,19 @@ impl Sessions {
         Ok(self.0.store.touch(&snapshot.record.id, now).await?)
     }
 
-    /// A live session, without counting as activity.
+    /// A live session, without counting as activity (a guest not stored yet reads as
+    /// an empty guest).
     pub async fn get(&self, id: &SessionId) -> Result<Option<Snapshot>, SessionsError> {
-        Ok(self.0.store.get(id, self.now()).await?)
+        self.lookup(id, self.now()).await
     }
 
     /// A live session, counted as activity (written to the store at most once a second).
     pub async fn touch(&self, id: &SessionId) -> Result<Option<Snapshot>, SessionsError> {
         let now = self.now();
         match self.0.store.get(id, now).await? {
+            Some(s) if s.record.ended => Ok(None),
             Some(snapshot) => self.record_activity(snapshot, now).await,
-            None => Ok(None),
+            None => self.lookup(id, now).await,
         }
     }
 
@@ -347,8 +485,13 @@ impl Sessions {
             )
         };
         let mut out = None;
+        let ended = std::sync::atomic::AtomicBool::new(false);
         let policy = &self.0.policy;
         let mut f = |rec: &mut SessionRecord| {
+            if rec.ended {
+                ended.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Err(CoreError::InvalidId);
+            }
             let storage_version = rec.storage_version;
             out = Some(change(rec)?);
             // Every write of the storage, whatever the surface, stays within the limits.
@@ -357,10 +500,24 @@ impl Sessions {
             }
             Ok(())
         };
-        match self.0.store.update(id, self.now(), &mut f).await? {
-            Update::Updated(s) => Ok((s, out.expect("the change ran"))),
-            Update::Rejected(e) => Err(e.into()),
-            Update::NotFound => Err(SessionsError::NotFound),
+        let mut stored_guest = false;
+        loop {
+            match self.0.store.update(id, self.now(), &mut f).await? {
+                Update::Updated(s) => return Ok((s, out.expect("the change ran"))),
+                Update::Rejected(_) if ended.load(std::sync::atomic::Ordering::Relaxed) => {
+                    return Err(SessionsError::NotFound);
+                }
+                Update::Rejected(e) => return Err(e.into()),
+                // A guest not stored yet: its first change stores it.
+                Update::NotFound if !stored_guest => {
+                    let Some((record, last)) = self.known_guest(id, self.now()) else {
+                        return Err(SessionsError::NotFound);
+                    };
+                    stored_guest = true;
+                    self.materialize(&record, last).await?;
+                }
+                Update::NotFound => return Err(SessionsError::NotFound),
+            }
         }
     }
 
@@ -515,12 +672,20 @@ impl Sessions {
         lifespan: Option<Duration>,
     ) -> Result<Option<OtpToken>, SessionsError> {
         let now = self.now();
-        let snapshot = self
-            .0
-            .store
-            .get(id, now)
-            .await?
-            .ok_or(SessionsError::NotFound)?;
+        let snapshot = match self.0.store.get(id, now).await? {
+            Some(s) if s.record.ended => return Err(SessionsError::NotFound),
+            Some(s) => s,
+            // A guest not stored yet is stored now: the restore will add a token.
+            None => {
+                let (record, last) = self.known_guest(id, now).ok_or(SessionsError::NotFound)?;
+                self.materialize(&record, last).await?;
+                self.0
+                    .store
+                    .get(id, now)
+                    .await?
+                    .ok_or(SessionsError::NotFound)?
+            }
+        };
         let Some((token, record)) =
             OtpRecord::create(&snapshot.record, lifespan, now, &self.0.policy)
         else {
@@ -568,23 +733,67 @@ impl Sessions {
         }
     }
 
-    /// Ends a session now; true if it existed.
+    /// Ends a session now; true if it was live. A guest session made by the guest
+    /// key leaves an empty, token-less record behind until its tickets have expired
+    /// (so that none of them opens a guest with this id again).
     pub async fn remove(&self, id: &SessionId) -> Result<bool, SessionsError> {
-        Ok(self.0.store.remove(id).await?)
+        if !self.0.guest_key.made(id) {
+            return Ok(self.0.store.remove(id).await?);
+        }
+        let now = self.now();
+        let policy = &self.0.policy;
+        let unstored = self.known_guest(id, now).is_some();
+        self.0.guests.forget(id);
+        let mut existed = false;
+        let mut end = |rec: &mut SessionRecord| {
+            existed = !rec.ended;
+            let ended = SessionRecord {
+                ended: true,
+                version: rec.version,
+                ..SessionRecord::with_id(rec.id, SessionKind::Web, rec.created, policy, None, None)
+            };
+            *rec = ended;
+            rec.hard_deadline = None;
+            Ok(())
+        };
+        match self.0.store.update(id, now, &mut end).await? {
+            Update::Updated(_) => Ok(existed),
+            Update::Rejected(e) => Err(e.into()),
+            Update::NotFound => {
+                let mut tomb =
+                    SessionRecord::with_id(*id, SessionKind::Web, now, policy, None, None);
+                tomb.ended = true;
+                tomb.hard_deadline = None;
+                match self.0.store.insert(tomb, now).await {
+                    Ok(_) | Err(StoreError::Duplicate(_)) => Ok(unstored),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
     }
 
-    /// Live sessions matching `filter` (4D's `Process activity` sessions list).
+    /// Live sessions matching `filter` (4D's `Process activity` sessions list),
+    /// unstored guests this node knows included.
     pub async fn activity(&self, filter: &ActivityFilter) -> Result<Vec<Snapshot>, SessionsError> {
         let now = self.now();
         if let Some(id) = filter.session {
-            let one = self.0.store.get(&id, now).await?;
+            let one = self.lookup(&id, now).await?;
             return Ok(one
                 .into_iter()
                 .filter(|s| matches(filter, &s.record))
                 .collect());
         }
         let mut all = self.0.store.list(now).await?;
-        all.retain(|s| matches(filter, &s.record));
+        all.retain(|s| !s.record.ended && matches(filter, &s.record));
+        for (id, created, last) in self.0.guests.all() {
+            let record = self.guest_record(id, created, None);
+            if !record.is_expired(last, now) && matches(filter, &record) {
+                all.push(Snapshot {
+                    record: Arc::new(record),
+                    last_activity: last,
+                });
+            }
+        }
         all.sort_by_key(|s| (s.record.created, s.record.id));
         Ok(all)
     }

@@ -359,3 +359,39 @@ fn assert_same(
         "{store}: key order"
     );
 }
+
+#[tokio::test]
+async fn redis_quarantines_an_unreadable_record_and_serves_the_rest() {
+    use sessiond_store::RedisStore;
+    use sessiond_store::conformance::RedisServer;
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let t0 = Timestamp(1_000_000);
+    let good = SessionRecord::new_web(t0, &SessionPolicy::default(), None);
+    let good_id = good.id;
+    store.insert(good, t0).await.unwrap();
+    let bad = SessionRecord::new_web(t0, &SessionPolicy::default(), None);
+    let bad_id = bad.id;
+    store.insert(bad, t0).await.unwrap();
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let (): () = ::redis::cmd("HSET")
+        .arg(format!("sessiond:{{{bad_id}}}"))
+        .arg("rec")
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(store.get(&bad_id, t0).await.unwrap().is_none());
+    let listed = store.list(t0).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].record.id, good_id);
+    let moved: bool = ::redis::cmd("EXISTS")
+        .arg(format!("sessiond:quarantine:{{{bad_id}}}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(moved, "the record is kept aside for inspection");
+}

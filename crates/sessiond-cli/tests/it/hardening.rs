@@ -477,3 +477,77 @@ fn sigterm_exits_within_the_grace_period_with_a_half_sent_request_open() {
     }
     drop((half, idle));
 }
+
+#[test]
+fn ten_thousand_cookieless_requests_store_nothing_and_others_stay_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = start(dir.path(), &[], &env());
+    let client = reqwest::blocking::Client::new();
+    let first = client
+        .get(format!("{}/api/session", run.base))
+        .send()
+        .unwrap();
+    let cookie = first.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let id = first.json::<Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let slowest = std::thread::scope(|s| {
+        let flood = s.spawn(|| {
+            let c = reqwest::blocking::Client::new();
+            for _ in 0..10_000 {
+                assert_eq!(
+                    c.get(format!("{}/api/session", run.base))
+                        .send()
+                        .unwrap()
+                        .status(),
+                    200
+                );
+            }
+        });
+        let mut slowest = Duration::ZERO;
+        while !flood.is_finished() {
+            let t = Instant::now();
+            let v: Value = client
+                .get(format!("{}/api/session", run.base))
+                .header("cookie", &cookie)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            assert_eq!(v["id"], id.as_str());
+            slowest = slowest.max(t.elapsed());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        flood.join().unwrap();
+        slowest
+    });
+    assert!(
+        slowest < Duration::from_millis(500),
+        "another client waited {slowest:?}"
+    );
+    // Nothing was stored: after a restart no web session is left, and the guest's
+    // cookie still opens its (empty) guest session.
+    drop(run);
+    let size = std::fs::metadata(dir.path().join("data/sessions.redb"))
+        .unwrap()
+        .len();
+    assert!(size < 2 << 20, "sessions.redb is {size} bytes");
+    let run = start(dir.path(), &[], &env());
+    let (_, activity) = service(&run, reqwest::Method::GET, "/activity?kind=web", None);
+    assert_eq!(activity["sessions"], json!([]));
+    let v: Value = client
+        .get(format!("{}/api/session", run.base))
+        .header("cookie", &cookie)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(v["id"], id.as_str(), "a guest's cookie survives a restart");
+}

@@ -101,7 +101,9 @@ async fn resolve(
     ApiJson(body): ApiJson<ResolveBody>,
 ) -> Result<Json<Value>, ApiError> {
     match state.sessions.resolve_cookie(&body.cookie).await? {
-        Resolved::Open(snapshot, _) => Ok(Json(session_json(&snapshot, force_login(&state)))),
+        Resolved::Open(snapshot, _) | Resolved::Unstored { snapshot, .. } => {
+            Ok(Json(session_json(&snapshot, force_login(&state))))
+        }
         Resolved::Ended | Resolved::Unknown => Err(ApiError::session_not_found()),
     }
 }

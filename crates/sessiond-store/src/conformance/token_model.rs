@@ -122,6 +122,11 @@ fn op(rng: &mut Rng, clients: usize, desktops: usize) -> Op {
     }
 }
 
+/// `t` truncated to whole seconds, as a guest ticket carries it.
+fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp(t.0 / 1000 * 1000)
+}
+
 /// The model of one session.
 #[derive(Debug, Clone)]
 struct Model {
@@ -129,6 +134,9 @@ struct Model {
     privileges: BTreeSet<String>,
     user: String,
     privileges_set: bool,
+    /// Stored; a guest is not until its first change ([`SessionPolicy::lazy_guests`]):
+    /// then `last_activity` is its ticket's (whole seconds).
+    stored: bool,
     last_activity: Timestamp,
     /// Live tokens, least recently used first.
     live: Vec<TokenHash>,
@@ -143,6 +151,7 @@ impl Model {
             privileges: BTreeSet::new(),
             user: String::new(),
             privileges_set: false,
+            stored: true,
             last_activity: now,
             live: Vec::new(),
             ended: Vec::new(),
@@ -187,6 +196,7 @@ impl Model {
         self.privileges = privileges;
         self.user = user;
         self.privileges_set |= set;
+        self.stored = true;
         self.last_activity = now;
         if raised {
             let until = now.plus(GRACE);
@@ -244,7 +254,8 @@ impl World {
 
     async fn new_client(&mut self) -> CookieToken {
         let (snapshot, token) = self.sessions.create_web(None).await.unwrap();
-        let mut m = Model::new(SessionKind::Web, self.now());
+        let mut m = Model::new(SessionKind::Web, whole_seconds(self.now()));
+        m.stored = false;
         m.live.push(token.hash());
         self.models.insert(snapshot.record.id, m);
         token
@@ -258,6 +269,7 @@ impl World {
         let now = self.now();
         let m = self.models.get_mut(&session).unwrap();
         m.issue(cookie.hash(), now);
+        m.stored = true;
         m.last_activity = now;
         match to {
             Some(c) => self.clients[c] = cookie,
@@ -375,6 +387,16 @@ impl World {
                     m.last_activity = now;
                 } else if now.since(m.last_activity) >= Duration::from_secs(1) {
                     m.last_activity = now;
+                }
+            }
+            (Resolved::Unstored { refreshed, .. }, TokenState::Opens) => {
+                let m = self.models.get_mut(&token.session_id()).unwrap();
+                assert!(!m.stored, "an unstored guest in the store");
+                let due = now.since(m.last_activity) >= Duration::from_secs(60);
+                assert_eq!(refreshed.is_some(), due, "ticket renewal");
+                if let Some(ticket) = refreshed {
+                    m.last_activity = whole_seconds(now);
+                    self.clients[c] = ticket;
                 }
             }
             (Resolved::Ended, TokenState::Ended) => {}

@@ -1,0 +1,135 @@
+//! [`UnstoredGuests`]: the guest sessions this node has issued or seen that hold
+//! nothing yet and are therefore not in the store ([`SessionPolicy::lazy_guests`]).
+//!
+//! A guest's cookie (a guest ticket) is enough for its own requests; this registry
+//! lets the service API reach such a guest by its id too (reads see an empty guest,
+//! the first change stores it with its real creation time), and answers 404 once it
+//! expired. It is bounded: past [`MAX_UNSTORED_GUESTS`] entries the oldest go (their
+//! tickets keep working; only by-id access waits for the guest's next request).
+//!
+//! [`SessionPolicy::lazy_guests`]: sessiond_core::SessionPolicy::lazy_guests
+
+use std::collections::{HashMap, VecDeque};
+
+use parking_lot::Mutex;
+use sessiond_core::{SessionId, Timestamp};
+
+/// Entries kept at most (about 70 bytes each).
+pub const MAX_UNSTORED_GUESTS: usize = 200_000;
+const SHARDS: usize = 16;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    created: Timestamp,
+    last: Timestamp,
+    /// Position in the eviction queue (entries seen again are queued again).
+    seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    map: HashMap<SessionId, Entry>,
+    queue: VecDeque<(u64, SessionId)>,
+    next: u64,
+}
+
+/// Unstored guests by id: (creation, last activity). Sharded plain mutexes, each
+/// held for one map operation, never across an `.await`.
+#[derive(Debug)]
+pub struct UnstoredGuests {
+    shards: Box<[Mutex<Shard>]>,
+}
+
+impl Default for UnstoredGuests {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+}
+
+impl UnstoredGuests {
+    fn shard(&self, id: &SessionId) -> &Mutex<Shard> {
+        &self.shards[usize::from(id.as_bytes()[0]) % SHARDS]
+    }
+
+    /// Notes guest `id`, created at `created`, active at `last`.
+    pub fn note(&self, id: SessionId, created: Timestamp, last: Timestamp) {
+        let mut s = self.shard(&id).lock();
+        let seq = s.next;
+        s.next += 1;
+        let last = s.map.get(&id).map_or(last, |e| e.last.max(last));
+        s.map.insert(id, Entry { created, last, seq });
+        s.queue.push_back((seq, id));
+        while s.map.len() > MAX_UNSTORED_GUESTS / SHARDS
+            || s.queue.len() > 2 * MAX_UNSTORED_GUESTS / SHARDS
+        {
+            let Some((seq, old)) = s.queue.pop_front() else {
+                break;
+            };
+            if s.map.get(&old).is_some_and(|e| e.seq == seq) {
+                s.map.remove(&old);
+            }
+        }
+    }
+
+    /// Guest `id`'s (creation, last activity), if this node knows it.
+    pub fn get(&self, id: &SessionId) -> Option<(Timestamp, Timestamp)> {
+        self.shard(id)
+            .lock()
+            .map
+            .get(id)
+            .map(|e| (e.created, e.last))
+    }
+
+    /// Forgets guest `id` (it is stored now, or ended).
+    pub fn forget(&self, id: &SessionId) {
+        self.shard(id).lock().map.remove(id);
+    }
+
+    /// Every known guest: (id, creation, last activity).
+    pub fn all(&self) -> Vec<(SessionId, Timestamp, Timestamp)> {
+        let mut out = Vec::new();
+        for s in &self.shards {
+            out.extend(s.lock().map.iter().map(|(id, e)| (*id, e.created, e.last)));
+        }
+        out
+    }
+
+    /// How many guests are known.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map.len()).sum()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_oldest_first() {
+        let g = UnstoredGuests::default();
+        let first = SessionId::random();
+        g.note(first, Timestamp(1), Timestamp(1));
+        for i in 0..2 * MAX_UNSTORED_GUESTS {
+            g.note(
+                SessionId::random(),
+                Timestamp(i as u64),
+                Timestamp(i as u64),
+            );
+        }
+        assert!(g.len() <= MAX_UNSTORED_GUESTS);
+        assert!(g.get(&first).is_none());
+        let kept = SessionId::random();
+        g.note(kept, Timestamp(5), Timestamp(9));
+        g.note(kept, Timestamp(5), Timestamp(7));
+        assert_eq!(g.get(&kept), Some((Timestamp(5), Timestamp(9))));
+        g.forget(&kept);
+        assert!(g.get(&kept).is_none());
+    }
+}
