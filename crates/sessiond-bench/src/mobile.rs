@@ -48,9 +48,9 @@ fn sessions(config: &ServerConfig) -> Sessions {
 
 fn mobile_config(data: &Path) -> MobileConfig {
     MobileConfig {
-        root: data.join("MobileApps"),
         ids: IdMode::Random,
         localhost_accept: false,
+        ..MobileConfig::new(data.join("MobileApps"))
     }
 }
 

@@ -78,6 +78,14 @@ struct MobileSection {
     callout: Option<String>,
     callout_timeout_ms: Option<u64>,
     email: Option<EmailSection>,
+    relogin_hook: Option<bool>,
+    relogin_new_token: Option<bool>,
+    max_field_bytes: Option<usize>,
+    max_file_bytes: Option<usize>,
+    new_devices_per_minute: Option<u32>,
+    max_sessions_per_app: Option<usize>,
+    upstream_timeout_ms: Option<u64>,
+    upstream_max_body_bytes: Option<usize>,
     #[serde(default)]
     allow: Matchers,
     #[serde(default)]
@@ -92,6 +100,8 @@ struct EmailSection {
     link_base: String,
     validity_minutes: Option<u64>,
     smtp: Option<String>,
+    max_per_recipient_per_hour: Option<u32>,
+    max_per_client_per_hour: Option<u32>,
 }
 
 /// The validated e-mail settings (the state file is placed by `serve`).
@@ -105,6 +115,10 @@ pub struct EmailSettings {
     pub validity: Duration,
     /// SMTP URL; `None` writes `.eml` files to `<data>/outbox`.
     pub smtp: Option<String>,
+    /// Validation mails per recipient and hour.
+    pub max_per_recipient: u32,
+    /// Validation mails per client address and hour.
+    pub max_per_client: u32,
 }
 
 /// The validated mobile settings.
@@ -122,6 +136,12 @@ pub struct MobileSettings {
     pub callout: Option<Callout>,
     /// E-mail validation, if configured.
     pub email: Option<EmailSettings>,
+    /// What a login of an accepted device does.
+    pub relogin: sessiond_mobile::apps::Relogin,
+    /// What an anonymous login may cost.
+    pub limits: sessiond_mobile::apps::MobileLimits,
+    /// Limits of forwarded requests.
+    pub forward: sessiond_server::routes::mobile::ForwardLimits,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -285,6 +305,11 @@ impl Config {
             None => default_node_name(listen),
         };
         let mobile = mobile(file.mobile)?;
+        if mobile.localhost_accept && server.trust_proxy_headers {
+            bail!(
+                "mobile.localhost_accept cannot be used with trust_proxy_headers: behind a proxy every client would look local"
+            );
+        }
         let remote = remote(&file.remote)?;
         Ok(Self {
             listen,
@@ -409,6 +434,59 @@ fn mobile(m: MobileSection) -> anyhow::Result<MobileSettings> {
         .map(|u| http_url("callout", u))
         .transpose()?
         .map(|url| Callout { url, timeout });
+    let defaults = sessiond_mobile::apps::MobileLimits::default();
+    let within = |key: &str,
+                  v: Option<usize>,
+                  range: std::ops::RangeInclusive<usize>,
+                  default: usize| match v {
+        None => Ok(default),
+        Some(n) if range.contains(&n) => Ok(n),
+        Some(_) => bail!("mobile.{key} must be {} to {}", range.start(), range.end()),
+    };
+    let limits = sessiond_mobile::apps::MobileLimits {
+        max_field_bytes: within(
+            "max_field_bytes",
+            m.max_field_bytes,
+            256..=1 << 20,
+            defaults.max_field_bytes,
+        )?,
+        max_file_bytes: within(
+            "max_file_bytes",
+            m.max_file_bytes,
+            1024..=16 << 20,
+            defaults.max_file_bytes,
+        )?,
+        new_devices_per_minute: u32::try_from(within(
+            "new_devices_per_minute",
+            m.new_devices_per_minute.map(|n| n as usize),
+            1..=1_000_000,
+            defaults.new_devices_per_minute as usize,
+        )?)
+        .expect("bounded"),
+        max_sessions_per_app: within(
+            "max_sessions_per_app",
+            m.max_sessions_per_app,
+            1..=100_000_000,
+            defaults.max_sessions_per_app,
+        )?,
+    };
+    let mut forward = sessiond_server::routes::mobile::ForwardLimits::default();
+    if let Some(ms) = m.upstream_timeout_ms {
+        if !(1..=600_000).contains(&ms) {
+            bail!("mobile.upstream_timeout_ms must be 1 to 600000");
+        }
+        forward.timeout = Duration::from_millis(ms);
+    }
+    forward.max_body_bytes = within(
+        "upstream_max_body_bytes",
+        m.upstream_max_body_bytes,
+        1024..=1 << 30,
+        forward.max_body_bytes,
+    )?;
+    let relogin = sessiond_mobile::apps::Relogin {
+        hook: m.relogin_hook.unwrap_or(true),
+        new_token: m.relogin_new_token.unwrap_or(true),
+    };
     Ok(MobileSettings {
         ids: m.ids.unwrap_or_default(),
         policy: Policy {
@@ -420,6 +498,9 @@ fn mobile(m: MobileSection) -> anyhow::Result<MobileSettings> {
         localhost_accept: m.localhost_accept.unwrap_or(false),
         callout,
         email: m.email.map(email).transpose()?,
+        relogin,
+        limits,
+        forward,
     })
 }
 
@@ -447,11 +528,22 @@ fn email(e: EmailSection) -> anyhow::Result<EmailSettings> {
             bail!("mobile.email.smtp must be an smtp:// or smtps:// URL");
         }
     }
+    let per_hour = |key: &str, v: Option<u32>, default: u32| match v {
+        None => Ok(default),
+        Some(n @ 1..=10_000) => Ok(n),
+        Some(_) => bail!("mobile.email.{key} must be 1 to 10000"),
+    };
     Ok(EmailSettings {
         from,
         link_base: e.link_base,
         validity: Duration::from_secs(minutes * 60),
         smtp: e.smtp,
+        max_per_recipient: per_hour(
+            "max_per_recipient_per_hour",
+            e.max_per_recipient_per_hour,
+            3,
+        )?,
+        max_per_client: per_hour("max_per_client_per_hour", e.max_per_client_per_hour, 10)?,
     })
 }
 

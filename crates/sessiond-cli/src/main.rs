@@ -146,7 +146,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
         config.mobile.callout.clone(),
         config.server.policy.clone(),
     ));
-    let mobile_state = MobileState::new(mobile.clone(), hook, config.mobile.upstream.clone());
+    let mobile_state = MobileState::new(mobile.clone(), hook, config.mobile.upstream.clone())
+        .with_forward_limits(config.mobile.forward);
     let state = AppState {
         sessions: sessions.clone(),
         config: Arc::new(config.server),
@@ -210,9 +211,11 @@ fn open_store(
 /// The mobile sessions, with e-mail validation when configured.
 fn mobile_sessions(config: &Config, sessions: Sessions) -> anyhow::Result<MobileSessions> {
     let mobile_config = MobileConfig {
-        root: config.data.join("MobileApps"),
         ids: config.mobile.ids,
         localhost_accept: config.mobile.localhost_accept,
+        relogin: config.mobile.relogin,
+        limits: config.mobile.limits,
+        ..MobileConfig::new(config.data.join("MobileApps"))
     };
     let mut mobile = MobileSessions::new(mobile_config, sessions);
     if let Some(e) = &config.mobile.email {
@@ -226,6 +229,8 @@ fn mobile_sessions(config: &Config, sessions: Sessions) -> anyhow::Result<Mobile
             validity: e.validity,
             transport,
             state_file: config.data.join("mobile-activations.json"),
+            max_per_recipient: e.max_per_recipient,
+            max_per_client: e.max_per_client,
         };
         mobile = mobile.with_email(Activations::load(email)?);
     }

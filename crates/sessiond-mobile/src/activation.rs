@@ -1,11 +1,15 @@
 //! E-mail validation of pending sessions (spec §3.6, with its flaws fixed): a
 //! one-time activation link with its own random token (never the session id), valid
 //! a few minutes, kept on disk so a restart does not break outstanding links, and
-//! keyed by app folder so it works for Android apps (no team id).
+//! keyed by app folder so it works for Android apps (no team id). A link proves only
+//! the mailbox it was sent to: it is bound to that address, a session whose address
+//! changed needs a new link, and mails are limited per recipient and per client
+//! address ([`EmailConfig::max_per_recipient`], [`EmailConfig::max_per_client`]).
 //!
 //! Mail goes out over SMTP ([`lettre`]) or, in development, as `.eml` files in an
 //! outbox folder.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -41,7 +45,14 @@ pub struct EmailConfig {
     pub transport: MailTransport,
     /// Where outstanding links are kept.
     pub state_file: PathBuf,
+    /// Validation mails one address may receive per hour (default 3).
+    pub max_per_recipient: u32,
+    /// Validation mails one client address may cause per hour (default 10).
+    pub max_per_client: u32,
 }
+
+/// The window of the mail limits.
+pub const MAIL_WINDOW: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -50,8 +61,22 @@ struct Pending {
     token_sha256: String,
     folder: String,
     id: String,
+    /// The address the link was sent to (the only one it validates).
+    #[serde(default)]
+    email: String,
     sent: Timestamp,
     expires: Timestamp,
+}
+
+/// What an activation link validates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activation {
+    /// The app folder.
+    pub folder: String,
+    /// The session id.
+    pub id: String,
+    /// The address the link was sent to.
+    pub email: String,
 }
 
 /// Errors of e-mail validation.
@@ -74,6 +99,9 @@ pub struct Activations {
     config: EmailConfig,
     // Held for list edits and the file write only, never across an `.await`.
     pending: parking_lot::Mutex<Vec<Pending>>,
+    /// Mails sent in the last window: (when, recipient, client address). Held for a
+    /// list edit only.
+    sent: parking_lot::Mutex<std::collections::VecDeque<(Timestamp, String, Option<IpAddr>)>>,
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -85,8 +113,10 @@ fn sha256_hex(s: &str) -> String {
 pub enum Requested {
     /// A mail with a new link was sent.
     Sent,
-    /// A link sent recently is still valid; nothing was sent.
+    /// A link sent recently to this address is still valid; nothing was sent.
     AlreadySent,
+    /// The mail limits of this address or client were reached; nothing was sent.
+    Limited,
 }
 
 impl Activations {
@@ -105,6 +135,7 @@ impl Activations {
         Ok(Self {
             config,
             pending: parking_lot::Mutex::new(pending),
+            sent: parking_lot::Mutex::default(),
         })
     }
 
@@ -113,24 +144,48 @@ impl Activations {
         atomic_write(&self.config.state_file, &bytes)
     }
 
-    /// Sends a validation link for session `folder/id` to `email`, unless a link
-    /// sent less than the validity ago is still outstanding.
+    /// Sends a validation link for session `folder/id` to `email` (asked by
+    /// `client`), unless a link sent to that address is still outstanding, or a mail
+    /// limit is reached. Links of the session sent to another address stop working.
     pub async fn request(
         &self,
         folder: &str,
         id: &str,
         email: &str,
+        client: Option<IpAddr>,
         now: Timestamp,
     ) -> Result<Requested, EmailError> {
         let to: Mailbox = email
             .parse()
             .map_err(|_| EmailError::Address(email.to_string()))?;
+        let recipient = email.to_ascii_lowercase();
         {
             let mut list = self.pending.lock();
-            list.retain(|p| p.expires > now);
-            if list.iter().any(|p| p.folder == folder && p.id == id) {
+            list.retain(|p| {
+                p.expires > now && !(p.folder == folder && p.id == id && p.email != email)
+            });
+            if list
+                .iter()
+                .any(|p| p.folder == folder && p.id == id && p.email == email)
+            {
                 return Ok(Requested::AlreadySent);
             }
+            let mut sent = self.sent.lock();
+            while sent
+                .front()
+                .is_some_and(|(t, _, _)| now >= t.plus(MAIL_WINDOW))
+            {
+                sent.pop_front();
+            }
+            let to_recipient = sent.iter().filter(|(_, r, _)| *r == recipient).count();
+            let from_client = sent.iter().filter(|(_, _, c)| *c == client).count();
+            if to_recipient >= self.config.max_per_recipient as usize
+                || from_client >= self.config.max_per_client as usize
+            {
+                return Ok(Requested::Limited);
+            }
+            // Counted before sending, so that concurrent logins cannot all pass.
+            sent.push_back((now, recipient, client));
         }
         let token = URL_SAFE_NO_PAD.encode(sessiond_core::id::random_bytes::<16>());
         let link = format!(
@@ -153,6 +208,7 @@ impl Activations {
             token_sha256: sha256_hex(&token),
             folder: folder.to_string(),
             id: id.to_string(),
+            email: email.to_string(),
             sent: now,
             expires: now.plus(self.config.validity),
         };
@@ -190,13 +246,9 @@ impl Activations {
         }
     }
 
-    /// Consumes a link's token: the session it activates, if the link is known and
-    /// still valid. A link works once.
-    pub fn consume(
-        &self,
-        token: &str,
-        now: Timestamp,
-    ) -> Result<Option<(String, String)>, EmailError> {
+    /// Consumes a link's token: what it validates, if the link is known and still
+    /// valid. A link works once.
+    pub fn consume(&self, token: &str, now: Timestamp) -> Result<Option<Activation>, EmailError> {
         if token.is_empty() || token.len() > 64 {
             return Ok(None);
         }
@@ -208,7 +260,11 @@ impl Activations {
         let p = list.remove(i);
         list.retain(|p| p.expires > now);
         self.save(&list)?;
-        Ok((p.expires > now).then_some((p.folder, p.id)))
+        Ok((p.expires > now).then_some(Activation {
+            folder: p.folder,
+            id: p.id,
+            email: p.email,
+        }))
     }
 }
 
@@ -223,6 +279,8 @@ mod tests {
             validity: Duration::from_secs(300),
             transport: MailTransport::Outbox(dir.join("outbox")),
             state_file: dir.join("state.json"),
+            max_per_recipient: 3,
+            max_per_client: 10,
         }
     }
 
@@ -249,7 +307,9 @@ mod tests {
         let a = Activations::load(config(dir.path())).unwrap();
         let t0 = Timestamp(1_000_000);
         assert_eq!(
-            a.request("app", "ab12", "u@example.com", t0).await.unwrap(),
+            a.request("app", "ab12", "u@example.com", None, t0)
+                .await
+                .unwrap(),
             Requested::Sent
         );
         assert_eq!(
@@ -257,6 +317,7 @@ mod tests {
                 "app",
                 "ab12",
                 "u@example.com",
+                None,
                 t0.plus(Duration::from_secs(299))
             )
             .await
@@ -271,13 +332,73 @@ mod tests {
             "expired"
         );
         assert!(matches!(
-            a.request("app", "ab12", "not an address", t0).await,
+            a.request("app", "ab12", "not an address", None, t0).await,
             Err(EmailError::Address(_))
         ));
         let b = Activations::load(config(dir.path())).unwrap();
         assert!(
             b.consume(&token, t0).unwrap().is_none(),
             "consumed links are gone after a reload"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_link_is_bound_to_its_address_and_mails_are_limited() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Activations::load(config(dir.path())).unwrap();
+        let t0 = Timestamp(1_000_000);
+        let client = Some(IpAddr::from([203, 0, 113, 9]));
+        assert_eq!(
+            a.request("app", "01", "me@own.example", client, t0)
+                .await
+                .unwrap(),
+            Requested::Sent
+        );
+        let first = token_of(dir.path());
+        // Another address for the same session: a new link, the first one is void.
+        assert_eq!(
+            a.request("app", "01", "boss@victim.example", client, t0)
+                .await
+                .unwrap(),
+            Requested::Sent
+        );
+        assert!(a.consume(&first, t0).unwrap().is_none());
+        // Three mails per recipient per hour, ten per client.
+        for id in ["02", "03"] {
+            assert_eq!(
+                a.request("app", id, "boss@victim.example", None, t0)
+                    .await
+                    .unwrap(),
+                Requested::Sent
+            );
+        }
+        assert_eq!(
+            a.request("app", "04", "BOSS@victim.example", None, t0)
+                .await
+                .unwrap(),
+            Requested::Limited
+        );
+        for i in 0..7 {
+            let to = format!("u{i}@example.com");
+            assert_eq!(
+                a.request("app", &format!("1{i}"), &to, client, t0)
+                    .await
+                    .unwrap(),
+                Requested::Sent
+            );
+        }
+        assert_eq!(
+            a.request("app", "20", "late@example.com", client, t0)
+                .await
+                .unwrap(),
+            Requested::Limited
+        );
+        let later = t0.plus(MAIL_WINDOW);
+        assert_eq!(
+            a.request("app", "20", "late@example.com", client, later)
+                .await
+                .unwrap(),
+            Requested::Sent
         );
     }
 }
@@ -343,10 +464,12 @@ mod smtp_tests {
             validity: Duration::from_secs(300),
             transport: MailTransport::Smtp(format!("smtp://127.0.0.1:{}", server.port)),
             state_file: dir.path().join("state.json"),
+            max_per_recipient: 3,
+            max_per_client: 10,
         };
         let a = Activations::load(config).unwrap();
         assert_eq!(
-            a.request("app", "ab12", "user@example.com", Timestamp(1))
+            a.request("app", "ab12", "user@example.com", None, Timestamp(1))
                 .await
                 .unwrap(),
             Requested::Sent

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use serde_json::{Map, Value, json};
-use sessiond_core::{PrivilegeInput, SessionId, SessionRecord};
+use sessiond_core::{PrivilegeInput, SessionId, SessionRecord, Timestamp};
 use sessiond_store::fs::{atomic_write, private_dir};
 use sessiond_store::{Requester, Sessions, SessionsError, Snapshot, StoreError};
 use subtle::ConstantTimeEq;
@@ -37,6 +37,70 @@ pub struct MobileConfig {
     /// Accept logins from a loopback peer without the hook (4D's developer
     /// convenience; off by default, judged from the socket's peer address only).
     pub localhost_accept: bool,
+    /// What a login of a device that is already accepted does.
+    pub relogin: Relogin,
+    /// What an anonymous login may cost.
+    pub limits: MobileLimits,
+}
+
+impl MobileConfig {
+    /// Defaults for the `MobileApps` folder `root`.
+    pub fn new(root: PathBuf) -> Self {
+        Self {
+            root,
+            ids: IdMode::default(),
+            localhost_accept: false,
+            relogin: Relogin::default(),
+            limits: MobileLimits::default(),
+        }
+    }
+}
+
+/// The login of a device already accepted (a device id is not a secret: simulator
+/// UDIDs and `ANDROID_ID`s leak).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relogin {
+    /// Run the hook again (4D: the token comes back without it). Default: yes.
+    pub hook: bool,
+    /// With random ids, a new session id — so a new token — at each accepted login,
+    /// retiring the previous one (its storage and privileges carry over). 4D ids are
+    /// derived from the device, so their token cannot change. Default: yes.
+    pub new_token: bool,
+}
+
+impl Default for Relogin {
+    fn default() -> Self {
+        Self {
+            hook: true,
+            new_token: true,
+        }
+    }
+}
+
+/// What an anonymous `$authenticate` may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MobileLimits {
+    /// Largest value of one field of the login body (`device`, `application`,
+    /// `language`, `parameters`, …), as JSON bytes (400 past it). Default 4 KiB.
+    pub max_field_bytes: usize,
+    /// Largest session file (413 past it). Default 16 KiB.
+    pub max_file_bytes: usize,
+    /// Logins of new devices per client address and minute (429 past it).
+    /// Default 60.
+    pub new_devices_per_minute: u32,
+    /// Sessions of one app folder (429 past it). Default 100,000.
+    pub max_sessions_per_app: usize,
+}
+
+impl Default for MobileLimits {
+    fn default() -> Self {
+        Self {
+            max_field_bytes: 4096,
+            max_file_bytes: 16 * 1024,
+            new_devices_per_minute: 60,
+            max_sessions_per_app: 100_000,
+        }
+    }
 }
 
 /// Errors of mobile operations.
@@ -54,6 +118,17 @@ pub enum MobileError {
     /// No such session.
     #[error("no such mobile session")]
     NotFound,
+    /// What the login would store is over a limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Too many logins or sessions: retry after the duration.
+    #[error("{message}")]
+    TooMany {
+        /// What was exceeded.
+        message: String,
+        /// When to retry.
+        retry_after: std::time::Duration,
+    },
 }
 
 /// The answer to a login.
@@ -97,6 +172,10 @@ pub struct Authorized {
     pub email: String,
     /// `userInfo` given by the hook.
     pub user_info: Map<String, Value>,
+    /// The token as stored (what `$verify` answers, byte for byte).
+    pub token: String,
+    /// The device (its lock).
+    device_id: String,
     /// The session's web `Session`.
     pub web: Snapshot,
 }
@@ -166,6 +245,17 @@ impl Index {
             .insert((folder.to_string(), entry.file.id.clone()), entry);
     }
 
+    /// The session of a user agent (folder, device id).
+    fn of_agent(&self, agent: &Key) -> Option<Entry> {
+        let id = self.agents.get(agent)?;
+        self.entries.get(&(agent.0.clone(), id.clone())).cloned()
+    }
+
+    /// How many sessions an app folder has in memory.
+    fn in_folder(&self, folder: &str) -> usize {
+        self.entries.keys().filter(|(f, _)| f == folder).count()
+    }
+
     fn remove(&mut self, key: &Key) -> Option<Entry> {
         let entry = self.entries.remove(key)?;
         let agent = (key.0.clone(), entry.file.device_id.clone());
@@ -176,15 +266,27 @@ impl Index {
     }
 }
 
+/// Stripes of the per-device locks.
+const DEVICE_LOCKS: usize = 256;
+
 /// The mobile sessions of a server.
+///
+/// Concurrency: the changes of one device — logins, `$logout`, `$userInfo`, admin
+/// edits — are serialized by that device's lock (striped), so two logins of one device
+/// still make one session; changes of different devices run in parallel. The hook,
+/// its HTTP callout and the validation mail run outside every lock. A Push takes the
+/// refresh gate for writing: it waits for device writes in progress (file writes,
+/// never callouts), and they wait for it.
 pub struct MobileSessions {
     config: MobileConfig,
     sessions: Sessions,
     // Held only for map reads and swaps, never across an `.await`.
     index: RwLock<Index>,
-    // Serializes logins and file changes, so that two logins of one user agent
-    // cannot both create a session.
-    writes: tokio::sync::Mutex<()>,
+    devices: Box<[tokio::sync::Mutex<()>]>,
+    gate: tokio::sync::RwLock<()>,
+    /// New-device logins per client address in the current minute. Held for one
+    /// map update.
+    new_devices: parking_lot::Mutex<(Timestamp, HashMap<Option<IpAddr>, u32>)>,
     activations: Option<Activations>,
     changes: tokio::sync::broadcast::Sender<MobileChange>,
 }
@@ -238,17 +340,32 @@ fn string<'a>(
 
 /// The validated parts of a `$authenticate` body.
 struct Login<'a> {
+    body: &'a Value,
     app_id: &'a str,
     team_id: &'a str,
     device_id: &'a str,
     email: &'a str,
 }
 
-fn parse_login(body: &Value) -> Result<Login<'_>, MobileError> {
-    if !body.is_object() {
+/// Whether `s` holds a control or invisible formatting character.
+fn has_hidden_chars(s: &str) -> bool {
+    s.chars()
+        .any(|c| c.is_control() || crate::file::is_format_char(c))
+}
+
+fn parse_login<'a>(body: &'a Value, limits: &MobileLimits) -> Result<Login<'a>, MobileError> {
+    let Some(fields) = body.as_object() else {
         return Err(MobileError::BadRequest(
             "the body must be a JSON object".into(),
         ));
+    };
+    for (key, value) in fields {
+        if serde_json::to_vec(value).map_or(0, |v| v.len()) > limits.max_field_bytes {
+            return Err(MobileError::BadRequest(format!(
+                "{key} is longer than {} bytes",
+                limits.max_field_bytes
+            )));
+        }
     }
     let app = obj(body, "application")?;
     let app_id = string(app, "id", "application.id")?
@@ -266,7 +383,7 @@ fn parse_login(body: &Value) -> Result<Login<'_>, MobileError> {
     let device_id = string(obj(body, "device")?, "id", "device.id")?.unwrap_or("");
     if device_id.is_empty()
         || device_id.len() > crate::file::MAX_DEVICE_ID
-        || device_id.chars().any(char::is_control)
+        || has_hidden_chars(device_id)
     {
         return Err(MobileError::BadRequest(
             "device.id is required (1 to 8192 printable characters)".into(),
@@ -274,10 +391,10 @@ fn parse_login(body: &Value) -> Result<Login<'_>, MobileError> {
     }
     let email = match body.get("email") {
         None | Some(Value::Null) => "",
-        Some(Value::String(s)) if s.len() <= 320 => s,
+        Some(Value::String(s)) if s.len() <= 320 && !has_hidden_chars(s) => s,
         Some(_) => {
             return Err(MobileError::BadRequest(
-                "email must be a string of at most 320 bytes".into(),
+                "email must be a string of at most 320 printable bytes".into(),
             ));
         }
     };
@@ -290,6 +407,7 @@ fn parse_login(body: &Value) -> Result<Login<'_>, MobileError> {
         }
     }
     Ok(Login {
+        body,
         app_id,
         team_id,
         device_id,
@@ -305,7 +423,11 @@ impl MobileSessions {
             config,
             sessions,
             index: RwLock::default(),
-            writes: tokio::sync::Mutex::new(()),
+            devices: (0..DEVICE_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            gate: tokio::sync::RwLock::new(()),
+            new_devices: parking_lot::Mutex::new((Timestamp(0), HashMap::new())),
             activations: None,
             changes: tokio::sync::broadcast::channel(1024).0,
         }
@@ -319,8 +441,9 @@ impl MobileSessions {
         self
     }
 
-    /// Opens an activation link: accepts its session (file and memory). False when
-    /// the link is unknown, used or expired, or its session is gone.
+    /// Opens an activation link: accepts its session (file and memory), if the
+    /// session's address is still the one the link was sent to. False when the link is
+    /// unknown, used or expired, its session is gone, or its address changed.
     pub async fn activate(&self, token: &str) -> Result<bool, MobileError> {
         let Some(activations) = &self.activations else {
             return Ok(false);
@@ -328,19 +451,33 @@ impl MobileSessions {
         let consumed = activations
             .consume(token, self.sessions.now())
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let Some((folder, id)) = consumed else {
+        let Some(link) = consumed else {
             return Ok(false);
         };
+        let mut same_address = false;
         match self
-            .edit_file(&folder, &id, |f| f.set_status(Status::Accepted))
+            .edit_file(&link.folder, &link.id, |f| {
+                same_address = f.email == link.email;
+                if same_address {
+                    f.set_status(Status::Accepted);
+                }
+            })
             .await
         {
             Ok(_) => {}
             Err(MobileError::NotFound) => return Ok(false),
             Err(e) => return Err(e),
         }
-        self.refresh().await?;
-        tracing::info!(app = %folder, session = %id, "mobile session activated by e-mail");
+        if !same_address {
+            tracing::warn!(app = %link.folder, session = %link.id, "an activation link for an address the session no longer has was refused");
+            return Ok(false);
+        }
+        self.reload(&link.folder, &link.id).await?;
+        self.notify(MobileChange::Session {
+            folder: link.folder.clone(),
+            id: link.id.clone(),
+        });
+        tracing::info!(app = %link.folder, session = %link.id, "mobile session activated by e-mail");
         Ok(true)
     }
 
@@ -349,19 +486,23 @@ impl MobileSessions {
         folder: &str,
         id: &str,
         email: &str,
+        client: Option<IpAddr>,
         status_text: String,
     ) -> String {
         let Some(activations) = &self.activations else {
             return status_text;
         };
         match activations
-            .request(folder, id, email, self.sessions.now())
+            .request(folder, id, email, client, self.sessions.now())
             .await
         {
             Ok(Requested::Sent) if status_text.is_empty() => "Verify your email address".into(),
             Ok(Requested::Sent) => status_text,
             Ok(Requested::AlreadySent) => {
                 "The mail is already sent, please wait before sending again".into()
+            }
+            Ok(Requested::Limited) => {
+                "Too many validation e-mails were sent; please try again later.".into()
             }
             Err(EmailError::Address(_)) => "The e-mail address is not valid.".into(),
             Err(e) => {
@@ -391,70 +532,186 @@ impl MobileSessions {
         self.config.root.join(folder).join(id)
     }
 
-    /// `$authenticate`: runs the hook for a new or pending user agent (never for an
-    /// accepted one), writes the session file, and answers accepted, pending or refused.
+    /// The lock of one device's changes.
+    async fn lock_device(&self, folder: &str, device_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash as _, Hasher as _};
+        // A fixed hasher: the same device always maps to the same stripe.
+        let mut h = std::hash::DefaultHasher::new();
+        (folder, device_id).hash(&mut h);
+        let stripe = usize::try_from(h.finish() % DEVICE_LOCKS as u64).expect("small");
+        self.devices[stripe].lock().await
+    }
+
+    /// Counts a login of a new device from `peer`, or refuses it past the limit.
+    fn count_new_device(&self, peer: Option<IpAddr>) -> Result<(), MobileError> {
+        let limit = self.config.limits.new_devices_per_minute;
+        let now = self.sessions.now();
+        let minute = std::time::Duration::from_secs(60);
+        let mut counts = self.new_devices.lock();
+        if now >= counts.0.plus(minute) {
+            *counts = (now, HashMap::new());
+        }
+        let n = counts.1.entry(peer).or_default();
+        if *n >= limit {
+            return Err(MobileError::TooMany {
+                message: "Too many new devices from this address; please try again later.".into(),
+                retry_after: counts.0.plus(minute).since(now),
+            });
+        }
+        *n += 1;
+        Ok(())
+    }
+
+    /// A session file as it is on disk now (`None`: deleted, or not a valid file).
+    async fn on_disk(&self, folder: &str, id: &str) -> Result<Option<SessionFile>, MobileError> {
+        match self.read_file(folder, id).await {
+            Ok((_, file)) => Ok(Some(file)),
+            Err(MobileError::NotFound | MobileError::BadRequest(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `$authenticate`. The hook runs — outside every lock — for a new or pending
+    /// device, and for an accepted one unless [`Relogin::hook`] is off; then, under the
+    /// device's lock, the session file is written (onto the file as it is on disk: an
+    /// administrator's edit not pushed yet is kept) and the answer is accepted,
+    /// pending or refused. A changed e-mail of a pending session starts a new
+    /// validation; the mail goes out after the lock is released.
     pub async fn authenticate(
         &self,
         body: &Value,
         peer: Option<IpAddr>,
         hook: &dyn AuthHook,
     ) -> Result<AuthAnswer, MobileError> {
-        let login = parse_login(body)?;
+        let login = parse_login(body, &self.config.limits)?;
         let folder = folder_name(login.team_id, login.app_id);
-        let guard = self.writes.lock().await;
-        let existing = {
-            let index = self.index.read();
-            index
-                .agents
-                .get(&(folder.clone(), login.device_id.to_string()))
-                .and_then(|id| index.entries.get(&(folder.clone(), id.clone())))
-                .cloned()
-        };
-        // An accepted user agent gets its token back without the hook, unless it now
-        // logs in with another e-mail (4D's behavior there is unknown; re-deciding is safer).
-        if let Some(e) = existing
-            .as_ref()
-            .filter(|e| e.file.status == Status::Accepted && e.file.email == login.email)
-        {
-            self.ensure_web(e).await?;
-            return Ok(AuthAnswer::Accepted {
-                id: e.file.id.clone(),
-                token: e.file.token.clone(),
-                status_text: String::new(),
-                user_info: e.side.user_info.clone(),
-            });
-        }
-        let id = match (&existing, self.config.ids) {
-            (Some(e), _) => e.file.id.clone(),
-            (None, IdMode::Random) => token::random_session_id(),
-            (None, IdMode::FourD) => {
-                token::four_d_session_id(login.team_id, login.app_id, login.device_id)
+        check_path_part("app folder", &folder).map_err(MobileError::BadRequest)?;
+        let agent: Key = (folder.clone(), login.device_id.to_string());
+        let known = self.index.read().of_agent(&agent);
+        if known.is_none() {
+            if self.index.read().in_folder(&folder) >= self.config.limits.max_sessions_per_app {
+                return Err(MobileError::TooMany {
+                    message: "This app has too many sessions; please try again later.".into(),
+                    retry_after: std::time::Duration::from_secs(60),
+                });
             }
+            self.count_new_device(peer)?;
+        }
+        let accepted_again = known
+            .as_ref()
+            .filter(|e| e.file.status == Status::Accepted && e.file.email == login.email);
+        let fresh_id = || match self.config.ids {
+            IdMode::Random => token::random_session_id(),
+            IdMode::FourD => token::four_d_session_id(login.team_id, login.app_id, login.device_id),
+        };
+        // The session id the login will have: a new one for a new device, or for an
+        // accepted device that gets a new token; else the device's.
+        let id = match &known {
+            Some(_) if accepted_again.is_some() && self.config.relogin.new_token => fresh_id(),
+            Some(e) => e.file.id.clone(),
+            None => fresh_id(),
         };
         let ip = peer.map(|p| p.to_string()).unwrap_or_default();
-        let mut info = body.clone();
-        info["session"] = json!({"id": id, "ip": ip});
-        let result = if self.config.localhost_accept && peer.is_some_and(|p| p.is_loopback()) {
-            HookResult::accept("")
-        } else {
-            hook.authenticate(&info).await
+        let result = match accepted_again {
+            Some(e) if !self.config.relogin.hook => HookResult {
+                success: true,
+                user_info: e.side.user_info.clone(),
+                ..HookResult::default()
+            },
+            _ if self.config.localhost_accept && peer.is_some_and(|p| p.is_loopback()) => {
+                HookResult::accept("")
+            }
+            _ => {
+                let mut info = body.clone();
+                info["session"] = json!({"id": id, "ip": ip});
+                hook.authenticate(&info).await
+            }
         };
         if !result.success {
             return Ok(AuthAnswer::Refused {
                 status_text: result.status_text,
             });
         }
-        let status = if result.verify {
-            Status::Pending
-        } else {
-            Status::Accepted
+        let (answer, mail) = {
+            let _device = self.lock_device(&folder, login.device_id).await;
+            let _gate = self.gate.read().await;
+            self.write_login(&login, &folder, &agent, id, &ip, result)
+                .await?
         };
-        let token = token::encode(login.app_id, &id, login.team_id);
-        let json = file_json(body, &login, &id, &ip, status, &token, existing.as_ref());
+        if let Some((id, email, status_text)) = mail {
+            let status_text = self
+                .email_validation(&folder, &id, &email, peer, status_text)
+                .await;
+            return Ok(AuthAnswer::Pending { id, status_text });
+        }
+        Ok(answer)
+    }
+
+    /// The write phase of a login, under the device's lock: (answer, the validation
+    /// mail to send).
+    #[allow(clippy::type_complexity)]
+    async fn write_login(
+        &self,
+        login: &Login<'_>,
+        folder: &str,
+        agent: &Key,
+        mut id: String,
+        ip: &str,
+        result: HookResult,
+    ) -> Result<(AuthAnswer, Option<(String, String, String)>), MobileError> {
+        // The device's session now (another login of it may have finished meanwhile),
+        // and its file as on disk: a session an administrator deleted is gone.
+        let mut current = self.index.read().of_agent(agent);
+        let mut disk = match &current {
+            Some(e) => self.on_disk(folder, &e.file.id).await?,
+            None => None,
+        };
+        if disk.is_none() {
+            current = None;
+        }
+        let retiring = current.as_ref().filter(|e| e.file.id != id).cloned();
+        if current.is_some() && retiring.is_none() {
+            // Same session (no new token): keep its id even if another login chose one.
+            id = current.as_ref().expect("checked").file.id.clone();
+        } else if current.is_none() {
+            // A new session (its previous file, if any, was deleted).
+            disk = None;
+        }
+        // An administrator's edit of status or e-mail not pushed yet is kept: the
+        // files are their truth until Push, and memory answers until then.
+        let held = match (&current, &disk) {
+            (Some(e), Some(d)) => d.status != e.file.status || d.email != e.file.email,
+            _ => false,
+        };
+        let (status, email) = match (&disk, held) {
+            (Some(d), true) => (d.status, d.email.clone()),
+            _ => (
+                if result.verify {
+                    Status::Pending
+                } else {
+                    Status::Accepted
+                },
+                login.email.to_string(),
+            ),
+        };
+        let token = match (&disk, held) {
+            (Some(d), true) => d.token.clone(),
+            _ => token::encode(login.app_id, &id, login.team_id),
+        };
+        let base = disk.as_ref().map(|d| &d.json);
+        let json = file_json(login.body, &id, ip, status, &email, &token, base);
         let file =
             SessionFile::from_json(json).map_err(|e| MobileError::BadRequest(e.to_string()))?;
-        let mut side = existing.map(|e| e.side).unwrap_or_default();
-        side.user_info = result.user_info.clone();
+        if file.to_bytes().len() > self.config.limits.max_file_bytes {
+            return Err(MobileError::TooLarge(format!(
+                "the session would take more than {} bytes",
+                self.config.limits.max_file_bytes
+            )));
+        }
+        let mut side = current.as_ref().map(|e| e.side.clone()).unwrap_or_default();
+        if !held {
+            side.user_info = result.user_info.clone();
+        }
         let web = self
             .ensure_web(&Entry {
                 file: file.clone(),
@@ -462,7 +719,7 @@ impl MobileSessions {
             })
             .await?;
         side.web_session = Some(web.record.id);
-        if let Some(input) = &result.privileges {
+        if let Some(input) = result.privileges.as_ref().filter(|_| !held) {
             let change = self
                 .sessions
                 .set_privileges(&web.record.id, input, Requester::Server)
@@ -471,32 +728,60 @@ impl MobileSessions {
             side.user_name = change.snapshot.record.user_name.to_string();
         }
         let entry = Entry { file, side };
-        self.write(&folder, &entry).await?;
-        self.index.write().insert(&folder, entry);
-        self.notify(MobileChange::Session {
-            folder: folder.clone(),
-            id: id.clone(),
-        });
+        self.write(folder, &entry).await?;
+        if let Some(old) = &retiring {
+            self.remove_files(folder, &old.file.id).await?;
+        }
+        {
+            let mut index = self.index.write();
+            if let Some(old) = &retiring {
+                index.remove(&(folder.to_string(), old.file.id.clone()));
+            }
+            if !held {
+                index.insert(folder, entry.clone());
+            }
+        }
+        for changed in retiring.iter().map(|e| &e.file.id).chain([&id]) {
+            self.notify(MobileChange::Session {
+                folder: folder.to_string(),
+                id: changed.clone(),
+            });
+        }
+        // What the running server answers: memory's view (until a Push for a held
+        // session).
+        let (status, token, user_info) = match (&current, held) {
+            (Some(e), true) => (
+                e.file.status,
+                e.file.token.clone(),
+                e.side.user_info.clone(),
+            ),
+            _ => (status, token, result.user_info.clone()),
+        };
         tracing::info!(app = %folder, session = %id, status = status.as_str(), "mobile login");
         Ok(match status {
-            Status::Accepted => AuthAnswer::Accepted {
-                id,
-                token,
-                status_text: result.status_text,
-                user_info: result.user_info,
-            },
-            Status::Pending if !login.email.is_empty() => {
-                // The session is written: sending mail must not hold up other logins.
-                drop(guard);
-                let status_text = self
-                    .email_validation(&folder, &id, login.email, result.status_text)
-                    .await;
-                AuthAnswer::Pending { id, status_text }
-            }
-            Status::Pending => AuthAnswer::Pending {
-                id,
-                status_text: result.status_text,
-            },
+            Status::Accepted => (
+                AuthAnswer::Accepted {
+                    id,
+                    token,
+                    status_text: result.status_text,
+                    user_info,
+                },
+                None,
+            ),
+            Status::Pending if !email.is_empty() && !held => (
+                AuthAnswer::Pending {
+                    id: id.clone(),
+                    status_text: String::new(),
+                },
+                Some((id, email, result.status_text)),
+            ),
+            Status::Pending => (
+                AuthAnswer::Pending {
+                    id,
+                    status_text: result.status_text,
+                },
+                None,
+            ),
         })
     }
 
@@ -532,16 +817,22 @@ impl MobileSessions {
             app_id: entry.file.app_id.clone(),
             email: entry.file.email.clone(),
             user_info: entry.side.user_info.clone(),
+            token: entry.file.token.clone(),
+            device_id: entry.file.device_id.clone(),
             web,
         }))
     }
 
     /// `$logout`: removes the session from memory and disk.
     pub async fn logout(&self, who: &Authorized) -> Result<(), MobileError> {
-        self.delete(&who.folder, &who.id).await
+        let _device = self.lock_device(&who.folder, &who.device_id).await;
+        let _gate = self.gate.read().await;
+        self.delete_locked(&who.folder, &who.id).await
     }
 
-    /// `$userInfo`: stores `device.token` (push) and/or `userInfo`.
+    /// `$userInfo`: stores `device.token` (push) and/or `userInfo` — device-owned
+    /// fields only, onto the file as it is on disk: an administrator's edit waiting
+    /// for a Push is kept, and a session deleted on disk stays deleted.
     pub async fn set_user_info(&self, who: &Authorized, body: &Value) -> Result<(), MobileError> {
         let device_token = match body.get("device").map(|d| d.get("token")) {
             None | Some(None | Some(Value::Null)) => None,
@@ -554,28 +845,52 @@ impl MobileSessions {
         };
         let user_info = match body.get("userInfo") {
             None | Some(Value::Null) => None,
-            Some(Value::Object(m)) => Some(m.clone()),
+            Some(Value::Object(m))
+                if serde_json::to_vec(m).map_or(0, |v| v.len())
+                    <= self.config.limits.max_field_bytes =>
+            {
+                Some(m.clone())
+            }
+            Some(Value::Object(_)) => {
+                return Err(MobileError::BadRequest(format!(
+                    "userInfo is longer than {} bytes",
+                    self.config.limits.max_field_bytes
+                )));
+            }
             Some(_) => return Err(MobileError::BadRequest("userInfo must be an object".into())),
         };
-        let _guard = self.writes.lock().await;
+        let _device = self.lock_device(&who.folder, &who.device_id).await;
+        let _gate = self.gate.read().await;
         let key = (who.folder.clone(), who.id.clone());
         let Some(mut entry) = self.index.read().entries.get(&key).cloned() else {
             return Err(MobileError::NotFound);
         };
+        let Some(mut disk) = self.on_disk(&who.folder, &who.id).await? else {
+            // Deleted by an administrator: nothing brings it back.
+            return Ok(());
+        };
         if let Some(t) = device_token {
-            let device = entry
-                .file
-                .json
-                .entry("device")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Object(d) = device {
-                d.insert("token".into(), t.into());
+            for json in [&mut disk.json, &mut entry.file.json] {
+                let device = json
+                    .entry("device")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(d) = device {
+                    d.insert("token".into(), t.clone().into());
+                }
             }
         }
         if let Some(u) = user_info {
             entry.side.user_info = u;
         }
-        self.write(&who.folder, &entry).await?;
+        // The file as on disk plus the device's fields; memory keeps its own view.
+        self.write(
+            &who.folder,
+            &Entry {
+                file: disk,
+                side: entry.side.clone(),
+            },
+        )
+        .await?;
         self.index.write().insert(&who.folder, entry);
         self.notify(MobileChange::Session {
             folder: who.folder.clone(),
@@ -586,24 +901,37 @@ impl MobileSessions {
 
     /// Deletes a session: memory, file, sidecar and its web session.
     pub async fn delete(&self, folder: &str, id: &str) -> Result<(), MobileError> {
-        let _guard = self.writes.lock().await;
+        let device = self.device_of(folder, id).await?;
+        let _device = self.lock_device(folder, &device).await;
+        let _gate = self.gate.read().await;
+        self.delete_locked(folder, id).await
+    }
+
+    /// The device id of a session (memory, else its file), for its lock.
+    async fn device_of(&self, folder: &str, id: &str) -> Result<String, MobileError> {
+        let known = self
+            .index
+            .read()
+            .entries
+            .get(&(folder.to_string(), id.to_string()))
+            .map(|e| e.file.device_id.clone());
+        Ok(match known {
+            Some(d) => d,
+            None => self
+                .on_disk(folder, id)
+                .await?
+                .map(|f| f.device_id)
+                .unwrap_or_default(),
+        })
+    }
+
+    /// [`Self::delete`] under the device's lock.
+    async fn delete_locked(&self, folder: &str, id: &str) -> Result<(), MobileError> {
         let removed = self
             .index
             .write()
             .remove(&(folder.to_string(), id.to_string()));
-        let dir = self.config.root.join(folder);
-        let (file, side) = (dir.join(id), sidecar_path(&dir, id));
-        tokio::task::spawn_blocking(move || {
-            for p in [file, side] {
-                match std::fs::remove_file(&p) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
-            }
-            Ok(())
-        })
-        .await
-        .map_err(std::io::Error::other)??;
+        self.remove_files(folder, id).await?;
         let Some(e) = removed else {
             return Err(MobileError::NotFound);
         };
@@ -615,6 +943,27 @@ impl MobileSessions {
             self.sessions.remove(&web).await?;
         }
         Ok(())
+    }
+
+    /// Removes a session's file and sidecar (missing ones are fine); true if the file
+    /// was there.
+    async fn remove_files(&self, folder: &str, id: &str) -> Result<bool, MobileError> {
+        let dir = self.config.root.join(folder);
+        let (file, side) = (dir.join(id), sidecar_path(&dir, id));
+        let found = tokio::task::spawn_blocking(move || {
+            let found = match std::fs::remove_file(&file) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => return Err(e),
+            };
+            match std::fs::remove_file(&side) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(found),
+            }
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(found)
     }
 
     async fn write(&self, folder: &str, entry: &Entry) -> Result<(), MobileError> {
@@ -694,8 +1043,10 @@ impl MobileSessions {
     pub async fn reload(&self, folder: &str, id: &str) -> Result<(), MobileError> {
         let path = self.checked_file(folder, id)?;
         let dir = path.parent().expect("a file in a folder").to_path_buf();
+        let device = self.device_of(folder, id).await?;
+        let _device = self.lock_device(folder, &device).await;
+        let _gate = self.gate.read().await;
         let (folder, id) = (folder.to_string(), id.to_string());
-        let _guard = self.writes.lock().await;
         let loaded = {
             let (folder, id) = (folder.clone(), id.clone());
             tokio::task::spawn_blocking(move || {
@@ -733,7 +1084,9 @@ impl MobileSessions {
 
     /// Like [`MobileSessions::refresh`], without telling other nodes.
     pub async fn reload_all(&self) -> Result<RefreshReport, MobileError> {
-        let _guard = self.writes.lock().await;
+        // Waits for device writes in progress (never for a callout), and holds new
+        // ones until the index is replaced.
+        let _gate = self.gate.write().await;
         let root = self.config.root.clone();
         let (found, errors) = tokio::task::spawn_blocking(move || scan(&root))
             .await
@@ -794,29 +1147,31 @@ fn derived_web_id(file: &SessionFile) -> SessionId {
     SessionId::from_bytes(bytes)
 }
 
-/// The content of a session file: the request's fields 4D keeps (never the
-/// password), the session, status and token; a push token already known is kept.
+/// The content of a session file: the file as it is (`base`: unknown keys and the
+/// push token are kept), with the request's fields 4D keeps (never the password), the
+/// session, status, e-mail and token.
 fn file_json(
     body: &Value,
-    login: &Login<'_>,
     id: &str,
     ip: &str,
     status: Status,
+    email: &str,
     token: &str,
-    existing: Option<&Entry>,
+    base: Option<&Map<String, Value>>,
 ) -> Map<String, Value> {
-    let mut json = Map::new();
+    let mut json = base.cloned().unwrap_or_default();
+    let push = base.and_then(|b| b.get("device")?.get("token").cloned());
     for key in ["application", "team", "language", "device", "send"] {
         if let Some(v) = body.get(key).filter(|v| !v.is_null()) {
             json.insert(key.into(), v.clone());
         }
     }
-    if let Some(push) = existing.and_then(|e| e.file.json.get("device")?.get("token").cloned()) {
+    if let Some(push) = push {
         if let Some(Value::Object(device)) = json.get_mut("device") {
             device.entry("token").or_insert(push);
         }
     }
-    json.insert("email".into(), login.email.into());
+    json.insert("email".into(), email.into());
     json.insert("session".into(), json!({"id": id, "ip": ip}));
     json.insert("status".into(), status.as_str().into());
     json.insert("token".into(), token.into());
@@ -1056,7 +1411,9 @@ impl MobileSessions {
         id: &str,
         edit: impl FnOnce(&mut SessionFile) + Send,
     ) -> Result<SessionFile, MobileError> {
-        let _guard = self.writes.lock().await;
+        let device = self.device_of(folder, id).await?;
+        let _device = self.lock_device(folder, &device).await;
+        let _gate = self.gate.read().await;
         let (path, mut file) = self.read_file(folder, id).await?;
         edit(&mut file);
         let bytes = file.to_bytes();
@@ -1069,29 +1426,14 @@ impl MobileSessions {
     /// Deletes a session file (and its sidecar) on disk; memory follows at the next
     /// refresh (Push), as in 4D.
     pub async fn delete_file(&self, folder: &str, id: &str) -> Result<(), MobileError> {
-        let _guard = self.writes.lock().await;
-        let path = self.checked_file(folder, id)?;
-        let side = sidecar_path(path.parent().expect("a file in a folder"), id);
-        tokio::task::spawn_blocking(move || {
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-                Err(e) => return Err(e),
-                Ok(()) => {}
-            }
-            match std::fs::remove_file(&side) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(true),
-            }
-        })
-        .await
-        .map_err(std::io::Error::other)?
-        .map_err(MobileError::from)
-        .and_then(|found| {
-            if found {
-                Ok(())
-            } else {
-                Err(MobileError::NotFound)
-            }
-        })
+        self.checked_file(folder, id)?;
+        let device = self.device_of(folder, id).await?;
+        let _device = self.lock_device(folder, &device).await;
+        let _gate = self.gate.read().await;
+        if self.remove_files(folder, id).await? {
+            Ok(())
+        } else {
+            Err(MobileError::NotFound)
+        }
     }
 }

@@ -69,15 +69,31 @@ pub const MAX_NAME: usize = 255;
 /// Longest accepted device id (iOS DeviceCheck tokens are long), in bytes.
 pub const MAX_DEVICE_ID: usize = 8192;
 
-/// Checks a team or bundle id before it becomes part of a path: 1–255 bytes, no
-/// `/`, `\`, `..`, NUL or control character, not starting with a dot.
+/// Whether `c` is an invisible formatting character (Unicode category Cf: bidi
+/// overrides, zero-width characters, the BOM…), which could make a name look like
+/// another one.
+pub fn is_format_char(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{0600}'..='\u{0605}' | '\u{061C}' | '\u{06DD}' | '\u{070F}'
+        | '\u{08E2}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}'
+        | '\u{FFF9}'..='\u{FFFB}' | '\u{110BD}' | '\u{110CD}' | '\u{13430}'..='\u{1343F}'
+        | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0001}'
+        | '\u{E0020}'..='\u{E007F}')
+}
+
+/// Checks a team or bundle id, or an app folder name, before it becomes part of a
+/// path: 1–255 bytes, no `/`, `\`, `..`, NUL, control or formatting character, not
+/// starting or ending with a dot.
 pub fn check_path_part(what: &str, s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > MAX_NAME {
         return Err(format!("{what} must be 1 to {MAX_NAME} bytes"));
     }
     if s.starts_with('.')
+        || s.ends_with('.')
         || s.contains("..")
-        || s.chars().any(|c| c == '/' || c == '\\' || c.is_control())
+        || s.chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control() || is_format_char(c))
     {
         return Err(format!(
             "{what} {s:?} contains characters not allowed in a folder name"
@@ -304,6 +320,9 @@ mod tests {
             "a\nb",
             ".hidden",
             "a..b",
+            "T.",
+            "com.app\u{202E}gpj",
+            "a\u{200B}b",
             &"x".repeat(256),
         ] {
             assert!(check_path_part("team.id", bad).is_err(), "{bad:?}");

@@ -16,7 +16,8 @@ pub mod hook;
 pub mod token;
 
 pub use apps::{
-    AuthAnswer, Authorized, MobileChange, MobileConfig, MobileError, MobileSessions, RefreshReport,
+    AuthAnswer, Authorized, MobileChange, MobileConfig, MobileError, MobileLimits, MobileSessions,
+    RefreshReport, Relogin,
 };
 pub use file::{SessionFile, Status};
 pub use hook::{AuthHook, HookResult, Policy};

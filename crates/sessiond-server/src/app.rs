@@ -88,7 +88,8 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// A body announced (`Content-Length`) over the limit is refused before a byte of it
-/// is read.
+/// is read. (`/mobileapp/` requests forwarded to the upstream have their own limit,
+/// checked the same way there.)
 async fn refuse_announced_oversize(
     axum::extract::State(max): axum::extract::State<usize>,
     req: axum::extract::Request,
@@ -100,8 +101,14 @@ async fn refuse_announced_oversize(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    let forwarded = req.uri().path().starts_with("/mobileapp/")
+        && !req
+            .uri()
+            .path()
+            .trim_start_matches("/mobileapp/")
+            .starts_with('$');
     match announced {
-        Some(n) if n > u64::try_from(max).unwrap_or(u64::MAX) => ApiError::new(
+        Some(n) if n > u64::try_from(max).unwrap_or(u64::MAX) && !forwarded => ApiError::new(
             http::StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("the request body is over the limit of {max} bytes"),

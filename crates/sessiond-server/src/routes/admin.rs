@@ -99,6 +99,14 @@ impl From<MobileError> for ApiError {
                 ApiError::internal("the mobile session files cannot be read or written")
             }
             MobileError::Sessions(e) => e.into(),
+            MobileError::TooLarge(m) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", m)
+            }
+            MobileError::TooMany {
+                message,
+                retry_after,
+            } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many", message)
+                .retry_after(retry_after.as_secs()),
         }
     }
 }

@@ -32,7 +32,27 @@ pub struct MobileState {
     pub hook: Arc<dyn AuthHook>,
     /// Where authorized data requests are forwarded (`None`: answered 404).
     pub upstream: Option<http::Uri>,
+    /// Limits of forwarded requests.
+    pub forward: ForwardLimits,
     client: Client<HttpConnector, Body>,
+}
+
+/// Limits of the requests forwarded to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardLimits {
+    /// The upstream's whole answer (head) must come within this. Default 30 s.
+    pub timeout: std::time::Duration,
+    /// Largest forwarded request body (uploads), bytes. Default 16 MiB.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ForwardLimits {
+    fn default() -> Self {
+        Self {
+            timeout: std::time::Duration::from_secs(30),
+            max_body_bytes: 16 << 20,
+        }
+    }
 }
 
 impl std::fmt::Debug for MobileState {
@@ -54,8 +74,16 @@ impl MobileState {
             sessions,
             hook,
             upstream,
+            forward: ForwardLimits::default(),
             client: Client::builder(TokioExecutor::new()).build_http(),
         }
+    }
+
+    /// The same, with these limits for forwarded requests.
+    #[must_use]
+    pub fn with_forward_limits(mut self, forward: ForwardLimits) -> Self {
+        self.forward = forward;
+        self
     }
 }
 
@@ -94,6 +122,25 @@ fn from_error(e: &MobileError) -> Response {
             mobile_error(StatusCode::BAD_REQUEST, BAD_REQUEST, "bad_request", m)
         }
         MobileError::NotFound => unauthorized(),
+        MobileError::TooLarge(m) => {
+            mobile_error(StatusCode::PAYLOAD_TOO_LARGE, BAD_REQUEST, "too_large", m)
+        }
+        MobileError::TooMany {
+            message,
+            retry_after,
+        } => {
+            let mut r = mobile_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                SUCCESS_FALSE,
+                "too_many",
+                message,
+            );
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs().max(1)),
+            );
+            r
+        }
         MobileError::Io(_) | MobileError::Sessions(_) => {
             tracing::error!(error = %e, "mobile session failure");
             mobile_error(
@@ -106,17 +153,50 @@ fn from_error(e: &MobileError) -> Response {
     }
 }
 
-/// `GET /activation?token=…`: the e-mail validation link (spec §3.6).
-async fn activation(State(state): State<AppState>, req: Request) -> Response {
-    let token = req
-        .uri()
-        .query()
-        .and_then(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "token")
-                .map(|(_, v)| v.into_owned())
-        })
-        .unwrap_or_default();
+/// The activation token of a query string or form body.
+fn activation_token(form: &[u8]) -> String {
+    form_urlencoded::parse(form)
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn page(status: StatusCode, body: &str) -> Response {
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>Activation</title></head><body style=\"font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem\"><h1>Activation</h1>{body}</body></html>"
+    );
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        page,
+    )
+        .into_response()
+}
+
+/// `GET /activation?token=…`, the link of the validation mail (spec §3.6): a page
+/// with a button. Opening the link changes nothing, so mail scanners that fetch links
+/// cannot accept a device; the button posts the token.
+async fn activation_page(req: Request) -> Response {
+    let token = activation_token(req.uri().query().unwrap_or("").as_bytes());
+    let token: String = token
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(64)
+        .collect();
+    page(
+        StatusCode::OK,
+        &format!(
+            "<p>Confirm your e-mail address to activate the app on your device.</p><form method=\"post\" action=\"/activation\"><input type=\"hidden\" name=\"token\" value=\"{token}\"><button type=\"submit\">Activate</button></form>"
+        ),
+    )
+}
+
+/// `POST /activation` (form field `token`): accepts the session of a valid link.
+async fn activation(State(state): State<AppState>, body: Bytes) -> Response {
+    let token = activation_token(&body);
     let activated = match &state.mobile {
         Some(m) => m.sessions.activate(&token).await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "activation failed");
@@ -124,32 +204,26 @@ async fn activation(State(state): State<AppState>, req: Request) -> Response {
         }),
         None => false,
     };
-    let (status, message) = if activated {
-        (
+    if activated {
+        page(
             StatusCode::OK,
-            "You are successfully authenticated. Go back to the app and log in again.",
+            "<p>You are successfully authenticated. Go back to the app and log in again.</p>",
         )
     } else {
-        (
+        page(
             StatusCode::NOT_FOUND,
-            "This email confirmation link has expired!",
+            "<p>This email confirmation link has expired!</p>",
         )
-    };
-    let page = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>Activation</title></head><body style=\"font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem\"><h1>Activation</h1><p>{message}</p></body></html>"
-    );
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        page,
-    )
-        .into_response()
+    }
 }
 
 /// The `/mobileapp` routes and `/activation`.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/activation", axum::routing::get(activation))
+        .route(
+            "/activation",
+            axum::routing::get(activation_page).post(activation),
+        )
         .route("/mobileapp", any(dispatch))
         .route("/mobileapp/", any(dispatch))
         .route("/mobileapp/{*rest}", any(dispatch))
@@ -195,15 +269,14 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
                 Err(r) => return r,
             };
             match authorize(&mobile, token).await {
-                Ok(who) => {
-                    let token = sessiond_mobile::token::encode(&who.app_id, &who.id, team_of(&who));
-                    auth_answer(AuthAnswer::Accepted {
-                        id: who.id,
-                        token,
-                        status_text: String::new(),
-                        user_info: who.user_info,
-                    })
-                }
+                // The token as stored, byte for byte (a 4D file's token may lack keys
+                // that a re-encoding would add).
+                Ok(who) => auth_answer(AuthAnswer::Accepted {
+                    id: who.id,
+                    token: who.token,
+                    status_text: String::new(),
+                    user_info: who.user_info,
+                }),
                 Err(r) => r,
             }
         }
@@ -230,17 +303,10 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
                     Json(json!({"ok": true, "success": true})).into_response()
                 }
                 (_, "$logout" | "$userInfo" | "$licensecheck") => method_not_applicable(),
-                _ => forward(&mobile, &who, req).await,
+                _ => forward(&mobile, &who, peer, state.config.trust_proxy_headers, req).await,
             }
         }
     }
-}
-
-fn team_of(who: &Authorized) -> &str {
-    who.folder
-        .strip_suffix(&who.app_id)
-        .and_then(|t| t.strip_suffix('.'))
-        .unwrap_or("")
 }
 
 fn method_not_applicable() -> Response {
@@ -337,7 +403,25 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-async fn forward(mobile: &MobileState, who: &Authorized, mut req: Request) -> Response {
+/// Whether a request path has a `.` or `..` segment, also percent-encoded, or an
+/// encoded `/` or `\`: such a path could reach another place on the upstream.
+fn has_dot_segments(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let lower = segment.to_ascii_lowercase();
+        lower.contains("%2f")
+            || lower.contains("%5c")
+            || segment.contains('\\')
+            || matches!(percent_decode(segment).as_str(), "." | "..")
+    })
+}
+
+async fn forward(
+    mobile: &MobileState,
+    who: &Authorized,
+    peer: Option<std::net::IpAddr>,
+    trust_proxy_headers: bool,
+    mut req: Request,
+) -> Response {
     let Some(upstream) = &mobile.upstream else {
         return mobile_error(
             StatusCode::NOT_FOUND,
@@ -346,6 +430,31 @@ async fn forward(mobile: &MobileState, who: &Authorized, mut req: Request) -> Re
             "No data service is configured for mobile apps",
         );
     };
+    let malformed = || {
+        mobile_error(
+            StatusCode::BAD_REQUEST,
+            1909,
+            "bad_request",
+            "The request URL is malformed",
+        )
+    };
+    if has_dot_segments(req.uri().path()) {
+        return malformed();
+    }
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let limit = mobile.forward.max_body_bytes;
+    if announced.is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX)) {
+        return mobile_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            BAD_REQUEST,
+            "body_too_large",
+            "The request body is too large",
+        );
+    }
     let path_and_query = req
         .uri()
         .path_and_query()
@@ -360,29 +469,36 @@ async fn forward(mobile: &MobileState, who: &Authorized, mut req: Request) -> Re
     .parse()
     {
         Ok(p) => Some(p),
-        Err(_) => {
-            return mobile_error(
-                StatusCode::BAD_REQUEST,
-                1909,
-                "bad_request",
-                "The request URL is malformed",
-            );
-        }
+        Err(_) => return malformed(),
     };
     let Ok(uri) = http::Uri::from_parts(parts) else {
-        return mobile_error(
-            StatusCode::BAD_REQUEST,
-            1909,
-            "bad_request",
-            "The request URL is malformed",
-        );
+        return malformed();
     };
     *req.uri_mut() = uri;
     let headers = req.headers_mut();
-    for h in IDENTITY_HEADERS
-        .iter()
-        .chain(["authorization", "cookie", "set-cookie", "host"].iter())
-    {
+    // The client's address as this server saw it, after what a trusted proxy said.
+    let forwarded_for = {
+        let earlier = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .filter(|_| trust_proxy_headers)
+            .map(str::to_owned);
+        let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+        match earlier {
+            Some(e) if !e.trim().is_empty() => format!("{e}, {peer}"),
+            _ => peer,
+        }
+    };
+    for h in IDENTITY_HEADERS.iter().chain(
+        [
+            "authorization",
+            "cookie",
+            "set-cookie",
+            "host",
+            "x-forwarded-for",
+        ]
+        .iter(),
+    ) {
         headers.remove(*h);
     }
     for h in &HOP_BY_HOP {
@@ -398,15 +514,30 @@ async fn forward(mobile: &MobileState, who: &Authorized, mut req: Request) -> Re
         ("x-session-email", who.email.clone()),
         ("x-session-userinfo", user_info),
         ("x-session-privileges", privileges),
+        ("x-forwarded-for", forwarded_for),
     ] {
         // UTF-8 bytes are kept as they are (e-mails and user info may be non-ASCII).
-        if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
-            headers.insert(HeaderName::from_static(name), v);
+        // A value that cannot be a header is never dropped silently: the upstream
+        // would take the request for one without that identity.
+        match HeaderValue::from_bytes(value.as_bytes()) {
+            Ok(v) => {
+                headers.insert(HeaderName::from_static(name), v);
+            }
+            Err(_) => {
+                tracing::warn!(session = %who.id, header = name, "not forwarded: the session's identity cannot be sent as a header");
+                return mobile_error(
+                    StatusCode::BAD_GATEWAY,
+                    SUCCESS_FALSE,
+                    "identity_unsendable",
+                    "The session's identity cannot be passed to the data service",
+                );
+            }
         }
     }
-    match mobile.client.request(req).await {
-        Ok(resp) => resp.map(Body::new).into_response(),
-        Err(e) => {
+    let req = req.map(|b| Body::new(http_body_util::Limited::new(b, limit)));
+    match tokio::time::timeout(mobile.forward.timeout, mobile.client.request(req)).await {
+        Ok(Ok(resp)) => resp.map(Body::new).into_response(),
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "mobile upstream unreachable");
             mobile_error(
                 StatusCode::BAD_GATEWAY,
@@ -415,5 +546,11 @@ async fn forward(mobile: &MobileState, who: &Authorized, mut req: Request) -> Re
                 "The data service is unavailable",
             )
         }
+        Err(_) => mobile_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            SUCCESS_FALSE,
+            "upstream_timeout",
+            "The data service did not answer in time",
+        ),
     }
 }

@@ -82,9 +82,9 @@ impl Server {
         );
         let mobile = Arc::new(MobileSessions::new(
             MobileConfig {
-                root: data.join("MobileApps"),
                 ids: IdMode::Random,
                 localhost_accept: false,
+                ..MobileConfig::new(data.join("MobileApps"))
             },
             sessions.clone(),
         ));

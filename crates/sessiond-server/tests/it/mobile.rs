@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sessiond_core::{ManualClock, PrivilegeInput, SessionPolicy, Timestamp};
 use sessiond_mobile::activation::{Activations, EmailConfig, MailTransport};
-use sessiond_mobile::{AuthHook, HookResult, IdMode, MobileConfig, MobileSessions};
+use sessiond_mobile::{AuthHook, HookResult, IdMode, MobileConfig, MobileSessions, Relogin};
 use sessiond_server::config::ServerConfig;
 use sessiond_server::console::Console;
 use sessiond_server::credentials::{AdminAuth, ApiKey, Credentials};
@@ -79,13 +79,20 @@ impl Harness {
         Self::start_in(&path, ids, localhost_accept, Some(dir)).await
     }
 
+    /// A harness whose logins of accepted devices follow `relogin`.
+    async fn start_relogin(ids: IdMode, relogin: Relogin) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        Self::start_with(&path, ids, false, Some(dir), None, relogin).await
+    }
+
     async fn start_in(
         data: &Path,
         ids: IdMode,
         localhost_accept: bool,
         keep: Option<tempfile::TempDir>,
     ) -> Self {
-        Self::start_with(data, ids, localhost_accept, keep, None).await
+        Self::start_with(data, ids, localhost_accept, keep, None, Relogin::default()).await
     }
 
     async fn start_with(
@@ -94,6 +101,7 @@ impl Harness {
         localhost_accept: bool,
         keep: Option<tempfile::TempDir>,
         email: Option<EmailConfig>,
+        relogin: Relogin,
     ) -> Self {
         let clock = ManualClock::new(Timestamp(1_800_000_000_000));
         let sessions = sessions(&clock);
@@ -101,9 +109,10 @@ impl Harness {
         Credentials::ensure(data, Some("k"), Some(ADMIN)).unwrap();
         let mut mobile = MobileSessions::new(
             MobileConfig {
-                root: root.clone(),
                 ids,
                 localhost_accept,
+                relogin,
+                ..MobileConfig::new(root.clone())
             },
             sessions.clone(),
         );
@@ -257,19 +266,28 @@ async fn vector_03_ios_login_accepted_then_data_is_forwarded_with_the_session_id
     // Vector 12: licence check.
     let (st, v) = m.get("$licensecheck", Some(token)).await;
     assert_eq!((st, v["ok"].as_bool()), (StatusCode::OK, Some(true)));
-    // A second login of the same user agent: same session, no second hook call.
+    // A second login of the same user agent (a device id is no secret): the hook runs
+    // again and a new token retires the old one; the web Session carries over.
     let (_, again) = m.post("$authenticate", IOS, None).await;
-    assert_eq!(
-        (again["id"].as_str(), again["token"].as_str()),
-        (Some(id), Some(token))
-    );
+    assert_eq!(again["success"], true);
+    assert_ne!(again["token"].as_str(), Some(token));
     assert_eq!(
         m.hook.calls.load(Ordering::SeqCst),
-        1,
-        "the hook does not run for an accepted user agent"
+        2,
+        "the hook runs again"
     );
+    assert_eq!(
+        m.get("Event", Some(token)).await.0,
+        401,
+        "the old token is retired"
+    );
+    assert!(!m.file("UTT7VDX8W5.com.contactApp.Contact", id).exists());
+    let new_token = again["token"].as_str().unwrap();
+    let (st, echo) = m.get("Event", Some(new_token)).await;
+    assert_eq!(st, 200);
+    assert_eq!(echo["headers"]["x-session-id"], web_id, "same web Session");
     let seen = m.hook.seen.lock().clone().unwrap();
-    assert_eq!(seen["session"]["id"], id);
+    assert_eq!(seen["session"]["id"], again["id"], "the hook sees the new session");
     assert_eq!(seen["device"]["description"], "iPhone X");
 }
 
@@ -437,7 +455,15 @@ async fn vector_11_logout_removes_memory_and_file() {
 
 #[tokio::test]
 async fn vector_13_and_round_trip_a_4d_file_placed_by_hand_is_served_after_refresh() {
-    let m = Harness::start(IdMode::Random, false).await;
+    // 4D's re-login: the token comes back as it is (no new token, no hook).
+    let m = Harness::start_relogin(
+        IdMode::Random,
+        Relogin {
+            hook: false,
+            new_token: false,
+        },
+    )
+    .await;
     let dir = m.root.join("UTT7VDX8W5.com.contactApp.Contact");
     std::fs::create_dir_all(&dir).unwrap();
     let file = format!(
@@ -528,9 +554,9 @@ async fn restart_keeps_sessions_with_their_web_session_id_and_privileges() {
     let sessions = sessions(&clock);
     let mobile = MobileSessions::new(
         MobileConfig {
-            root: path.join("MobileApps"),
             ids: IdMode::Random,
             localhost_accept: false,
+            ..MobileConfig::new(path.join("MobileApps"))
         },
         sessions.clone(),
     );
@@ -909,6 +935,8 @@ async fn email_validation_link_accepts_a_pending_android_session_once_and_surviv
         validity: std::time::Duration::from_secs(300),
         transport: MailTransport::Outbox(data.join("outbox")),
         state_file: data.join("mobile-activations.json"),
+        max_per_recipient: 3,
+        max_per_client: 10,
     };
     let m = Harness::start_with(
         &data,
@@ -916,6 +944,10 @@ async fn email_validation_link_accepts_a_pending_android_session_once_and_surviv
         false,
         None,
         Some(email("http://sessions.example")),
+        Relogin {
+            hook: false,
+            new_token: false,
+        },
     )
     .await;
     *m.hook.answer.lock() = HookResult::verify("");
@@ -950,12 +982,31 @@ async fn email_validation_link_accepts_a_pending_android_session_once_and_surviv
         false,
         None,
         Some(email("http://sessions.example")),
+        Relogin {
+            hook: false,
+            new_token: false,
+        },
     )
     .await;
     let query = links[0].split_once("/activation").unwrap().1.to_string();
+    // Opening the link shows a button and changes nothing (mail scanners fetch links).
     let resp = m
         .http
         .get(format!("{}/activation{query}", m.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("method=\"post\""));
+    assert_eq!(
+        read_json(&m.file("com.company.app", &id))["status"],
+        "pending"
+    );
+    let link_token = query.trim_start_matches("?token=").to_string();
+    let resp = m
+        .http
+        .post(format!("{}/activation", m.base))
+        .form(&[("token", &link_token)])
         .send()
         .await
         .unwrap();
@@ -978,7 +1029,8 @@ async fn email_validation_link_accepts_a_pending_android_session_once_and_surviv
     // The link works once; a made-up one never.
     let resp = m
         .http
-        .get(format!("{}/activation{query}", m.base))
+        .post(format!("{}/activation", m.base))
+        .form(&[("token", &link_token)])
         .send()
         .await
         .unwrap();
@@ -986,7 +1038,8 @@ async fn email_validation_link_accepts_a_pending_android_session_once_and_surviv
     assert!(resp.text().await.unwrap().contains("expired"));
     assert_eq!(
         m.http
-            .get(format!("{}/activation?token=forged", m.base))
+            .post(format!("{}/activation", m.base))
+            .form(&[("token", "forged")])
             .send()
             .await
             .unwrap()
@@ -995,7 +1048,7 @@ async fn email_validation_link_accepts_a_pending_android_session_once_and_surviv
     );
     assert_eq!(
         m.http
-            .get(format!("{}/activation", m.base))
+            .post(format!("{}/activation", m.base))
             .send()
             .await
             .unwrap()
