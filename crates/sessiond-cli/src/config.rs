@@ -234,28 +234,10 @@ impl Config {
             Some(p) => Some(p),
             None => Some(data.join("roles.json")).filter(|p| p.exists()),
         };
-        let store = match args
-            .store
-            .as_deref()
-            .or(file.store.as_deref())
-            .unwrap_or("embedded")
-        {
-            "memory" => StoreChoice::Memory,
-            "embedded" => StoreChoice::Embedded,
-            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                let ms = file.store_timeout_ms.unwrap_or(2000);
-                if !(1..=60_000).contains(&ms) {
-                    bail!("store_timeout_ms must be 1 to 60000");
-                }
-                StoreChoice::Redis {
-                    url: url.to_string(),
-                    timeout: Duration::from_millis(ms),
-                }
-            }
-            other => bail!(
-                "unknown store {other:?}: use \"embedded\" (default), \"memory\" or a redis://host:port/db URL"
-            ),
-        };
+        let store = store_choice(
+            args.store.as_deref().or(file.store.as_deref()),
+            file.store_timeout_ms,
+        )?;
         let app_name = args
             .app_name
             .clone()
@@ -271,22 +253,7 @@ impl Config {
             }
             server.max_body_bytes = v;
         }
-        let c = file.cookie;
-        server.cookie.same_site = c.same_site.unwrap_or_default();
-        server.cookie.secure = c.secure.unwrap_or_default();
-        if server.cookie.same_site == SameSite::None && server.cookie.secure == SecureMode::Never {
-            bail!("cookie.same_site = \"None\" needs a Secure cookie: browsers drop it otherwise");
-        }
-        if let Some(d) = c.domain {
-            if d.is_empty()
-                || !d
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
-            {
-                bail!("cookie.domain {d:?} is not a domain name");
-            }
-            server.cookie.domain = Some(d);
-        }
+        server.cookie = cookie(file.cookie, server.cookie)?;
         server.policy = policy(&file.sessions)?;
         // Several nodes on one Redis store guests at once (one Redis write): a guest
         // not stored is reachable by id only on the node that issued it.
@@ -322,6 +289,48 @@ impl Config {
             remote,
         })
     }
+}
+
+fn store_choice(choice: Option<&str>, timeout_ms: Option<u64>) -> anyhow::Result<StoreChoice> {
+    Ok(match choice.unwrap_or("embedded") {
+        "memory" => StoreChoice::Memory,
+        "embedded" => StoreChoice::Embedded,
+        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            let ms = timeout_ms.unwrap_or(2000);
+            if !(1..=60_000).contains(&ms) {
+                bail!("store_timeout_ms must be 1 to 60000");
+            }
+            StoreChoice::Redis {
+                url: url.to_string(),
+                timeout: Duration::from_millis(ms),
+            }
+        }
+        other => bail!(
+            "unknown store {other:?}: use \"embedded\" (default), \"memory\" or a redis://host:port/db URL"
+        ),
+    })
+}
+
+fn cookie(
+    c: CookieSection,
+    mut cookie: sessiond_server::CookieConfig,
+) -> anyhow::Result<sessiond_server::CookieConfig> {
+    cookie.same_site = c.same_site.unwrap_or_default();
+    cookie.secure = c.secure.unwrap_or_default();
+    if cookie.same_site == SameSite::None && cookie.secure == SecureMode::Never {
+        bail!("cookie.same_site = \"None\" needs a Secure cookie: browsers drop it otherwise");
+    }
+    if let Some(d) = c.domain {
+        if d.is_empty()
+            || !d
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+        {
+            bail!("cookie.domain {d:?} is not a domain name");
+        }
+        cookie.domain = Some(d);
+    }
+    Ok(cookie)
 }
 
 /// `<host name>-<port>`: stable across restarts (so a restarted node finds and removes

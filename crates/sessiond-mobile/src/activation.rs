@@ -221,7 +221,8 @@ impl Activations {
     async fn deliver(&self, id: &str, message: &Message, now: Timestamp) -> Result<(), EmailError> {
         match &self.config.transport {
             MailTransport::Outbox(dir) => {
-                let path = dir.join(format!("{}-{id}.eml", now.0));
+                let nonce = sessiond_core::id::to_hex(&sessiond_core::id::random_bytes::<4>());
+                let path = dir.join(format!("{}-{id}-{nonce}.eml", now.0));
                 let bytes = message.formatted();
                 let dir = dir.clone();
                 tokio::task::spawn_blocking(move || {

@@ -347,6 +347,31 @@ struct Login<'a> {
     email: &'a str,
 }
 
+/// The answer to a login; a pending one whose validation mail is still to go out
+/// gets its status text from the mail step.
+fn login_answer(
+    id: String,
+    status: Status,
+    token: String,
+    status_text: String,
+    user_info: Map<String, Value>,
+    mail_follows: bool,
+) -> AuthAnswer {
+    match status {
+        Status::Accepted => AuthAnswer::Accepted {
+            id,
+            token,
+            status_text,
+            user_info,
+        },
+        Status::Pending if mail_follows => AuthAnswer::Pending {
+            id,
+            status_text: String::new(),
+        },
+        Status::Pending => AuthAnswer::Pending { id, status_text },
+    }
+}
+
 /// Whether `s` holds a control or invisible formatting character.
 fn has_hidden_chars(s: &str) -> bool {
     s.chars()
@@ -597,9 +622,8 @@ impl MobileSessions {
             }
             self.count_new_device(peer)?;
         }
-        let accepted_again = known
-            .as_ref()
-            .filter(|e| e.file.status == Status::Accepted && e.file.email == login.email);
+        let accepted = known.as_ref().filter(|e| e.file.status == Status::Accepted);
+        let accepted_again = accepted.filter(|e| e.file.email == login.email);
         let fresh_id = || match self.config.ids {
             IdMode::Random => token::random_session_id(),
             IdMode::FourD => token::four_d_session_id(login.team_id, login.app_id, login.device_id),
@@ -607,7 +631,13 @@ impl MobileSessions {
         // The session id the login will have: a new one for a new device, or for an
         // accepted device that gets a new token; else the device's.
         let id = match &known {
-            Some(_) if accepted_again.is_some() && self.config.relogin.new_token => fresh_id(),
+            Some(_)
+                if accepted.is_some()
+                    && self.config.relogin.new_token
+                    && self.config.ids == IdMode::Random =>
+            {
+                fresh_id()
+            }
             Some(e) => e.file.id.clone(),
             None => fresh_id(),
         };
@@ -670,12 +700,12 @@ impl MobileSessions {
             current = None;
         }
         let retiring = current.as_ref().filter(|e| e.file.id != id).cloned();
-        if current.is_some() && retiring.is_none() {
+        match (&current, &retiring) {
             // Same session (no new token): keep its id even if another login chose one.
-            id = current.as_ref().expect("checked").file.id.clone();
-        } else if current.is_none() {
+            (Some(e), None) => id.clone_from(&e.file.id),
             // A new session (its previous file, if any, was deleted).
-            disk = None;
+            (None, _) => disk = None,
+            (Some(_), Some(_)) => {}
         }
         // An administrator's edit of status or e-mail not pushed yet is kept: the
         // files are their truth until Push, and memory answers until then.
@@ -727,26 +757,8 @@ impl MobileSessions {
             side.privileges = change.snapshot.record.get_privileges();
             side.user_name = change.snapshot.record.user_name.to_string();
         }
-        let entry = Entry { file, side };
-        self.write(folder, &entry).await?;
-        if let Some(old) = &retiring {
-            self.remove_files(folder, &old.file.id).await?;
-        }
-        {
-            let mut index = self.index.write();
-            if let Some(old) = &retiring {
-                index.remove(&(folder.to_string(), old.file.id.clone()));
-            }
-            if !held {
-                index.insert(folder, entry.clone());
-            }
-        }
-        for changed in retiring.iter().map(|e| &e.file.id).chain([&id]) {
-            self.notify(MobileChange::Session {
-                folder: folder.to_string(),
-                id: changed.clone(),
-            });
-        }
+        self.store_login(folder, &Entry { file, side }, retiring.as_ref(), held)
+            .await?;
         // What the running server answers: memory's view (until a Push for a held
         // session).
         let (status, token, user_info) = match (&current, held) {
@@ -758,31 +770,50 @@ impl MobileSessions {
             _ => (status, token, result.user_info.clone()),
         };
         tracing::info!(app = %folder, session = %id, status = status.as_str(), "mobile login");
-        Ok(match status {
-            Status::Accepted => (
-                AuthAnswer::Accepted {
-                    id,
-                    token,
-                    status_text: result.status_text,
-                    user_info,
-                },
-                None,
+        let mail = (status == Status::Pending && !email.is_empty() && !held)
+            .then(|| (id.clone(), email, result.status_text.clone()));
+        Ok((
+            login_answer(
+                id,
+                status,
+                token,
+                result.status_text,
+                user_info,
+                mail.is_some(),
             ),
-            Status::Pending if !email.is_empty() && !held => (
-                AuthAnswer::Pending {
-                    id: id.clone(),
-                    status_text: String::new(),
-                },
-                Some((id, email, result.status_text)),
-            ),
-            Status::Pending => (
-                AuthAnswer::Pending {
-                    id,
-                    status_text: result.status_text,
-                },
-                None,
-            ),
-        })
+            mail,
+        ))
+    }
+
+    /// Writes a login's session (files, memory unless `held`, other nodes told),
+    /// retiring the session it replaces.
+    async fn store_login(
+        &self,
+        folder: &str,
+        entry: &Entry,
+        retiring: Option<&Entry>,
+        held: bool,
+    ) -> Result<(), MobileError> {
+        self.write(folder, entry).await?;
+        if let Some(old) = retiring {
+            self.remove_files(folder, &old.file.id).await?;
+        }
+        {
+            let mut index = self.index.write();
+            if let Some(old) = retiring {
+                index.remove(&(folder.to_string(), old.file.id.clone()));
+            }
+            if !held {
+                index.insert(folder, entry.clone());
+            }
+        }
+        for changed in retiring.iter().map(|e| &e.file.id).chain([&entry.file.id]) {
+            self.notify(MobileChange::Session {
+                folder: folder.to_string(),
+                id: changed.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// The session a Bearer token opens, if it exists and is accepted.

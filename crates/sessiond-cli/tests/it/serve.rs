@@ -139,6 +139,16 @@ fn config_file_unknown_keys_and_bad_values_are_refused() {
             "[remote]\nclient_builtins = [\"session.sudo\"]\n",
             "session.sudo",
         ),
+        (
+            "trust_proxy_headers = true\n[mobile]\nlocalhost_accept = true\n",
+            "localhost_accept",
+        ),
+        (
+            "[limits]\nidle_timeout_seconds = 0\n",
+            "idle_timeout_seconds",
+        ),
+        ("[sessions]\nmax_storage_depth = 500\n", "max_storage_depth"),
+        ("[mobile]\nmax_field_bytes = 1\n", "max_field_bytes"),
     ] {
         std::fs::write(dir.path().join("sessiond.toml"), text).unwrap();
         let out = sessiond(

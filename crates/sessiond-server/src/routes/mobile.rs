@@ -415,68 +415,28 @@ fn has_dot_segments(path: &str) -> bool {
     })
 }
 
-async fn forward(
-    mobile: &MobileState,
+/// The upstream URL of a forwarded request: the upstream's path, then the request's.
+fn upstream_uri(upstream: &http::Uri, uri: &http::Uri) -> Option<http::Uri> {
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut parts = upstream.clone().into_parts();
+    parts.path_and_query = Some(
+        format!("{}{path_and_query}", upstream.path().trim_end_matches('/'))
+            .parse()
+            .ok()?,
+    );
+    http::Uri::from_parts(parts).ok()
+}
+
+/// Replaces what the client said of its identity with the session's, and
+/// `X-Forwarded-For` with the real peer (after a trusted proxy's list). A value that
+/// cannot be a header is never dropped silently — the upstream would take the request
+/// for one without that identity: its name comes back and the request is refused.
+fn set_identity(
+    headers: &mut http::HeaderMap,
     who: &Authorized,
     peer: Option<std::net::IpAddr>,
     trust_proxy_headers: bool,
-    mut req: Request,
-) -> Response {
-    let Some(upstream) = &mobile.upstream else {
-        return mobile_error(
-            StatusCode::NOT_FOUND,
-            BAD_REQUEST,
-            "not_found",
-            "No data service is configured for mobile apps",
-        );
-    };
-    let malformed = || {
-        mobile_error(
-            StatusCode::BAD_REQUEST,
-            1909,
-            "bad_request",
-            "The request URL is malformed",
-        )
-    };
-    if has_dot_segments(req.uri().path()) {
-        return malformed();
-    }
-    let announced = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let limit = mobile.forward.max_body_bytes;
-    if announced.is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX)) {
-        return mobile_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            BAD_REQUEST,
-            "body_too_large",
-            "The request body is too large",
-        );
-    }
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let mut parts = upstream.clone().into_parts();
-    parts.path_and_query = match format!(
-        "{}{}",
-        upstream.path().trim_end_matches('/'),
-        path_and_query
-    )
-    .parse()
-    {
-        Ok(p) => Some(p),
-        Err(_) => return malformed(),
-    };
-    let Ok(uri) = http::Uri::from_parts(parts) else {
-        return malformed();
-    };
-    *req.uri_mut() = uri;
-    let headers = req.headers_mut();
-    // The client's address as this server saw it, after what a trusted proxy said.
+) -> Result<(), &'static str> {
     let forwarded_for = {
         let earlier = headers
             .get("x-forwarded-for")
@@ -517,22 +477,66 @@ async fn forward(
         ("x-forwarded-for", forwarded_for),
     ] {
         // UTF-8 bytes are kept as they are (e-mails and user info may be non-ASCII).
-        // A value that cannot be a header is never dropped silently: the upstream
-        // would take the request for one without that identity.
-        match HeaderValue::from_bytes(value.as_bytes()) {
-            Ok(v) => {
-                headers.insert(HeaderName::from_static(name), v);
-            }
-            Err(_) => {
-                tracing::warn!(session = %who.id, header = name, "not forwarded: the session's identity cannot be sent as a header");
-                return mobile_error(
-                    StatusCode::BAD_GATEWAY,
-                    SUCCESS_FALSE,
-                    "identity_unsendable",
-                    "The session's identity cannot be passed to the data service",
-                );
-            }
-        }
+        let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) else {
+            return Err(name);
+        };
+        headers.insert(HeaderName::from_static(name), v);
+    }
+    Ok(())
+}
+
+async fn forward(
+    mobile: &MobileState,
+    who: &Authorized,
+    peer: Option<std::net::IpAddr>,
+    trust_proxy_headers: bool,
+    mut req: Request,
+) -> Response {
+    let Some(upstream) = &mobile.upstream else {
+        return mobile_error(
+            StatusCode::NOT_FOUND,
+            BAD_REQUEST,
+            "not_found",
+            "No data service is configured for mobile apps",
+        );
+    };
+    let malformed = || {
+        mobile_error(
+            StatusCode::BAD_REQUEST,
+            1909,
+            "bad_request",
+            "The request URL is malformed",
+        )
+    };
+    if has_dot_segments(req.uri().path()) {
+        return malformed();
+    }
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let limit = mobile.forward.max_body_bytes;
+    if announced.is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX)) {
+        return mobile_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            BAD_REQUEST,
+            "body_too_large",
+            "The request body is too large",
+        );
+    }
+    let Some(uri) = upstream_uri(upstream, req.uri()) else {
+        return malformed();
+    };
+    *req.uri_mut() = uri;
+    if let Err(header) = set_identity(req.headers_mut(), who, peer, trust_proxy_headers) {
+        tracing::warn!(session = %who.id, header, "not forwarded: the session's identity cannot be sent as a header");
+        return mobile_error(
+            StatusCode::BAD_GATEWAY,
+            SUCCESS_FALSE,
+            "identity_unsendable",
+            "The session's identity cannot be passed to the data service",
+        );
     }
     let req = req.map(|b| Body::new(http_body_util::Limited::new(b, limit)));
     match tokio::time::timeout(mobile.forward.timeout, mobile.client.request(req)).await {

@@ -18,7 +18,7 @@ use sessiond_server::config::ServerConfig;
 use sessiond_server::console::Console;
 use sessiond_server::credentials::{AdminAuth, ApiKey, Credentials};
 use sessiond_server::desktop::{DesktopConfig, DesktopSessions};
-use sessiond_server::routes::mobile::MobileState;
+use sessiond_server::routes::mobile::{ForwardLimits, MobileState};
 use sessiond_server::{AppState, run};
 use sessiond_store::Sessions;
 use tokio::net::TcpListener;
@@ -37,6 +37,8 @@ struct TestHook {
     answer: Mutex<HookResult>,
     calls: AtomicUsize,
     seen: Mutex<Option<Value>>,
+    /// A device whose callout hangs (3 s).
+    hang: Mutex<Option<String>>,
 }
 
 #[async_trait]
@@ -44,6 +46,10 @@ impl AuthHook for TestHook {
     async fn authenticate(&self, info: &Value) -> HookResult {
         self.calls.fetch_add(1, Ordering::SeqCst);
         *self.seen.lock() = Some(info.clone());
+        let hangs = self.hang.lock().as_deref() == info["device"]["id"].as_str();
+        if hangs {
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        }
         self.answer.lock().clone()
     }
 }
@@ -62,6 +68,9 @@ struct Harness {
 /// An upstream that echoes what it received.
 async fn echo_upstream() -> http::Uri {
     let app = Router::new().fallback(any(|req: axum::extract::Request| async move {
+        if req.uri().path().contains("slow") {
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        }
         let headers: serde_json::Map<String, Value> = req
             .headers()
             .iter()
@@ -133,11 +142,13 @@ impl Harness {
             admin: Arc::new(AdminAuth::new(data)),
             console: Arc::new(Console::new(data)),
             passwords: Arc::default(),
-            mobile: Some(MobileState::new(
-                mobile.clone(),
-                hook.clone(),
-                Some(echo_upstream().await),
-            )),
+            mobile: Some(
+                MobileState::new(mobile.clone(), hook.clone(), Some(echo_upstream().await))
+                    .with_forward_limits(ForwardLimits {
+                        timeout: std::time::Duration::from_secs(1),
+                        max_body_bytes: 256 * 1024,
+                    }),
+            ),
             desktop: DesktopSessions::builder(sessions.clone(), DesktopConfig::default()).build(),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -287,7 +298,10 @@ async fn vector_03_ios_login_accepted_then_data_is_forwarded_with_the_session_id
     assert_eq!(st, 200);
     assert_eq!(echo["headers"]["x-session-id"], web_id, "same web Session");
     let seen = m.hook.seen.lock().clone().unwrap();
-    assert_eq!(seen["session"]["id"], again["id"], "the hook sees the new session");
+    assert_eq!(
+        seen["session"]["id"], again["id"],
+        "the hook sees the new session"
+    );
     assert_eq!(seen["device"]["description"], "iPhone X");
 }
 
@@ -422,15 +436,16 @@ async fn vector_10_user_info_stores_the_push_token() {
         .post("$userInfo", r#"{"device":{"token":5}}"#, Some(token))
         .await;
     assert_eq!(st, 400);
-    // Logging in again keeps the push token.
-    m.post(
-        "$authenticate",
-        &ANDROID.replace("a@b.com", "other@b.com"),
-        None,
-    )
-    .await;
+    // Logging in again keeps the push token (in the new session that retires the old).
+    let (_, again) = m
+        .post(
+            "$authenticate",
+            &ANDROID.replace("a@b.com", "other@b.com"),
+            None,
+        )
+        .await;
     assert_eq!(
-        read_json(&m.file("com.company.app", v["id"].as_str().unwrap()))["device"]["token"],
+        read_json(&m.file("com.company.app", again["id"].as_str().unwrap()))["device"]["token"],
         "abcd1234"
     );
 }
@@ -1055,4 +1070,421 @@ async fn email_validation_link_accepts_a_pending_android_session_once_and_surviv
             .status(),
         404
     );
+}
+
+/// A login body of `device` with `email`, iOS-shaped.
+fn ios_login(device: &str, email: &str) -> String {
+    IOS.replace("0DC5132E-1EF4-407C-A832-5FE33D818AF3", device)
+        .replace("\"email\":\"\"", &format!("\"email\":{}", json!(email)))
+}
+
+fn email_harness_config(data: &Path) -> EmailConfig {
+    EmailConfig {
+        from: "Sessions <no-reply@example.com>".parse().unwrap(),
+        link_base: "http://sessions.example".into(),
+        validity: std::time::Duration::from_secs(300),
+        transport: MailTransport::Outbox(data.join("outbox")),
+        state_file: data.join("mobile-activations.json"),
+        max_per_recipient: 3,
+        max_per_client: 10,
+    }
+}
+
+async fn post_activation(m: &Harness, link: &str) -> StatusCode {
+    let token = link.split("token=").nth(1).unwrap().trim();
+    m.http
+        .post(format!("{}/activation", m.base))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Issue: a validation link proves only the mailbox it was sent to.
+#[tokio::test]
+async fn an_email_link_validates_only_the_address_it_was_sent_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let m = Harness::start_with(
+        &data,
+        IdMode::Random,
+        false,
+        None,
+        Some(email_harness_config(&data)),
+        Relogin::default(),
+    )
+    .await;
+    *m.hook.answer.lock() = HookResult::verify("");
+    let (_, v) = m
+        .post("$authenticate", &ios_login("DEV-1", "me@own.example"), None)
+        .await;
+    let id = v["id"].as_str().unwrap().to_string();
+    assert!(v.get("token").is_none());
+    let (_, v) = m
+        .post(
+            "$authenticate",
+            &ios_login("DEV-1", "boss@victim.example"),
+            None,
+        )
+        .await;
+    assert_eq!(v["id"], id.as_str(), "the same pending session");
+    let links = outbox_links(&data.join("outbox"));
+    assert_eq!(links.len(), 2, "a changed address starts a new validation");
+    let folder = "UTT7VDX8W5.com.contactApp.Contact";
+    let mails: Vec<String> = std::fs::read_dir(data.join("outbox"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let link_to = |address: &str| {
+        let mail = mails
+            .iter()
+            .find(|m| m.contains(&format!("To: {address}")))
+            .unwrap();
+        mail.lines()
+            .find(|l| l.contains("/activation?token="))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    // The link mailed to me@own does not validate boss@victim.
+    assert_eq!(
+        post_activation(&m, &link_to("me@own.example")).await,
+        StatusCode::NOT_FOUND
+    );
+    let file = read_json(&m.file(folder, &id));
+    assert_eq!(
+        (file["status"].as_str(), file["email"].as_str()),
+        (Some("pending"), Some("boss@victim.example"))
+    );
+    let (_, v) = m
+        .post(
+            "$authenticate",
+            &ios_login("DEV-1", "boss@victim.example"),
+            None,
+        )
+        .await;
+    assert!(v.get("token").is_none(), "still pending: {v}");
+    // The link that reached boss@victim does.
+    assert_eq!(
+        post_activation(&m, &link_to("boss@victim.example")).await,
+        StatusCode::OK
+    );
+    assert_eq!(read_json(&m.file(folder, &id))["status"], "accepted");
+}
+
+/// Issue: six new devices with one address get the per-address mail limit, not six mails.
+#[tokio::test]
+async fn validation_mails_are_limited_per_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let m = Harness::start_with(
+        &data,
+        IdMode::Random,
+        false,
+        None,
+        Some(email_harness_config(&data)),
+        Relogin::default(),
+    )
+    .await;
+    *m.hook.answer.lock() = HookResult::verify("");
+    let mut texts = Vec::new();
+    for i in 0..6 {
+        let (_, v) = m
+            .post(
+                "$authenticate",
+                &ios_login(&format!("BOMB-{i}"), "victim@example.com"),
+                None,
+            )
+            .await;
+        texts.push(v["statusText"].as_str().unwrap().to_string());
+    }
+    assert_eq!(outbox_links(&data.join("outbox")).len(), 3);
+    assert!(
+        texts[3..].iter().all(|t| t.contains("Too many")),
+        "{texts:?}"
+    );
+}
+
+/// Issue: the files are the administrator's truth until Push: a device's `$userInfo`
+/// never undoes a hold, an e-mail edit or a deletion.
+#[tokio::test]
+async fn device_writes_keep_the_administrators_unpushed_edits() {
+    use reqwest::Method;
+    let m = Harness::start(IdMode::Random, false).await;
+    let folder = "UTT7VDX8W5.com.contactApp.Contact";
+    let user_info = |token: String| {
+        let m = &m;
+        async move {
+            m.post(
+                "$userInfo",
+                r#"{"device":{"token":"apns-123"},"userInfo":{"k":1}}"#,
+                Some(&token),
+            )
+            .await
+        }
+    };
+    let login = |device: &'static str| {
+        let m = &m;
+        async move {
+            let (_, v) = m.post("$authenticate", &ios_login(device, ""), None).await;
+            (
+                v["id"].as_str().unwrap().to_string(),
+                v["token"].as_str().unwrap().to_string(),
+            )
+        }
+    };
+    // Hold.
+    let (id, token) = login("HOLD").await;
+    let (st, _) = m
+        .admin(
+            Method::PUT,
+            &format!("/apps/{folder}/sessions/{id}/status"),
+            Some(json!({"status": "pending"})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(user_info(token.clone()).await.0, 200);
+    let file = read_json(&m.file(folder, &id));
+    assert_eq!(file["status"], "pending", "the hold stays");
+    assert_eq!(
+        file["device"]["token"], "apns-123",
+        "the device's own field is written"
+    );
+    // E-mail edit.
+    let (id2, token2) = login("EMAIL").await;
+    m.admin(
+        Method::PUT,
+        &format!("/apps/{folder}/sessions/{id2}/email"),
+        Some(json!({"email": "set@by.admin"})),
+    )
+    .await;
+    user_info(token2.clone()).await;
+    assert_eq!(read_json(&m.file(folder, &id2))["email"], "set@by.admin");
+    // Deletion.
+    let (id3, token3) = login("GONE").await;
+    m.admin(
+        Method::DELETE,
+        &format!("/apps/{folder}/sessions/{id3}"),
+        None,
+    )
+    .await;
+    user_info(token3.clone()).await;
+    assert!(
+        !m.file(folder, &id3).exists(),
+        "a deleted session stays deleted"
+    );
+    // After Push the server follows the files.
+    let (st, _) = m.admin(Method::POST, "/push", None).await;
+    assert_eq!(st, 200);
+    assert_eq!(m.get("Event", Some(&token)).await.0, 401);
+    assert_eq!(m.get("Event", Some(&token3)).await.0, 401);
+    let (st, echo) = m.get("Event", Some(&token2)).await;
+    assert_eq!(
+        (st, echo["headers"]["x-session-email"].as_str()),
+        (StatusCode::OK, Some("set@by.admin"))
+    );
+}
+
+/// Issue: one device's hanging callout holds up nobody else.
+#[tokio::test]
+async fn a_hanging_callout_never_delays_other_devices_or_push() {
+    use reqwest::Method;
+    let m = Arc::new(Harness::start(IdMode::Random, false).await);
+    let (_, v) = m.post("$authenticate", &ios_login("OTHER", ""), None).await;
+    let other = v["token"].as_str().unwrap().to_string();
+    let (_, v) = m
+        .post("$authenticate", &ios_login("LEAVING", ""), None)
+        .await;
+    let leaving = v["token"].as_str().unwrap().to_string();
+    *m.hook.hang.lock() = Some("HANGS".into());
+    let hanging = {
+        let m = m.clone();
+        tokio::spawn(async move { m.post("$authenticate", &ios_login("HANGS", ""), None).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mut slowest = std::time::Duration::ZERO;
+    let mut time = |t: std::time::Instant| slowest = slowest.max(t.elapsed());
+    let t = std::time::Instant::now();
+    assert_eq!(
+        m.post("$authenticate", &ios_login("NEW", ""), None).await.0,
+        200
+    );
+    time(t);
+    let t = std::time::Instant::now();
+    assert_eq!(
+        m.post("$authenticate", &ios_login("OTHER", ""), None)
+            .await
+            .0,
+        200
+    );
+    time(t);
+    let t = std::time::Instant::now();
+    assert_eq!(
+        m.post("$userInfo", r#"{"device":{"token":"x"}}"#, Some(&other))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED,
+        "retired by the re-login"
+    );
+    time(t);
+    let t = std::time::Instant::now();
+    assert_eq!(m.post("$logout", "", Some(&leaving)).await.0, 200);
+    time(t);
+    let t = std::time::Instant::now();
+    assert_eq!(m.admin(Method::POST, "/push", None).await.0, 200);
+    time(t);
+    assert!(!hanging.is_finished(), "the callout still hangs");
+    assert!(
+        slowest < std::time::Duration::from_millis(500),
+        "slowest answer {slowest:?}"
+    );
+    assert_eq!(hanging.await.unwrap().0, 200);
+}
+
+/// Issue: `$verify` of a 4D file whose token has no teamID answers that token as is.
+#[tokio::test]
+async fn verify_answers_the_stored_token_byte_for_byte() {
+    use base64::Engine as _;
+    let m = Harness::start(IdMode::Random, false).await;
+    let id = "ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12";
+    let token = base64::engine::general_purpose::STANDARD_NO_PAD
+        .encode(format!(r#"{{"appNameID":"com.company.app","id":"{id}"}}"#));
+    let dir = m.root.join("com.company.app");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(id),
+        format!(r#"{{"application":{{"id":"com.company.app"}},"email":"","device":{{"id":"d1"}},"session":{{"id":"{id}","ip":""}},"status":"accepted","token":"{token}"}}"#),
+    )
+    .unwrap();
+    m.store.refresh().await.unwrap();
+    let (st, v) = m
+        .post("$verify", &json!({"token": token}).to_string(), None)
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(v["token"], token.as_str());
+    assert_eq!(m.get("Event", v["token"].as_str()).await.0, 200);
+}
+
+/// Issue: a device id is not a secret: logging in with someone's device id never
+/// hands over their token.
+#[tokio::test]
+async fn a_known_device_id_never_returns_the_previous_holders_token() {
+    let m = Harness::start(IdMode::Random, false).await;
+    let (_, victim) = m
+        .post(
+            "$authenticate",
+            &ios_login("LEAKED-UDID", "victim@example.com"),
+            None,
+        )
+        .await;
+    let victim_token = victim["token"].as_str().unwrap().to_string();
+    let (_, attacker) = m
+        .post(
+            "$authenticate",
+            &ios_login("LEAKED-UDID", "attacker@example.com"),
+            None,
+        )
+        .await;
+    assert_ne!(attacker["token"], victim["token"]);
+    assert_eq!(
+        m.hook.calls.load(Ordering::SeqCst),
+        2,
+        "the hook decides every login"
+    );
+    assert_eq!(
+        m.get("Event", Some(&victim_token)).await.0,
+        401,
+        "the previous token is retired"
+    );
+}
+
+/// Issue: what an anonymous login may store, and how often.
+#[tokio::test]
+async fn login_size_and_rate_limits() {
+    let m = Harness::start(IdMode::Random, false).await;
+    let big = IOS.replace("iPhone X", &"x".repeat(10_000));
+    let (st, v) = m.post("$authenticate", &big, None).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        std::fs::read_dir(&m.root).map_or(true, |mut d| d.next().is_none()),
+        "nothing written"
+    );
+    let mut last = (StatusCode::OK, Value::Null);
+    for i in 0..61 {
+        last = m
+            .post("$authenticate", &ios_login(&format!("FLOOD-{i}"), ""), None)
+            .await;
+        if last.0 != StatusCode::OK {
+            assert_eq!(i, 60, "60 new devices a minute pass");
+        }
+    }
+    assert_eq!(last.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_mobile_error(&last.1, 1912);
+}
+
+/// Issue: login input follows the admin rules.
+#[tokio::test]
+async fn login_input_follows_the_admin_rules() {
+    let m = Harness::start(IdMode::Random, false).await;
+    for body in [
+        IOS.replace("UTT7VDX8W5", "T."),
+        IOS.replace("com.contactApp.Contact", "com.contactApp.\u{202e}Contact"),
+        ios_login("D", "me\u{1}@example.com"),
+        ios_login("D\u{200b}", ""),
+    ] {
+        let (st, v) = m.post("$authenticate", &body, None).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {v}");
+    }
+}
+
+/// Sends a raw request line (paths a client library would normalize).
+async fn raw_get(base: &str, path: &str, token: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// Issue: the proxy refuses dot segments, says who the client is, and is bounded.
+#[tokio::test]
+async fn the_proxy_refuses_dot_segments_sets_forwarded_for_and_is_bounded() {
+    let m = Harness::start(IdMode::Random, false).await;
+    let (_, v) = m.post("$authenticate", IOS, None).await;
+    let token = v["token"].as_str().unwrap();
+    for path in [
+        "/mobileapp/../../internal/admin",
+        "/mobileapp/%2e%2e/%2E%2E/internal",
+        "/mobileapp/a/%2e/b",
+        "/mobileapp/a%2f..%2fb",
+    ] {
+        let answer = raw_get(&m.base, path, token).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+    }
+    let answer = raw_get(&m.base, "/mobileapp/Event", token).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let echo: Value = serde_json::from_str(body.trim()).unwrap_or_else(|_| {
+        // A chunked body: the JSON sits between the chunk sizes.
+        serde_json::from_str(body.lines().find(|l| l.starts_with('{')).unwrap()).unwrap()
+    });
+    assert_eq!(
+        echo["headers"]["x-forwarded-for"], "127.0.0.1",
+        "the client's claim is replaced"
+    );
+    let (st, _) = m.get("slow", Some(token)).await;
+    assert_eq!(st, StatusCode::GATEWAY_TIMEOUT);
+    let upload = m
+        .http
+        .post(format!("{}/mobileapp/upload", m.base))
+        .bearer_auth(token)
+        .body(vec![b'x'; 300 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
