@@ -713,10 +713,15 @@ impl MobileSessions {
             (Some(e), Some(d)) => d.status != e.file.status || d.email != e.file.email,
             _ => false,
         };
+        // An accepted device logging in with the same e-mail has proven it already: a
+        // "verify" answer does not send it back to pending.
+        let proven = current
+            .as_ref()
+            .is_some_and(|e| e.file.status == Status::Accepted && e.file.email == login.email);
         let (status, email) = match (&disk, held) {
             (Some(d), true) => (d.status, d.email.clone()),
             _ => (
-                if result.verify {
+                if result.verify && !proven {
                     Status::Pending
                 } else {
                     Status::Accepted
