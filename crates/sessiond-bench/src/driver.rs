@@ -282,17 +282,19 @@ fn mobile_plans() -> [Plan; 2] {
             title: "M1 mobile login of new devices: `POST /mobileapp/$authenticate`, a new \
                     `device.id` per request, durable session files",
             kind: Kind::MobileLogin,
-            stacks: vec![Stack::SessiondMobile],
+            stacks: vec![Stack::SessiondMobile, Stack::SessiondMobileHang],
             redis_benchmark: false,
             kernel_threads: true,
             notes: vec![
                 "The real `sessiond serve` router (`sessiond_server::app`), accept-all hook \
                  (`Policy::default()`), random ids. Each login writes the session file and \
-                 its sidecar, each atomically (temp file, fsync, rename, fsync of the \
-                 folder), and logins are serialized: the rate is bounded by 4 fsyncs per \
-                 login. The file writes run on tokio's blocking pool: threads of the server \
-                 process, on core 1 too, counted in its CPU. Every answer is checked: 200 \
-                 with `success: true` and a non-empty `token`."
+                 its sidecar atomically (temp files, fsync, rename, fsync of the folder); \
+                 logins of different devices run in parallel (one lock per device). The \
+                 file writes run on tokio's blocking pool: threads of the server process, \
+                 on core 1 too, counted in its CPU. Every answer is checked: 200 with \
+                 `success: true` and a non-empty `token`. `sessiond-mobile-hang`: the same, \
+                 while the server keeps 4 logins in flight whose hook hangs 1.5 s (a callout \
+                 at its timeout): the other devices' latency must not move."
                     .into(),
             ],
             conns: None,
@@ -773,7 +775,11 @@ async fn prepare(
 async fn wait_ready(server: &ServerProc) -> anyhow::Result<()> {
     let path = if matches!(
         server.stack,
-        Stack::SessiondMobile | Stack::SessiondRemote | Stack::SessiondRemoteLight | Stack::BareWs
+        Stack::SessiondMobile
+            | Stack::SessiondMobileHang
+            | Stack::SessiondRemote
+            | Stack::SessiondRemoteLight
+            | Stack::BareWs
     ) {
         "/healthz"
     } else {

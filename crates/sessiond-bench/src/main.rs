@@ -103,6 +103,9 @@ pub(crate) enum Stack {
     /// The real `sessiond serve` router with mobile apps (`/mobileapp/`), files in a
     /// temporary `MobileApps` folder.
     SessiondMobile,
+    /// `sessiond-mobile` whose login hook hangs 1.5 s (a callout at its timeout) for
+    /// devices named `HANG-…`, with 4 such logins kept in flight by the server itself.
+    SessiondMobileHang,
     /// The real `sessiond serve` router serving remote clients on `/remote`, with a
     /// users file in a temporary folder and a registered `noop` function.
     SessiondRemote,
@@ -127,6 +130,7 @@ impl Stack {
             Self::SessiondEmbedded => "sessiond-embedded",
             Self::SessiondRedis => "sessiond-redis",
             Self::SessiondMobile => "sessiond-mobile",
+            Self::SessiondMobileHang => "sessiond-mobile-hang",
             Self::SessiondRemote => "sessiond-remote",
             Self::SessiondRemoteLight => "sessiond-remote-light",
             Self::BareWs => "bare-ws",
@@ -140,6 +144,7 @@ impl Stack {
             self,
             Self::SessiondEmbedded
                 | Self::SessiondMobile
+                | Self::SessiondMobileHang
                 | Self::SessiondRemote
                 | Self::SessiondRemoteLight
         )

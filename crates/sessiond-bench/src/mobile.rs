@@ -47,7 +47,14 @@ fn sessions(config: &ServerConfig) -> Sessions {
 }
 
 fn mobile_config(data: &Path) -> MobileConfig {
+    // One load generator on loopback makes every login: no per-address limit.
+    let limits = sessiond_mobile::MobileLimits {
+        new_devices_per_minute: u32::MAX,
+        max_sessions_per_app: usize::MAX,
+        ..sessiond_mobile::MobileLimits::default()
+    };
     MobileConfig {
+        limits,
         ids: IdMode::Random,
         localhost_accept: false,
         ..MobileConfig::new(data.join("MobileApps"))
@@ -76,16 +83,49 @@ pub(crate) fn app_state(data: &Path) -> anyhow::Result<AppState> {
     })
 }
 
+/// Accepts every login, after hanging 1.5 s for devices named `HANG-…`.
+struct HangingHook;
+
+#[async_trait::async_trait]
+impl sessiond_mobile::AuthHook for HangingHook {
+    async fn authenticate(&self, info: &Value) -> sessiond_mobile::HookResult {
+        if info["device"]["id"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("HANG-"))
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        }
+        sessiond_mobile::HookResult::accept("")
+    }
+}
+
 /// The `sessiond serve` router with mobile apps, its files under `data`. Starts the
-/// reaper (needs the runtime).
-pub(crate) async fn app_router(data: &Path) -> anyhow::Result<Router> {
+/// reaper (needs the runtime). With `hang`, the hook hangs for `HANG-…` devices and 4
+/// such logins are kept in flight.
+pub(crate) async fn app_router(data: &Path, hang: bool) -> anyhow::Result<Router> {
     let mut state = app_state(data)?;
     let mobile = Arc::new(MobileSessions::new(
         mobile_config(data),
         state.sessions.clone(),
     ));
     mobile.refresh().await.context("loading MobileApps")?;
-    state.mobile = Some(MobileState::new(mobile, Arc::new(Policy::default()), None));
+    let hook: Arc<dyn sessiond_mobile::AuthHook> = if hang {
+        Arc::new(HangingHook)
+    } else {
+        Arc::new(Policy::default())
+    };
+    if hang {
+        for worker in 0..4 {
+            let (mobile, hook) = (mobile.clone(), hook.clone());
+            tokio::spawn(async move {
+                for n in 0u64.. {
+                    let body = login_body(&format!("HANG-{worker}-{n}"));
+                    let _ = mobile.authenticate(&body, None, hook.as_ref()).await;
+                }
+            });
+        }
+    }
+    state.mobile = Some(MobileState::new(mobile, hook, None));
     Ok(sessiond_server::app(state))
 }
 

@@ -94,7 +94,10 @@ pub(crate) fn serve(
                 sessiond_router(Arc::new(store))
             }
             Stack::SessiondMobile => {
-                crate::mobile::app_router(&data_path.context("no data folder")?).await?
+                crate::mobile::app_router(&data_path.context("no data folder")?, false).await?
+            }
+            Stack::SessiondMobileHang => {
+                crate::mobile::app_router(&data_path.context("no data folder")?, true).await?
             }
             Stack::SessiondRemote | Stack::SessiondRemoteLight => crate::remote::sessiond_router(
                 &data_path.context("no data folder")?,
@@ -343,6 +346,7 @@ pub(crate) fn fill(stack: Stack, n: u64) -> anyhow::Result<()> {
             | Stack::SessiondEmbedded
             | Stack::SessiondRedis
             | Stack::SessiondMobile
+            | Stack::SessiondMobileHang
             | Stack::SessiondRemote
             | Stack::SessiondRemoteLight
             | Stack::BareWs => {

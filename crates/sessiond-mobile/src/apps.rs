@@ -231,6 +231,8 @@ struct Index {
     entries: HashMap<Key, Entry>,
     /// (folder, device id) → session id: the user agent of spec §2.1.
     agents: HashMap<Key, String>,
+    /// Sessions per app folder.
+    per_folder: HashMap<String, usize>,
 }
 
 impl Index {
@@ -241,8 +243,12 @@ impl Index {
                 entry.file.id.clone(),
             );
         }
-        self.entries
+        let replaced = self
+            .entries
             .insert((folder.to_string(), entry.file.id.clone()), entry);
+        if replaced.is_none() {
+            *self.per_folder.entry(folder.to_string()).or_default() += 1;
+        }
     }
 
     /// The session of a user agent (folder, device id).
@@ -253,11 +259,17 @@ impl Index {
 
     /// How many sessions an app folder has in memory.
     fn in_folder(&self, folder: &str) -> usize {
-        self.entries.keys().filter(|(f, _)| f == folder).count()
+        self.per_folder.get(folder).copied().unwrap_or(0)
     }
 
     fn remove(&mut self, key: &Key) -> Option<Entry> {
         let entry = self.entries.remove(key)?;
+        if let Some(n) = self.per_folder.get_mut(&key.0) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_folder.remove(&key.0);
+            }
+        }
         let agent = (key.0.clone(), entry.file.device_id.clone());
         if self.agents.get(&agent) == Some(&key.1) {
             self.agents.remove(&agent);
