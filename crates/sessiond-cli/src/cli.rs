@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// sessiond: 4D-compatible sessions for any web stack.
 #[derive(Debug, Parser)]
-#[command(name = "sessiond", version, about)]
+#[command(name = "sessiond", version)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -19,15 +19,22 @@ pub struct Cli {
 pub enum Command {
     /// Run the session server.
     Serve(ServeArgs),
-    /// Manage the users of the built-in login.
+    /// Write a starter ./sessiond.toml (every setting, commented) and <data>/roles.json
+    /// (existing files are kept).
+    Init {
+        /// Data folder.
+        #[arg(long, env = "SESSIOND_DATA", default_value = "data")]
+        data: PathBuf,
+    },
+    /// Manage the users of the built-in login and of remote clients.
     #[command(subcommand)]
     User(UserCommand),
     /// Manage the admin credential.
     #[command(subcommand)]
     Admin(AdminCommand),
     /// Manage mobile-app sessions on a running server (the Mobile Session
-    /// Management component). Uses the admin credential from SESSIOND_ADMIN_PASSWORD
-    /// or, when unset, the first line of standard input.
+    /// Management component). The admin password comes from SESSIOND_ADMIN_PASSWORD,
+    /// else it is asked (hidden) on a terminal, else read from standard input.
     Mobile {
         /// The server's address.
         #[arg(long, env = "SESSIOND_SERVER", default_value = "http://127.0.0.1:8044")]
@@ -38,8 +45,8 @@ pub enum Command {
     },
     /// Connect to a running server as a remote client (4D's remote mode): call
     /// server-side functions in a remote session, sleep, wake, reconnect. The password
-    /// comes from SESSIOND_REMOTE_PASSWORD or, when unset, the first line of standard
-    /// input.
+    /// comes from SESSIOND_REMOTE_PASSWORD, else it is asked (hidden) on a terminal,
+    /// else read from the first line of standard input.
     Remote(RemoteArgs),
 }
 
@@ -69,8 +76,11 @@ pub struct RemoteArgs {
 pub enum RemoteCommand {
     /// Call a server-side function and print its result as JSON.
     Call {
-        /// The function's name (built in: session.info, session.storage,
-        /// session.patch, session.increment, session.setPrivileges, …).
+        /// The function's name: one the server registered, or a built-in one; clients
+        /// may call session.info, session.storage and session.hasPrivilege, and the
+        /// others (session.patch, session.increment, session.setPrivileges,
+        /// session.clearPrivileges, session.createOTP, session.wait) when the server's
+        /// [remote] client_builtins lists them.
         function: String,
         /// Its parameters as JSON [default: null].
         params: Option<String>,
@@ -82,8 +92,8 @@ pub enum RemoteCommand {
     /// Tell the server this machine goes to sleep (the session becomes sleeping; wake
     /// it with --persistent-id).
     Sleep,
-    /// Read commands from standard input, one per line: `call NAME [JSON]`, `sleep`,
-    /// `wake`, `drop` (lose the connection), `reconnect`, `info`, `bye`.
+    /// Read commands from standard input, one per line: call NAME [JSON], sleep,
+    /// wake, drop (lose the connection), reconnect, info, bye.
     Shell,
 }
 
@@ -94,10 +104,10 @@ pub enum MobileCommand {
     Apps,
     /// List the sessions of an app folder.
     Sessions {
-        /// The app folder (`TEAMID.bundle.id` or `bundle.id`).
+        /// The app folder (TEAMID.bundle.id, or bundle.id without a team).
         folder: String,
     },
-    /// Accept a session (writes its file; `--push` applies it at once).
+    /// Accept a session (writes its file; --push applies it at once).
     Accept(SessionRef),
     /// Put a session on hold (pending).
     Pend(SessionRef),
@@ -121,7 +131,7 @@ pub struct SessionRef {
     pub folder: String,
     /// The session id.
     pub id: String,
-    /// Push at once (otherwise run `sessiond mobile push`).
+    /// Push at once (otherwise run sessiond mobile push).
     #[arg(long)]
     pub push: bool,
 }
@@ -152,19 +162,42 @@ pub struct ServeArgs {
 /// `sessiond user ...`.
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
-    /// Add a user (or replace one) in <data>/users.json. The password is read from
-    /// SESSIOND_USER_PASSWORD or, when unset, from the first line of standard input.
+    /// Add a user (or replace one) in <data>/users.json. The password (at least 8
+    /// characters) is asked twice, hidden, on a terminal; scripts give it in
+    /// SESSIOND_USER_PASSWORD or on the first line of standard input.
     Add {
         /// User name.
         name: String,
-        /// A role granted at login (repeatable).
+        /// A role granted at login (repeatable; see roles.json).
         #[arg(long = "role")]
         roles: Vec<String>,
-        /// A privilege granted at login (repeatable).
+        /// A privilege granted at login (repeatable; see roles.json).
         #[arg(long = "privilege")]
         privileges: Vec<String>,
-        /// Data folder [default: ./data].
-        #[arg(long, env = "SESSIOND_DATA", default_value = "./data")]
+        /// Data folder.
+        #[arg(long, env = "SESSIOND_DATA", default_value = "data")]
+        data: PathBuf,
+    },
+    /// List the users with their roles and privileges.
+    List {
+        /// Data folder.
+        #[arg(long, env = "SESSIOND_DATA", default_value = "data")]
+        data: PathBuf,
+    },
+    /// Remove a user.
+    Remove {
+        /// User name.
+        name: String,
+        /// Data folder.
+        #[arg(long, env = "SESSIOND_DATA", default_value = "data")]
+        data: PathBuf,
+    },
+    /// Change a user's password (asked like for add), keeping its roles.
+    Passwd {
+        /// User name.
+        name: String,
+        /// Data folder.
+        #[arg(long, env = "SESSIOND_DATA", default_value = "data")]
         data: PathBuf,
     },
 }
@@ -172,11 +205,18 @@ pub enum UserCommand {
 /// `sessiond admin ...`.
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
-    /// Set the admin password. Read from SESSIOND_ADMIN_PASSWORD or, when unset, from
-    /// the first line of standard input.
+    /// Set the admin password (at least 8 characters): asked twice, hidden, on a
+    /// terminal; else SESSIOND_ADMIN_PASSWORD or the first line of standard input.
     Password {
-        /// Data folder [default: ./data].
-        #[arg(long, env = "SESSIOND_DATA", default_value = "./data")]
+        /// Data folder.
+        #[arg(long, env = "SESSIOND_DATA", default_value = "data")]
+        data: PathBuf,
+    },
+    /// Make a new service API key (the old one stops working) and print it once. A
+    /// running server uses it after a restart.
+    ApiKey {
+        /// Data folder.
+        #[arg(long, env = "SESSIOND_DATA", default_value = "data")]
         data: PathBuf,
     },
 }

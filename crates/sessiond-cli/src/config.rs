@@ -678,4 +678,49 @@ mod tests {
         assert_eq!(c.store, StoreChoice::Embedded);
         assert_eq!(c.server.policy, SessionPolicy::default());
     }
+
+    /// `sessiond init`'s sessiond.toml shows the defaults: with every setting line
+    /// uncommented (but the examples that have no default), the config is the default.
+    #[test]
+    fn the_example_config_shows_the_defaults() {
+        let examples = ["roles", "domain", "upstream", "callout"];
+        let text: String = crate::setup::EXAMPLE_TOML
+            .lines()
+            .map(|line| {
+                let setting = line.strip_prefix("# ").filter(|rest| {
+                    rest.split_once(" = ").is_some_and(|(key, _)| {
+                        key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                            && !examples.contains(&key)
+                    })
+                });
+                format!("{}\n", setting.unwrap_or(line))
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessiond.toml");
+        std::fs::write(&path, &text).unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let c = Config::from_args(&args).unwrap();
+        let d = Config::from_args(&ServeArgs {
+            data: Some(PathBuf::from("./data")),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert!(text.contains("\nlisten = "), "uncommented: {text}");
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.data, d.data);
+        assert_eq!(c.store, d.store);
+        assert_eq!(c.server.policy, d.server.policy);
+        assert_eq!(c.server.limits, d.server.limits);
+        assert_eq!(c.server.cookie, d.server.cookie);
+        assert_eq!(c.server.max_body_bytes, d.server.max_body_bytes);
+        assert_eq!(c.mobile.limits, d.mobile.limits);
+        assert_eq!(c.mobile.relogin, d.mobile.relogin);
+        assert_eq!(c.mobile.forward, d.mobile.forward);
+        assert_eq!(c.mobile.ids, d.mobile.ids);
+        assert_eq!(format!("{:?}", c.remote), format!("{:?}", d.remote));
+    }
 }

@@ -7,13 +7,14 @@
 //! | `config` | flags + environment + `sessiond.toml` → [`config::Config`] |
 //! | `mobile` | `sessiond mobile …` over the admin API |
 //! | `remote` | `sessiond remote …`: a remote client (calls, sleep, wake, shell) |
+//! | `setup` | `sessiond init`, `user …`, `admin …`; password prompts |
 
 mod cli;
 mod config;
 mod mobile;
 mod remote;
+mod setup;
 
-use std::io::BufRead;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -26,12 +27,11 @@ use sessiond_server::credentials::{AdminAuth, Credentials};
 use sessiond_server::desktop::DesktopSessions;
 use sessiond_server::hook::ConfigHook;
 use sessiond_server::routes::mobile::MobileState;
-use sessiond_server::users::Users;
 use sessiond_server::{AppState, run};
 use sessiond_store::{EmbeddedStore, MemoryStore, RedisStore, SessionStore, Sessions};
 use tokio::net::TcpListener;
 
-use crate::cli::{AdminCommand, Cli, Command, UserCommand};
+use crate::cli::{Cli, Command};
 use crate::config::{Config, StoreChoice};
 
 fn main() -> std::process::ExitCode {
@@ -45,32 +45,15 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => Config::from_args(&args).and_then(serve),
-        Command::User(UserCommand::Add {
-            name,
-            roles,
-            privileges,
-            data,
-        }) => read_secret("SESSIOND_USER_PASSWORD").and_then(|pw| {
-            sessiond_store::fs::private_dir(&data)?;
-            Users::add(&data.join("users.json"), &name, &pw, roles, privileges)?;
-            println!(
-                "user {name:?} saved in {}",
-                data.join("users.json").display()
-            );
-            Ok(())
-        }),
+        Command::Init { data } => setup::init(&data),
+        Command::User(command) => setup::user(command),
+        Command::Admin(command) => setup::admin(command),
         Command::Mobile { server, command } => {
-            read_secret("SESSIOND_ADMIN_PASSWORD").and_then(|pw| mobile::run(server, pw, command))
+            setup::secret("SESSIOND_ADMIN_PASSWORD", "Admin password: ")
+                .and_then(|pw| mobile::run(server, pw, command))
         }
-        Command::Remote(args) => {
-            read_secret("SESSIOND_REMOTE_PASSWORD").and_then(|pw| remote::run(args, pw))
-        }
-        Command::Admin(AdminCommand::Password { data }) => read_secret("SESSIOND_ADMIN_PASSWORD")
-            .and_then(|pw| {
-                Credentials::set_admin_password(&data, &pw)?;
-                println!("admin password changed");
-                Ok(())
-            }),
+        Command::Remote(args) => setup::secret("SESSIOND_REMOTE_PASSWORD", "Password: ")
+            .and_then(|pw| remote::run(args, pw)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -79,19 +62,6 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// A secret from the environment, or the first line of standard input.
-fn read_secret(var: &str) -> anyhow::Result<String> {
-    if let Ok(v) = std::env::var(var) {
-        return Ok(v);
-    }
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("cannot read the password from standard input")?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
@@ -117,6 +87,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .filter(|k| !k.is_empty());
     let (credentials, key, generated) =
         Credentials::ensure(&config.data, api_key.as_deref(), admin_password.as_deref())?;
+    let first_start = generated.api_key.is_some() || generated.admin_password.is_some();
     if let Some(k) = generated.api_key {
         println!(
             "New service API key (shown once; its hash is in {}):\n  {k}",
@@ -125,7 +96,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     }
     if let Some(p) = generated.admin_password {
         println!(
-            "New admin password (shown once; change it with `sessiond admin password`):\n  {p}"
+            "New admin password (shown once; change it with: sessiond admin password):\n  {p}"
         );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -179,6 +150,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
         }
         tracing::info!(sessions = report.loaded, "mobile sessions loaded");
         tracing::info!(%addr, app = %state.config.app_name, "sessiond listening");
+        if first_start {
+            println!(
+                "Admin console: http://{addr}/admin (sign in with the admin password)\nLost the API key? sessiond admin api-key makes a new one."
+            );
+        }
         println!("sessiond listening on http://{addr}");
         run(listener, state, shutdown).await?;
         tracing::info!("sessiond stopped");

@@ -37,12 +37,15 @@ pub fn run(args: RemoteArgs, password: String) -> anyhow::Result<()> {
                 params,
                 keep,
             } => {
-                println!("{}", call(&client, &function, params.as_deref()).await?);
+                // The session ends (or is kept) whatever the call answered: a failed
+                // call must not leave a postponed session behind.
+                let answer = call(&client, &function, params.as_deref()).await;
                 if keep {
                     client.disconnect();
-                } else {
-                    client.goodbye().await?;
+                } else if let Err(e) = client.goodbye().await {
+                    eprintln!("sessiond: the goodbye failed: {e}");
                 }
+                println!("{}", answer?);
             }
             RemoteCommand::Sleep => client.sleep().await?,
             RemoteCommand::Shell => shell(client).await?,

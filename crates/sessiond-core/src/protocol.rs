@@ -217,6 +217,9 @@ pub enum ErrorCode {
     Refused,
     /// No function of that name.
     UnknownFunction,
+    /// A built-in function clients may not call (the server's `[remote]
+    /// client_builtins` does not list it).
+    NotAllowed,
     /// The function rejected its parameters.
     InvalidParams,
     /// The function failed.
@@ -248,6 +251,7 @@ impl ErrorCode {
             Self::UnknownPersistentId => "unknown_persistent_id",
             Self::Refused => "refused",
             Self::UnknownFunction => "unknown_function",
+            Self::NotAllowed => "not_allowed",
             Self::InvalidParams => "invalid_params",
             Self::FunctionFailed => "function_failed",
             Self::TooManyCalls => "too_many_calls",

@@ -167,17 +167,27 @@ impl Credentials {
 
     /// Replaces the admin password in `data_dir`'s credentials file.
     pub fn set_admin_password(data_dir: &Path, password: &str) -> Result<(), UsersError> {
-        if password.len() < 8 {
-            return Err(UsersError::Rejected(
-                "password must have at least 8 characters".into(),
-            ));
-        }
+        crate::users::check_password(password)?;
         let (mut creds, _, _) = Self::ensure(data_dir, None, None)?;
         creds.admin_password = hash_password(password)?;
+        creds.save(data_dir)
+    }
+
+    /// Makes a new service API key in `data_dir`'s credentials file (the old one
+    /// stops working) and returns it, to show once.
+    pub fn new_api_key(data_dir: &Path) -> Result<String, UsersError> {
+        let (mut creds, _, _) = Self::ensure(data_dir, None, None)?;
+        let key = new_secret();
+        creds.api_key_sha256 = to_hex(&Sha256::digest(key.as_bytes()));
+        creds.save(data_dir)?;
+        Ok(key)
+    }
+
+    fn save(&self, data_dir: &Path) -> Result<(), UsersError> {
         let path = data_dir.join(FILE);
         atomic_write(
             &path,
-            &serde_json::to_vec_pretty(&creds).expect("serializable"),
+            &serde_json::to_vec_pretty(self).expect("serializable"),
         )
         .map_err(|source| UsersError::Io {
             path: path.display().to_string(),

@@ -91,6 +91,16 @@ pub fn hash_password(password: &str) -> Result<String, UsersError> {
         .map_err(|e| UsersError::Rejected(format!("cannot hash password: {e}")))
 }
 
+/// The rule every password follows: at least 8 characters.
+pub fn check_password(password: &str) -> Result<(), UsersError> {
+    if password.chars().count() < 8 {
+        return Err(UsersError::Rejected(
+            "the password must have at least 8 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Largest argon2 memory a stored hash may ask for, in 1 KiB blocks (64 MiB).
 const MAX_BLOCKS: usize = 64 * 1024;
 
@@ -179,6 +189,40 @@ impl Users {
         Ok(users)
     }
 
+    /// Writes the file atomically.
+    fn save(&self, path: &Path) -> Result<(), UsersError> {
+        let json = serde_json::to_vec_pretty(self).expect("serializable");
+        atomic_write(path, &json).map_err(|source| UsersError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Removes user `user_name`; false when there is none.
+    pub fn remove(path: &Path, user_name: &str) -> Result<bool, UsersError> {
+        let mut users = Self::load(path)?;
+        let before = users.users.len();
+        users.users.retain(|u| u.user_name != user_name);
+        if users.users.len() == before {
+            return Ok(false);
+        }
+        users.save(path)?;
+        Ok(true)
+    }
+
+    /// Sets the password of user `user_name` (its roles and privileges stay); false
+    /// when there is no such user.
+    pub fn set_password(path: &Path, user_name: &str, password: &str) -> Result<bool, UsersError> {
+        check_password(password)?;
+        let mut users = Self::load(path)?;
+        let Some(user) = users.users.iter_mut().find(|u| u.user_name == user_name) else {
+            return Ok(false);
+        };
+        user.password = hash_password(password)?;
+        users.save(path)?;
+        Ok(true)
+    }
+
     /// Adds or replaces a user, hashing `password`, and writes the file atomically.
     pub fn add(
         path: &Path,
@@ -193,11 +237,7 @@ impl Users {
                 "user name must be 1 to 255 bytes".into(),
             ));
         }
-        if password.len() < 8 {
-            return Err(UsersError::Rejected(
-                "password must have at least 8 characters".into(),
-            ));
-        }
+        check_password(password)?;
         let mut users = Self::load(path)?;
         let user = User {
             user_name: user_name.to_string(),
@@ -207,11 +247,7 @@ impl Users {
         };
         users.users.retain(|u| u.user_name != user_name);
         users.users.push(user);
-        let json = serde_json::to_vec_pretty(&users).expect("serializable");
-        atomic_write(path, &json).map_err(|source| UsersError::Io {
-            path: path.display().to_string(),
-            source,
-        })
+        users.save(path)
     }
 
     /// Loads `path` and checks a login through `checks` (a bounded pool, with the

@@ -6,6 +6,7 @@
 
 mod cluster;
 mod hardening;
+mod readme;
 mod serve;
 
 use std::io::{BufRead, BufReader};

@@ -445,3 +445,203 @@ fn remote_cli_calls_keeps_resumes_sleeps_and_wakes_a_remote_session() {
         .unwrap();
     assert_eq!(v["result"]["info"]["type"], "storedProcedure");
 }
+
+/// The declared `rust-version` is what the locked dependencies need: the highest
+/// `rust-version` among them.
+#[test]
+fn rust_version_matches_what_the_locked_dependencies_need() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let members: Vec<&str> = meta["workspace_members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    let version = |v: &str| -> Vec<u32> { v.split('.').map(|p| p.parse().unwrap()).collect() };
+    let mut needed = vec![0];
+    let mut ours = None;
+    for p in meta["packages"].as_array().unwrap() {
+        let Some(v) = p["rust_version"].as_str() else {
+            continue;
+        };
+        if members.contains(&p["id"].as_str().unwrap()) {
+            ours = Some(version(v));
+        } else {
+            needed = needed.max(version(v));
+        }
+    }
+    let ours = ours.expect("the workspace declares rust-version");
+    let trim = |mut v: Vec<u32>| {
+        while v.len() > 2 && v.last() == Some(&0) {
+            v.pop();
+        }
+        v
+    };
+    assert_eq!(
+        trim(ours),
+        trim(needed),
+        "workspace rust-version vs the dependencies' highest"
+    );
+}
+
+/// `user add` on a terminal asks twice with hidden input, states the rule, and warns
+/// about roles roles.json does not declare.
+#[cfg(unix)]
+#[test]
+fn user_add_prompts_twice_hidden_on_a_terminal() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let run = |answers: &[&str]| {
+        let mut child = Command::new("script")
+            .args([
+                "-qec",
+                &format!("{} user add ann --role Medium", crate::BIN),
+                "/dev/null",
+            ])
+            .current_dir(dir.path())
+            .env_remove("SESSIOND_USER_PASSWORD")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        for a in answers {
+            std::thread::sleep(Duration::from_millis(400));
+            stdin.write_all(format!("{a}\n").as_bytes()).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(400));
+        drop(stdin);
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        child.wait().unwrap();
+        out
+    };
+    let out = run(&["first-pass-1", "other-pass-2"]);
+    assert!(out.contains("at least 8 characters"), "{out}");
+    assert!(out.contains("differ"), "{out}");
+    assert!(!dir.path().join("data/users.json").exists());
+    let out = run(&["good-pass-123", "good-pass-123"]);
+    assert!(
+        !out.contains("good-pass-123"),
+        "the password is not echoed: {out}"
+    );
+    assert!(
+        out.contains("roles.json"),
+        "a warning about the role: {out}"
+    );
+    assert!(out.contains("saved"), "{out}");
+    let users = std::fs::read_to_string(dir.path().join("data/users.json")).unwrap();
+    assert!(users.contains("\"ann\""));
+}
+
+#[test]
+fn user_list_remove_and_passwd() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sessiond(dir.path(), &["init"], &[]).output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        dir.path().join("sessiond.toml").exists() && dir.path().join("data/roles.json").exists()
+    );
+    crate::add_user(dir.path(), "ann", "ann-secret-pw", &["--role", "Medium"]);
+    crate::add_user(dir.path(), "bob", "bob-secret-pw", &[]);
+    let list = |cwd: &Path| {
+        let out = sessiond(cwd, &["user", "list"], &[]).output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed = list(dir.path());
+    assert!(
+        listed.contains("ann\troles: Medium") && listed.contains("bob"),
+        "{listed}"
+    );
+    let out = sessiond(
+        dir.path(),
+        &["user", "passwd", "ann"],
+        &[("SESSIOND_USER_PASSWORD", "short")],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success(), "the rule holds");
+    let out = sessiond(
+        dir.path(),
+        &["user", "passwd", "ann"],
+        &[("SESSIOND_USER_PASSWORD", "new-secret-pw")],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = start(dir.path(), &[], &[("SESSIOND_API_KEY", "k")]);
+    let login = |pw: &str| {
+        reqwest::blocking::Client::new()
+            .post(format!("{}/api/login", run.base))
+            .json(&json!({"userName": "ann", "password": pw}))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(login("ann-secret-pw"), 401);
+    assert_eq!(login("new-secret-pw"), 200);
+    let out = sessiond(dir.path(), &["user", "remove", "bob"], &[])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!list(dir.path()).contains("bob"));
+    let out = sessiond(dir.path(), &["user", "remove", "bob"], &[])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "no such user");
+}
+
+/// A remote call that fails still says goodbye: no postponed session is left behind.
+#[test]
+fn a_failed_remote_call_leaves_no_session() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::add_user(dir.path(), "ann", "ann-secret-pw", &[]);
+    let run = start(dir.path(), &[], &[("SESSIOND_API_KEY", "k")]);
+    let url = format!("{}/remote", run.base.replace("http://", "ws://"));
+    for function in ["no.such.function", "session.patch"] {
+        let out = sessiond(
+            dir.path(),
+            &[
+                "remote", "--url", &url, "--user", "ann", "call", function, "{}",
+            ],
+            &[("SESSIOND_REMOTE_PASSWORD", "ann-secret-pw")],
+        )
+        .output()
+        .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        if function == "session.patch" {
+            assert!(err.contains("not allowed for clients"), "{err}");
+        }
+    }
+    let activity: Value = reqwest::blocking::Client::new()
+        .get(format!("{}/service/v1/activity?kind=remote", run.base))
+        .bearer_auth("k")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(activity["sessions"], json!([]), "{activity}");
+}

@@ -668,7 +668,7 @@ async function start() {
   const me = await api('GET', `${API}/me`);
   state.me = me;
   if (me.csrf) state.csrf = me.csrf;
-  $('#app-name').textContent = me.app;
+  $('#app-name').textContent = me.app === 'sessiond' ? '' : me.app;
   $('#loading').hidden = true;
   $('#signin').hidden = true;
   $('#app').hidden = false;

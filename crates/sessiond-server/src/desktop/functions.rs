@@ -42,6 +42,15 @@ impl CallError {
         }
     }
 
+    pub(crate) fn not_allowed(name: &str) -> Self {
+        Self {
+            code: ErrorCode::NotAllowed,
+            message: format!(
+                "{name} is not allowed for clients (see [remote] client_builtins in the server's sessiond.toml)"
+            ),
+        }
+    }
+
     pub(crate) fn unknown_function(name: &str) -> Self {
         Self {
             code: ErrorCode::UnknownFunction,
@@ -244,12 +253,14 @@ async fn clear_privileges() -> Result<Value, CallError> {
     Ok(current()?.clear_privileges().await?.into())
 }
 
-/// `{"name": "..."}` → `hasPrivilege(name)`.
+/// `{"privilege": "..."}` (as the service API; `{"name"}` too) → `hasPrivilege(name)`.
 async fn has_privilege(params: Value) -> Result<Value, CallError> {
-    let name = object(&params)?
-        .get("name")
+    let p = object(&params)?;
+    let name = p
+        .get("privilege")
+        .or_else(|| p.get("name"))
         .and_then(Value::as_str)
-        .ok_or_else(|| CallError::invalid_params("expected {\"name\": \"privilege\"}"))?;
+        .ok_or_else(|| CallError::invalid_params("expected {\"privilege\": \"name\"}"))?;
     Ok(current()?.has_privilege(name).into())
 }
 

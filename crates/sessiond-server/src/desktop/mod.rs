@@ -439,11 +439,13 @@ impl DesktopSessions {
         name: &str,
         params: Value,
     ) -> Result<Value, CallError> {
-        let f = self
-            .0
-            .functions
-            .get(name)
-            .ok_or_else(|| CallError::unknown_function(name))?;
+        let f = self.0.functions.get(name).ok_or_else(|| {
+            if functions::BUILTINS.contains(&name) {
+                CallError::not_allowed(name)
+            } else {
+                CallError::unknown_function(name)
+            }
+        })?;
         let _guard =
             self.0
                 .processes

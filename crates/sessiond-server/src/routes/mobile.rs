@@ -292,13 +292,15 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
                     Ok(()) => Json(json!({"ok": true})).into_response(),
                     Err(e) => from_error(&e),
                 },
-                ("POST", "$userInfo") => match json_body(req, state.config.max_body_bytes).await {
-                    Ok(body) => match mobile.sessions.set_user_info(&who, &body).await {
-                        Ok(()) => Json(json!({"ok": true, "success": true})).into_response(),
-                        Err(e) => from_error(&e),
-                    },
-                    Err(r) => r,
-                },
+                ("POST", "$userInfo") => {
+                    match json_body_or_empty(req, state.config.max_body_bytes).await {
+                        Ok(body) => match mobile.sessions.set_user_info(&who, &body).await {
+                            Ok(()) => Json(json!({"ok": true, "success": true})).into_response(),
+                            Err(e) => from_error(&e),
+                        },
+                        Err(r) => r,
+                    }
+                }
                 ("GET", "$licensecheck") => {
                     Json(json!({"ok": true, "success": true})).into_response()
                 }
@@ -330,6 +332,20 @@ async fn authorize(mobile: &MobileState, token: Option<String>) -> Result<Author
 }
 
 async fn json_body(req: Request, limit: usize) -> Result<Value, Response> {
+    json_body_where_empty_is(req, limit, None).await
+}
+
+/// [`json_body`], where an empty body is an empty object (`$userInfo` with nothing
+/// to store).
+async fn json_body_or_empty(req: Request, limit: usize) -> Result<Value, Response> {
+    json_body_where_empty_is(req, limit, Some(json!({}))).await
+}
+
+async fn json_body_where_empty_is(
+    req: Request,
+    limit: usize,
+    empty: Option<Value>,
+) -> Result<Value, Response> {
     let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|_| {
@@ -340,6 +356,9 @@ async fn json_body(req: Request, limit: usize) -> Result<Value, Response> {
                 "The request body is too large",
             )
         })?;
+    if let Some(v) = empty.filter(|_| bytes.iter().all(u8::is_ascii_whitespace)) {
+        return Ok(v);
+    }
     serde_json::from_slice(&bytes).map_err(|e| {
         mobile_error(
             StatusCode::BAD_REQUEST,

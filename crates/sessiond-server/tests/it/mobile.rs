@@ -427,6 +427,9 @@ async fn vector_10_user_info_stores_the_push_token() {
     assert_eq!((st, r["ok"].as_bool()), (StatusCode::OK, Some(true)));
     let file = read_json(&m.file("com.company.app", v["id"].as_str().unwrap()));
     assert_eq!(file["device"]["token"], "abcd1234");
+    // Without a body: nothing to store, the documented answer.
+    let (st, r) = m.post("$userInfo", "", Some(token)).await;
+    assert_eq!((st, r["ok"].as_bool()), (StatusCode::OK, Some(true)));
     let (st, r) = m
         .post("$userInfo", r#"{"device":{"token":"x"}}"#, None)
         .await;

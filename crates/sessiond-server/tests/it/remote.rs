@@ -280,8 +280,19 @@ async fn clients_get_only_the_read_only_builtins_by_default() {
         "session.wait",
     ] {
         let e = client.call(f, json!("a")).await.unwrap_err();
-        assert_eq!(e.code(), Some(ErrorCode::UnknownFunction), "{f}");
+        assert_eq!(e.code(), Some(ErrorCode::NotAllowed), "{f}");
+        assert!(e.to_string().contains("client_builtins"), "{e}");
     }
+    let e = client.call("session.nope", json!(1)).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::UnknownFunction));
+    assert_eq!(
+        client
+            .call("session.hasPrivilege", json!({"privilege": "a"}))
+            .await
+            .unwrap(),
+        false,
+        "the service API's parameter name"
+    );
     // Application functions are callable; stored procedures have every built-in.
     assert_eq!(
         client.call("matrix", Value::Null).await.unwrap()["hasA"],
