@@ -453,13 +453,13 @@ pub(crate) fn run(mut args: RunArgs) -> anyhow::Result<()> {
 
     header.data_fs = sys::filesystem_of(&std::env::temp_dir());
     notes.extend(scenario_notes(&scenarios, &args));
-    if let Some(r) = &extras.refresh {
-        if r.errors > 0 || !r.tokens_authorize {
-            notes.push(format!(
-                "M3: {} unusable files reported; tokens authorize after refresh: {}.",
-                r.errors, r.tokens_authorize
-            ));
-        }
+    if let Some(r) = &extras.refresh
+        && (r.errors > 0 || !r.tokens_authorize)
+    {
+        notes.push(format!(
+            "M3: {} unusable files reported; tokens authorize after refresh: {}.",
+            r.errors, r.tokens_authorize
+        ));
     }
     let report = Report::new(header, scenarios, memory, extras, notes);
     print!("{}", report::markdown(&report));

@@ -147,13 +147,12 @@ pub(crate) fn locked_versions(names: &[&str]) -> Vec<(String, String)> {
             let mut versions = Vec::new();
             let mut lines = lock.lines();
             while let Some(line) = lines.next() {
-                if line.trim() == format!("name = \"{name}\"") {
-                    if let Some(v) = lines
+                if line.trim() == format!("name = \"{name}\"")
+                    && let Some(v) = lines
                         .next()
                         .and_then(|l| l.trim().strip_prefix("version = "))
-                    {
-                        versions.push(v.trim_matches('"').to_string());
-                    }
+                {
+                    versions.push(v.trim_matches('"').to_string());
                 }
             }
             let v = if versions.is_empty() {

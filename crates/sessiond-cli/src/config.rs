@@ -532,10 +532,10 @@ fn email(e: EmailSection) -> anyhow::Result<EmailSettings> {
     if !(1..=1440).contains(&minutes) {
         bail!("mobile.email.validity_minutes must be 1 to 1440");
     }
-    if let Some(url) = &e.smtp {
-        if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
-            bail!("mobile.email.smtp must be an smtp:// or smtps:// URL");
-        }
+    if let Some(url) = &e.smtp
+        && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
+    {
+        bail!("mobile.email.smtp must be an smtp:// or smtps:// URL");
     }
     let per_hour = |key: &str, v: Option<u32>, default: u32| match v {
         None => Ok(default),
@@ -693,9 +693,10 @@ mod tests {
                             && !examples.contains(&key)
                     })
                 });
-                format!("{}\n", setting.unwrap_or(line))
+                setting.unwrap_or(line)
             })
-            .collect();
+            .collect::<Vec<_>>()
+            .join("\n");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sessiond.toml");
         std::fs::write(&path, &text).unwrap();

@@ -252,10 +252,10 @@ impl SessionRecord {
         };
         self.privileges = privileges.into_boxed_slice();
         self.privileges_set = true;
-        if self.kind == SessionKind::Web {
-            if let Some(name) = &input.user_name {
-                self.user_name = name.as_str().into();
-            }
+        if self.kind == SessionKind::Web
+            && let Some(name) = &input.user_name
+        {
+            self.user_name = name.as_str().into();
         }
         SetPrivilegesOutcome {
             applied: true,

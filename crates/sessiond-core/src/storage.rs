@@ -143,10 +143,10 @@ fn json_size(storage: &Map<String, Value>) -> usize {
 }
 
 fn add(a: &Number, b: &Number) -> Result<Number, Error> {
-    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
-        if let Some(s) = x.checked_add(y) {
-            return Ok(s.into());
-        }
+    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64())
+        && let Some(s) = x.checked_add(y)
+    {
+        return Ok(s.into());
     }
     let s = a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0);
     Number::from_f64(s)

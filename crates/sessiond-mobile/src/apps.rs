@@ -438,10 +438,10 @@ fn parse_login<'a>(body: &'a Value, limits: &MobileLimits) -> Result<Login<'a>, 
     for key in ["language", "parameters"] {
         obj(body, key)?;
     }
-    if let Some(v) = body.get("send") {
-        if !v.is_string() {
-            return Err(MobileError::BadRequest("send must be a string".into()));
-        }
+    if let Some(v) = body.get("send")
+        && !v.is_string()
+    {
+        return Err(MobileError::BadRequest("send must be a string".into()));
     }
     Ok(Login {
         body,
@@ -1214,10 +1214,10 @@ fn file_json(
             json.insert(key.into(), v.clone());
         }
     }
-    if let Some(push) = push {
-        if let Some(Value::Object(device)) = json.get_mut("device") {
-            device.entry("token").or_insert(push);
-        }
+    if let Some(push) = push
+        && let Some(Value::Object(device)) = json.get_mut("device")
+    {
+        device.entry("token").or_insert(push);
     }
     json.insert("email".into(), email.into());
     json.insert("session".into(), json!({"id": id, "ip": ip}));

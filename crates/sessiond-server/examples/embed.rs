@@ -13,7 +13,11 @@ async fn hello(session: Session) -> String {
     // Use(Session.storage) … End use: atomic, never loses a concurrent write.
     let visits = session
         .update_storage(|storage| {
-            let n = storage.get("n").and_then(|v| v.as_i64()).unwrap_or(0) + 1;
+            let n = storage
+                .get("n")
+                .and_then(serde_json::value::Value::as_i64)
+                .unwrap_or(0)
+                + 1;
             storage.insert("n".into(), n.into());
             Ok(n)
         })

@@ -221,10 +221,10 @@ impl Console {
         let csrf = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let mut map = self.sessions.lock();
         map.retain(|_, s| s.expires > now);
-        if map.len() >= MAX_SESSIONS {
-            if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k) {
-                map.remove(&oldest);
-            }
+        if map.len() >= MAX_SESSIONS
+            && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k)
+        {
+            map.remove(&oldest);
         }
         map.insert(
             digest(&token),

@@ -174,12 +174,12 @@ async fn open(
     ip: Option<IpAddr>,
 ) -> Result<Session, ApiError> {
     let sessions = &shared.sessions;
-    if let Some(otp) = otp {
-        if let Ok((snapshot, cookie)) = sessions.restore_otp(otp).await? {
-            let session = Session::new(sessions.clone(), snapshot, Some(cookie.hash()));
-            session.set_cookie(CookieChange::Set(cookie));
-            return Ok(session);
-        }
+    if let Some(otp) = otp
+        && let Ok((snapshot, cookie)) = sessions.restore_otp(otp).await?
+    {
+        let session = Session::new(sessions.clone(), snapshot, Some(cookie.hash()));
+        session.set_cookie(CookieChange::Set(cookie));
+        return Ok(session);
     }
     if let Some(token) = cookie {
         match sessions.resolve_token(token).await? {

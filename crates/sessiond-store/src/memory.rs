@@ -151,11 +151,11 @@ impl MemoryStore {
     /// Files `entry` earlier in the index when its deadline moved before the one it
     /// is filed under (a later deadline is handled lazily by the purge).
     fn reschedule_if_earlier(&self, id: SessionId, entry: &mut Entry) {
-        if let Some(d) = entry.record.deadline(entry.last_activity) {
-            if entry.scheduled == 0 || d.0 < entry.scheduled {
-                entry.scheduled = d.0;
-                self.schedule(id, d);
-            }
+        if let Some(d) = entry.record.deadline(entry.last_activity)
+            && (entry.scheduled == 0 || d.0 < entry.scheduled)
+        {
+            entry.scheduled = d.0;
+            self.schedule(id, d);
         }
     }
 }

@@ -531,13 +531,13 @@ impl Sessions {
         mut change: impl FnMut(&mut Map<String, Value>) -> Result<R, CoreError> + Send,
     ) -> Result<(Snapshot, R), SessionsError> {
         self.update(id, |rec| {
-            if let Some(expected) = if_match {
-                if rec.storage_version != expected {
-                    return Err(CoreError::VersionMismatch {
-                        expected,
-                        actual: rec.storage_version,
-                    });
-                }
+            if let Some(expected) = if_match
+                && rec.storage_version != expected
+            {
+                return Err(CoreError::VersionMismatch {
+                    expected,
+                    actual: rec.storage_version,
+                });
             }
             let mut storage = Map::clone(&rec.storage);
             let out = change(&mut storage)?;

@@ -202,14 +202,14 @@ fn readme_quick_start() {
             let env: Vec<(&str, &str)> =
                 env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let run = crate::start(dir.path(), &["--listen", &addr], &env);
-            let printed = format!(
-                "{}sessiond listening on {}\n",
-                run.printed
-                    .iter()
-                    .map(|l| format!("{l}\n"))
-                    .collect::<String>(),
-                run.base
-            );
+            let listening = format!("sessiond listening on {}", run.base);
+            let printed = run
+                .printed
+                .iter()
+                .chain([&listening])
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join("\n");
             server = Some(run);
             printed
         } else {

@@ -603,18 +603,18 @@ impl DesktopSessions {
             .0
             .remotes
             .insert(persistent, id, user.user_name.as_str());
-        if let Some(h) = &self.0.hooks.open {
-            if !self.run_hook(h, id, "onServerOpenConnection").await {
-                self.0.remotes.remove(&persistent);
-                if let Err(e) = sessions.remove(&id).await {
-                    // The next start removes it (this node's leftovers).
-                    tracing::warn!(session = %id, error = %e, "cannot remove a refused remote session");
-                }
-                return Err(CallError {
-                    code: ErrorCode::Refused,
-                    message: "the server refused the connection".into(),
-                });
+        if let Some(h) = &self.0.hooks.open
+            && !self.run_hook(h, id, "onServerOpenConnection").await
+        {
+            self.0.remotes.remove(&persistent);
+            if let Err(e) = sessions.remove(&id).await {
+                // The next start removes it (this node's leftovers).
+                tracing::warn!(session = %id, error = %e, "cannot remove a refused remote session");
             }
+            return Err(CallError {
+                code: ErrorCode::Refused,
+                message: "the server refused the connection".into(),
+            });
         }
         Ok((attached, false, info))
     }
@@ -679,10 +679,10 @@ impl DesktopSessions {
     /// The connection ended without a goodbye: an active session is postponed.
     pub(crate) async fn detach_remote(&self, attached: &Attached) {
         let deadline = self.now().plus(self.0.config.postponed_timeout);
-        if self.0.remotes.detach(attached, deadline) {
-            if let Err(e) = self.write_state(&attached.session, None).await {
-                tracing::warn!(session = %attached.session, error = %e, "cannot record the postponed state");
-            }
+        if self.0.remotes.detach(attached, deadline)
+            && let Err(e) = self.write_state(&attached.session, None).await
+        {
+            tracing::warn!(session = %attached.session, error = %e, "cannot record the postponed state");
         }
     }
 

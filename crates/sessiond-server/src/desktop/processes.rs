@@ -90,14 +90,13 @@ impl ProcessGuard {
 impl Drop for ProcessGuard {
     fn drop(&mut self) {
         let mut t = self.table.running.lock();
-        if let Some(p) = t.by_number.remove(&self.number) {
-            if p.kind == ProcessKind::RemoteCall {
-                if let Some(n) = t.remote_calls.get_mut(&p.session) {
-                    *n -= 1;
-                    if *n == 0 {
-                        t.remote_calls.remove(&p.session);
-                    }
-                }
+        if let Some(p) = t.by_number.remove(&self.number)
+            && p.kind == ProcessKind::RemoteCall
+            && let Some(n) = t.remote_calls.get_mut(&p.session)
+        {
+            *n -= 1;
+            if *n == 0 {
+                t.remote_calls.remove(&p.session);
             }
         }
     }

@@ -353,10 +353,10 @@ async fn serve(
                 None
             }
         };
-        if let Some(m) = reply {
-            if !send(tx, &m).await {
-                return End::Lost;
-            }
+        if let Some(m) = reply
+            && !send(tx, &m).await
+        {
+            return End::Lost;
         }
     }
 }

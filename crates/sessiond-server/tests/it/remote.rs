@@ -202,12 +202,12 @@ impl Remote {
                 .bearer_auth(KEY)
                 .send()
                 .await;
-            if let Ok(resp) = resp {
-                if resp.status() == 200 {
-                    let a: Value = resp.json().await.unwrap();
-                    if ok(&a) {
-                        return a;
-                    }
+            if let Ok(resp) = resp
+                && resp.status() == 200
+            {
+                let a: Value = resp.json().await.unwrap();
+                if ok(&a) {
+                    return a;
                 }
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

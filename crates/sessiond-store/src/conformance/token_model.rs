@@ -42,7 +42,7 @@ impl Rng {
     fn names(&mut self) -> Vec<String> {
         NAMES
             .iter()
-            .filter(|_| self.next() % 2 == 0)
+            .filter(|_| self.next().is_multiple_of(2))
             .map(|n| (*n).to_string())
             .collect()
     }
@@ -83,7 +83,7 @@ enum Op {
 fn op(rng: &mut Rng, clients: usize, desktops: usize) -> Op {
     let c = |rng: &mut Rng| rng.below(clients.max(1));
     let d = |rng: &mut Rng| rng.below(desktops.max(1));
-    let to = |rng: &mut Rng| (rng.next() % 3 != 0).then(|| rng.below(clients.max(1)));
+    let to = |rng: &mut Rng| (!rng.next().is_multiple_of(3)).then(|| rng.below(clients.max(1)));
     match rng.below(if clients == 0 { 1 } else { 20 }) {
         0 | 1 => Op::NewClient,
         6 | 7 => Op::Restore {
