@@ -20,6 +20,19 @@ fn first_start_creates_the_data_folder_and_shows_secrets_once() {
         .map(|i| run.printed[i + 1].trim().to_string())
         .unwrap();
     assert!(run.printed.iter().any(|l| l.contains("admin password")));
+    assert!(
+        run.printed
+            .iter()
+            .any(|l| l.contains("/admin") && l.contains("Admin console")),
+        "{:?}",
+        run.printed
+    );
+    assert!(
+        run.printed
+            .iter()
+            .any(|l| l.contains("sessiond admin api-key")),
+        "how to replace a lost key"
+    );
     let client = reqwest::blocking::Client::new();
     let resp = client
         .get(format!("{}/service/v1/activity", run.base))
@@ -44,6 +57,25 @@ fn first_start_creates_the_data_folder_and_shows_secrets_once() {
         .send()
         .unwrap();
     assert_eq!(resp.status(), 200, "the stored key still works");
+    drop(again);
+    // A lost key is replaced: the old one stops working.
+    let out = sessiond(dir.path(), &["admin", "api-key"], &[])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let new_key = text.lines().nth(1).unwrap().trim().to_string();
+    let third = start(dir.path(), &[], &[]);
+    let status = |k: &str| {
+        client
+            .get(format!("{}/service/v1/activity", third.base))
+            .bearer_auth(k)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(status(&key), 401);
+    assert_eq!(status(&new_key), 200);
 }
 
 #[test]
