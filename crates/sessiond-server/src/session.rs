@@ -110,16 +110,14 @@ impl Session {
         session
     }
 
-    /// Stores the session if it is a guest not stored yet.
-    async fn ensure_stored(&self) -> Result<(), SessionsError> {
+    /// Before the first change of a guest not stored yet: makes sure this node's
+    /// registry knows it, so that the change stores it — with its creation time and
+    /// address — in one write.
+    fn before_change(&self) {
         use std::sync::atomic::Ordering;
-        if self.0.unstored.load(Ordering::Relaxed) {
-            let (record, last) =
-                self.with(|s| (s.snapshot.record.clone(), s.snapshot.last_activity));
-            self.0.sessions.materialize(&record, last).await?;
-            self.0.unstored.store(false, Ordering::Relaxed);
+        if self.0.unstored.swap(false, Ordering::Relaxed) {
+            self.0.sessions.note_guest(&self.snapshot());
         }
-        Ok(())
     }
 
     /// A guest session that is not stored (a request whose cookie a raise ended moments
@@ -226,7 +224,7 @@ impl Session {
         &self,
         change: impl FnMut(&mut Map<String, Value>) -> Result<R, CoreError> + Send,
     ) -> Result<R, SessionsError> {
-        self.ensure_stored().await?;
+        self.before_change();
         let (snapshot, out) = self
             .0
             .sessions
@@ -237,7 +235,7 @@ impl Session {
     }
 
     async fn change_privileges(&self, set: Option<&PrivilegeInput>) -> Result<bool, SessionsError> {
-        self.ensure_stored().await?;
+        self.before_change();
         let (id, token) = self.with(|s| (s.snapshot.record.id, s.token));
         let requester = if token.is_some() {
             Requester::Cookie
@@ -282,7 +280,7 @@ impl Session {
 
     /// Sets `Session.idleTimeout` (minutes; raised to the minimum, 60 by default).
     pub async fn set_idle_timeout(&self, minutes: u32) -> Result<u32, SessionsError> {
-        self.ensure_stored().await?;
+        self.before_change();
         let snapshot = self
             .0
             .sessions
@@ -295,7 +293,7 @@ impl Session {
 
     /// `Session.createOTP({lifespan})`: the token, or `""` on a stored-procedure session.
     pub async fn create_otp(&self, lifespan: Option<Duration>) -> Result<String, SessionsError> {
-        self.ensure_stored().await?;
+        self.before_change();
         Ok(self
             .0
             .sessions

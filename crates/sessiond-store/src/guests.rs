@@ -10,6 +10,7 @@
 //! [`SessionPolicy::lazy_guests`]: sessiond_core::SessionPolicy::lazy_guests
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 
 use parking_lot::Mutex;
 use sessiond_core::{SessionId, Timestamp};
@@ -22,6 +23,7 @@ const SHARDS: usize = 16;
 struct Entry {
     created: Timestamp,
     last: Timestamp,
+    ip: Option<IpAddr>,
     /// Position in the eviction queue (entries seen again are queued again).
     seq: u64,
 }
@@ -53,13 +55,25 @@ impl UnstoredGuests {
         &self.shards[usize::from(id.as_bytes()[0]) % SHARDS]
     }
 
-    /// Notes guest `id`, created at `created`, active at `last`.
-    pub fn note(&self, id: SessionId, created: Timestamp, last: Timestamp) {
+    /// Notes guest `id`, created at `created` from `ip`, active at `last` (an address
+    /// already known is kept when `ip` is `None`).
+    pub fn note(&self, id: SessionId, created: Timestamp, last: Timestamp, ip: Option<IpAddr>) {
         let mut s = self.shard(&id).lock();
         let seq = s.next;
         s.next += 1;
-        let last = s.map.get(&id).map_or(last, |e| e.last.max(last));
-        s.map.insert(id, Entry { created, last, seq });
+        let (last, ip) = match s.map.get(&id) {
+            Some(e) => (e.last.max(last), ip.or(e.ip)),
+            None => (last, ip),
+        };
+        s.map.insert(
+            id,
+            Entry {
+                created,
+                last,
+                ip,
+                seq,
+            },
+        );
         s.queue.push_back((seq, id));
         while s.map.len() > MAX_UNSTORED_GUESTS / SHARDS
             || s.queue.len() > 2 * MAX_UNSTORED_GUESTS / SHARDS
@@ -73,13 +87,13 @@ impl UnstoredGuests {
         }
     }
 
-    /// Guest `id`'s (creation, last activity), if this node knows it.
-    pub fn get(&self, id: &SessionId) -> Option<(Timestamp, Timestamp)> {
+    /// Guest `id`'s (creation, last activity, address), if this node knows it.
+    pub fn get(&self, id: &SessionId) -> Option<(Timestamp, Timestamp, Option<IpAddr>)> {
         self.shard(id)
             .lock()
             .map
             .get(id)
-            .map(|e| (e.created, e.last))
+            .map(|e| (e.created, e.last, e.ip))
     }
 
     /// Forgets guest `id` (it is stored now, or ended).
@@ -87,11 +101,16 @@ impl UnstoredGuests {
         self.shard(id).lock().map.remove(id);
     }
 
-    /// Every known guest: (id, creation, last activity).
-    pub fn all(&self) -> Vec<(SessionId, Timestamp, Timestamp)> {
+    /// Every known guest: (id, creation, last activity, address).
+    pub fn all(&self) -> Vec<(SessionId, Timestamp, Timestamp, Option<IpAddr>)> {
         let mut out = Vec::new();
         for s in &self.shards {
-            out.extend(s.lock().map.iter().map(|(id, e)| (*id, e.created, e.last)));
+            out.extend(
+                s.lock()
+                    .map
+                    .iter()
+                    .map(|(id, e)| (*id, e.created, e.last, e.ip)),
+            );
         }
         out
     }
@@ -115,20 +134,22 @@ mod tests {
     fn bounded_oldest_first() {
         let g = UnstoredGuests::default();
         let first = SessionId::random();
-        g.note(first, Timestamp(1), Timestamp(1));
+        g.note(first, Timestamp(1), Timestamp(1), None);
         for i in 0..2 * MAX_UNSTORED_GUESTS {
             g.note(
                 SessionId::random(),
                 Timestamp(i as u64),
                 Timestamp(i as u64),
+                None,
             );
         }
         assert!(g.len() <= MAX_UNSTORED_GUESTS);
         assert!(g.get(&first).is_none());
         let kept = SessionId::random();
-        g.note(kept, Timestamp(5), Timestamp(9));
-        g.note(kept, Timestamp(5), Timestamp(7));
-        assert_eq!(g.get(&kept), Some((Timestamp(5), Timestamp(9))));
+        let ip = Some(IpAddr::from([10, 0, 0, 1]));
+        g.note(kept, Timestamp(5), Timestamp(9), ip);
+        g.note(kept, Timestamp(5), Timestamp(7), None);
+        assert_eq!(g.get(&kept), Some((Timestamp(5), Timestamp(9), ip)));
         g.forget(&kept);
         assert!(g.get(&kept).is_none());
     }

@@ -253,7 +253,7 @@ impl Sessions {
         let now = self.now();
         if self.0.policy.lazy_guests {
             let id = self.0.guest_key.new_id();
-            self.0.guests.note(id, now, now);
+            self.0.guests.note(id, now, now, ip);
             let snapshot = Snapshot {
                 record: Arc::new(self.guest_record(id, now, ip)),
                 last_activity: now,
@@ -292,8 +292,8 @@ impl Sessions {
         record
     }
 
-    /// Stores a guest session that was not stored yet (its first change), as last
-    /// active at `last_activity`; an id stored meanwhile is left as it is.
+    /// Stores a guest session that was not stored yet, as last active at
+    /// `last_activity`; an id stored meanwhile is left as it is.
     pub async fn materialize(
         &self,
         record: &SessionRecord,
@@ -308,11 +308,20 @@ impl Sessions {
         }
     }
 
+    /// Notes a guest that is not stored (a handle on it), so that its first change
+    /// stores it with its creation time and address.
+    pub fn note_guest(&self, snapshot: &Snapshot) {
+        let r = &snapshot.record;
+        self.0
+            .guests
+            .note(r.id, r.created, snapshot.last_activity, r.ip);
+    }
+
     /// The unstored guest `id` as this node knows it (not expired at `now`):
     /// (record, last activity).
     fn known_guest(&self, id: &SessionId, now: Timestamp) -> Option<(SessionRecord, Timestamp)> {
-        let (created, last) = self.0.guests.get(id)?;
-        let record = self.guest_record(*id, created, None);
+        let (created, last, ip) = self.0.guests.get(id)?;
+        let record = self.guest_record(*id, created, ip);
         (!record.is_expired(last, now)).then_some((record, last))
     }
 
@@ -332,7 +341,7 @@ impl Sessions {
         }
         let refreshed = (now.since(last) >= TICKET_REFRESH).then(|| key.ticket(id, created, now));
         let last_activity = if refreshed.is_some() { now } else { last };
-        self.0.guests.note(id, created, last_activity);
+        self.0.guests.note(id, created, last_activity, None);
         Resolved::Unstored {
             snapshot: Snapshot {
                 record: Arc::new(record),
@@ -509,12 +518,30 @@ impl Sessions {
                 }
                 Update::Rejected(e) => return Err(e.into()),
                 // A guest not stored yet: its first change stores it.
+                // A guest not stored yet: its first change stores it, in one write.
                 Update::NotFound if !stored_guest => {
-                    let Some((record, last)) = self.known_guest(id, self.now()) else {
+                    let now = self.now();
+                    let Some((mut record, _)) = self.known_guest(id, now) else {
                         return Err(SessionsError::NotFound);
                     };
                     stored_guest = true;
-                    self.materialize(&record, last).await?;
+                    if let Err(e) = f(&mut record) {
+                        return Err(if ended.load(std::sync::atomic::Ordering::Relaxed) {
+                            SessionsError::NotFound
+                        } else {
+                            e.into()
+                        });
+                    }
+                    record.version += 1;
+                    match self.0.store.insert(record, now).await {
+                        Ok(s) => {
+                            self.0.guests.forget(id);
+                            return Ok((s, out.expect("the change ran")));
+                        }
+                        // Stored meanwhile (another request): apply the change there.
+                        Err(StoreError::Duplicate(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 Update::NotFound => return Err(SessionsError::NotFound),
             }
@@ -785,8 +812,8 @@ impl Sessions {
         }
         let mut all = self.0.store.list(now).await?;
         all.retain(|s| !s.record.ended && matches(filter, &s.record));
-        for (id, created, last) in self.0.guests.all() {
-            let record = self.guest_record(id, created, None);
+        for (id, created, last, ip) in self.0.guests.all() {
+            let record = self.guest_record(id, created, ip);
             if !record.is_expired(last, now) && matches(filter, &record) {
                 all.push(Snapshot {
                     record: Arc::new(record),
