@@ -47,14 +47,16 @@ pub fn to_hex(bytes: &[u8]) -> String {
 /// ```
 /// assert_eq!(sessiond_core::id::from_hex::<2>("0aFF"), Some([0x0a, 0xff]));
 /// assert_eq!(sessiond_core::id::from_hex::<2>("0a"), None);
+/// assert_eq!(sessiond_core::id::from_hex::<2>("+a+f"), None); // digits only, no signs
 /// ```
 pub fn from_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
-    if hex.len() != 2 * N {
+    let digits = hex.as_bytes();
+    if digits.len() != 2 * N {
         return None;
     }
     let mut out = [0u8; N];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    for (b, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *b = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
     }
     Some(out)
 }
@@ -139,16 +141,7 @@ fn parse_hex16(s: &str) -> Option<[u8; 16]> {
     } else {
         s.as_bytes().to_vec()
     };
-    if digits.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, pair) in digits.chunks_exact(2).enumerate() {
-        let hi = hex_val(pair[0])?;
-        let lo = hex_val(pair[1])?;
-        out[i] = (hi << 4) | lo;
-    }
-    Some(out)
+    std::str::from_utf8(&digits).ok().and_then(from_hex)
 }
 
 fn hex_val(c: u8) -> Option<u8> {
@@ -194,9 +187,10 @@ impl fmt::Debug for TokenHash {
 /// only its [`TokenHash`] is stored, so knowing a session's id is not enough to use it.
 ///
 /// A guest session that holds nothing yet is not stored at all: its cookie is a
-/// **guest ticket** ([`GuestKey::ticket`], 54 characters) that also carries the
-/// session's creation time and last activity, and whose id and secret are derived
-/// from the server's [`GuestKey`], so the server recognizes it without a lookup.
+/// **guest ticket** ([`GuestKey::ticket`], 64 characters) that also carries the
+/// session's creation time and last activity, whose id and secret are derived from
+/// the server's [`GuestKey`], so the server recognizes it without a lookup, and whose
+/// times are sealed by a MAC under that key, so a client cannot move them.
 ///
 /// ```
 /// use sessiond_core::{CookieToken, SessionId};
@@ -211,8 +205,23 @@ pub struct CookieToken {
     secret: [u8; 16],
     /// Computed once: every use of a token needs it.
     hash: TokenHash,
-    /// A guest ticket's (creation, last activity).
-    stamp: Option<(Timestamp, Timestamp)>,
+    /// A guest ticket's times and their MAC.
+    stamp: Option<Stamp>,
+}
+
+/// A guest ticket's creation and last activity (seconds since [`TICKET_EPOCH_MS`])
+/// and the MAC that binds them to the session id.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    created: u32,
+    last: u32,
+    tag: [u8; 8],
+}
+
+impl Stamp {
+    fn times(self) -> (Timestamp, Timestamp) {
+        (ticket_time(self.created), ticket_time(self.last))
+    }
 }
 
 impl CookieToken {
@@ -253,9 +262,10 @@ impl CookieToken {
         self.hash
     }
 
-    /// A guest ticket's (creation, last activity), as the client holds them.
+    /// A guest ticket's (creation, last activity), as the client presented them:
+    /// [`GuestKey::recognizes`] tells whether the server wrote them.
     pub fn stamp(&self) -> Option<(Timestamp, Timestamp)> {
-        self.stamp
+        self.stamp.map(Stamp::times)
     }
 
     /// The cookie value.
@@ -265,9 +275,10 @@ impl CookieToken {
         raw[16..32].copy_from_slice(&self.secret);
         match self.stamp {
             None => URL_SAFE_NO_PAD.encode(&raw[..32]),
-            Some((created, last)) => {
-                raw[32..36].copy_from_slice(&ticket_seconds(created).to_be_bytes());
-                raw[36..40].copy_from_slice(&ticket_seconds(last).to_be_bytes());
+            Some(stamp) => {
+                raw[32..36].copy_from_slice(&stamp.created.to_be_bytes());
+                raw[36..40].copy_from_slice(&stamp.last.to_be_bytes());
+                raw[40..].copy_from_slice(&stamp.tag);
                 URL_SAFE_NO_PAD.encode(raw)
             }
         }
@@ -275,8 +286,8 @@ impl CookieToken {
 }
 
 /// Bytes of a guest ticket: id, secret, creation and last activity (seconds since
-/// [`TICKET_EPOCH_MS`]).
-const TICKET_LEN: usize = 40;
+/// [`TICKET_EPOCH_MS`]), a 64-bit MAC of the id and the two times.
+const TICKET_LEN: usize = 48;
 /// 2020-01-01T00:00:00Z: ticket times are seconds from here (32 bits last until 2156).
 const TICKET_EPOCH_MS: u64 = 1_577_836_800_000;
 
@@ -292,7 +303,7 @@ impl FromStr for CookieToken {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != 43 && s.len() != 54 {
+        if s.len() != 43 && s.len() != 64 {
             return Err(Error::InvalidToken);
         }
         let mut raw = [0u8; TICKET_LEN];
@@ -309,7 +320,11 @@ impl FromStr for CookieToken {
         let mut token = Self::new(SessionId(id), secret);
         if n == TICKET_LEN {
             let at = |i: usize| u32::from_be_bytes(raw[i..i + 4].try_into().expect("4 bytes"));
-            token.stamp = Some((ticket_time(at(32)), ticket_time(at(36))));
+            token.stamp = Some(Stamp {
+                created: at(32),
+                last: at(36),
+                tag: raw[40..].try_into().expect("8 bytes"),
+            });
         }
         Ok(token)
     }
@@ -390,18 +405,41 @@ impl GuestKey {
         TokenHash::of(&self.secret(id))
     }
 
-    /// The guest ticket of session `id`, created at `created`, last active at `last`.
+    /// The MAC of a ticket's times.
+    fn stamp_tag(&self, id: &SessionId, created: u32, last: u32) -> [u8; 8] {
+        let mut data = [0u8; 24];
+        data[..16].copy_from_slice(&id.0);
+        data[16..20].copy_from_slice(&created.to_be_bytes());
+        data[20..].copy_from_slice(&last.to_be_bytes());
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&self.mac(b"stamp", &data)[..8]);
+        tag
+    }
+
+    /// The guest ticket of session `id`, created at `created`, last active at `last`
+    /// (times kept to the second).
     pub fn ticket(&self, id: SessionId, created: Timestamp, last: Timestamp) -> CookieToken {
+        let (created, last) = (ticket_seconds(created), ticket_seconds(last));
         let mut t = CookieToken::new(id, self.secret(&id));
-        t.stamp = Some((created, last));
+        t.stamp = Some(Stamp {
+            created,
+            last,
+            tag: self.stamp_tag(&id, created, last),
+        });
         t
     }
 
-    /// Whether `token` is a guest ticket this key made (its id and secret).
+    /// Whether `token` is a guest ticket this key made: its id, its secret and its
+    /// times (constant time).
     pub fn recognizes(&self, token: &CookieToken) -> bool {
-        token.stamp.is_some()
-            && self.made(&token.id)
-            && bool::from(self.secret(&token.id).ct_eq(&token.secret))
+        let Some(stamp) = token.stamp else {
+            return false;
+        };
+        let secret = self.secret(&token.id).ct_eq(&token.secret);
+        let tag = self
+            .stamp_tag(&token.id, stamp.created, stamp.last)
+            .ct_eq(&stamp.tag);
+        self.made(&token.id) & bool::from(secret & tag)
     }
 }
 
@@ -494,7 +532,7 @@ mod tests {
             Timestamp(1_700_000_060_000),
         );
         let text = t.encode();
-        assert_eq!(text.len(), 54);
+        assert_eq!(text.len(), 64);
         let parsed: CookieToken = text.parse().unwrap();
         assert!(key.recognizes(&parsed));
         assert_eq!(
@@ -506,6 +544,39 @@ mod tests {
         let forged = CookieToken::issue(id);
         assert!(!key.recognizes(&forged));
         assert!(!key.recognizes(&CookieToken::issue(SessionId::random())));
+    }
+
+    #[test]
+    fn a_guest_ticket_with_rewritten_times_is_not_recognized() {
+        let key = GuestKey::random();
+        let id = key.new_id();
+        let t = key.ticket(
+            id,
+            Timestamp(1_700_000_000_000),
+            Timestamp(1_700_000_000_000),
+        );
+        let mut raw = URL_SAFE_NO_PAD.decode(t.encode()).unwrap();
+        for byte in 32..40 {
+            raw[byte] ^= 1;
+            let moved: CookieToken = URL_SAFE_NO_PAD.encode(&raw).parse().unwrap();
+            assert!(
+                moved.stamp().is_some() && !key.recognizes(&moved),
+                "byte {byte}"
+            );
+            raw[byte] ^= 1;
+        }
+        raw[47] ^= 1;
+        let retagged: CookieToken = URL_SAFE_NO_PAD.encode(&raw).parse().unwrap();
+        assert!(!key.recognizes(&retagged));
+    }
+
+    #[test]
+    fn from_hex_takes_hex_digits_only() {
+        assert_eq!(from_hex::<1>("+f"), None);
+        assert_eq!(from_hex::<1>("-0"), None);
+        assert_eq!(from_hex::<1>(" f"), None);
+        assert_eq!(from_hex::<2>("é0"), None);
+        assert_eq!(from_hex::<1>("fF"), Some([0xff]));
     }
 
     #[test]

@@ -1229,3 +1229,33 @@ async fn service_reads_are_not_activity_resolve_and_writes_are() {
         "a write is activity"
     );
 }
+
+#[tokio::test]
+async fn an_ended_guest_never_comes_back_with_its_ticket_times_rewritten() {
+    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+    let s = Server::start().await;
+    let (guest, cookie) = s.own(None).await;
+    let cookie = cookie.unwrap();
+    assert_eq!(cookie.len(), 64, "a guest ticket");
+    assert_eq!(s.own(Some(&cookie)).await.0["id"], guest["id"]);
+    let resp = s
+        .http
+        .post(s.url("/api/logout"))
+        .header("cookie", format!("4DSID_TestApp={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Long after the guest's tickets expired, the client writes fresh times (seconds
+    // since 2020-01-01) into its ticket: creation and last activity = now.
+    s.clock.advance(Duration::from_secs(3 * 3600));
+    let now = u32::try_from((1_800_000_000_000u64 + 3 * 3_600_000 - 1_577_836_800_000) / 1000)
+        .unwrap()
+        .to_be_bytes();
+    let mut raw = URL_SAFE_NO_PAD.decode(&cookie).unwrap();
+    raw[32..36].copy_from_slice(&now);
+    raw[36..40].copy_from_slice(&now);
+    let (after, set) = s.own(Some(&URL_SAFE_NO_PAD.encode(&raw))).await;
+    assert_ne!(after["id"], guest["id"], "the ended guest came back");
+    assert!(set.is_some(), "a new guest with its own cookie");
+}
