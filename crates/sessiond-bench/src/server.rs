@@ -88,9 +88,10 @@ pub(crate) fn serve(
             }
             Stack::SessiondRedis => {
                 let url = redis_url.context("sessiond-redis needs --redis-url")?;
-                let store = sessiond_store::RedisStore::connect(url, Duration::from_secs(2))
-                    .await
-                    .with_context(|| format!("connecting to {url}"))?;
+                let store =
+                    sessiond_store::RedisStore::connect(&sessiond_store::RedisConfig::new(url))
+                        .await
+                        .with_context(|| format!("connecting to {url}"))?;
                 sessiond_router(Arc::new(store))
             }
             Stack::SessiondMobile => {

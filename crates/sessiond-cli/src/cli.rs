@@ -154,7 +154,8 @@ pub struct ServeArgs {
     /// Application name; the cookie is 4DSID_<name> [default: sessiond].
     #[arg(long, env = "SESSIOND_APP_NAME")]
     pub app_name: Option<String>,
-    /// Session store: embedded, memory or redis://host:port/db [default: embedded].
+    /// Session store: embedded, memory, redis://host:port/db or
+    /// redis+cluster://host:port,host:port [default: embedded].
     #[arg(long, env = "SESSIOND_STORE")]
     pub store: Option<String>,
 }

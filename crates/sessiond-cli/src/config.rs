@@ -13,6 +13,7 @@ use sessiond_server::desktop::DesktopConfig;
 use sessiond_server::hook::Callout;
 use sessiond_server::serve::ConnectionLimits;
 use sessiond_server::{SameSite, SecureMode, ServerConfig};
+use sessiond_store::RedisConfig;
 
 use crate::cli::ServeArgs;
 
@@ -26,6 +27,8 @@ pub struct FileConfig {
     app_name: Option<String>,
     store: Option<String>,
     store_timeout_ms: Option<u64>,
+    near_cache_entries: Option<usize>,
+    near_cache_staleness_ms: Option<u64>,
     node_name: Option<String>,
     trust_proxy_headers: Option<bool>,
     max_body_bytes: Option<usize>,
@@ -177,13 +180,8 @@ pub enum StoreChoice {
     Memory,
     /// In `<data>/sessions.redb` (the default): survives restarts.
     Embedded,
-    /// In Redis, shared by several nodes.
-    Redis {
-        /// `redis://host:port/db`.
-        url: String,
-        /// Bound on every Redis call.
-        timeout: Duration,
-    },
+    /// In Redis or a Redis Cluster, shared by several nodes.
+    Redis(RedisConfig),
 }
 
 /// The validated settings of `sessiond serve`.
@@ -219,6 +217,7 @@ impl Config {
             None if Path::new("sessiond.toml").exists() => read_file(Path::new("sessiond.toml"))?,
             None => FileConfig::default(),
         };
+        let store = store_choice(args.store.as_deref().or(file.store.as_deref()), &file)?;
         let listen = match args.listen {
             Some(a) => a,
             None => file
@@ -234,10 +233,6 @@ impl Config {
             Some(p) => Some(p),
             None => Some(data.join("roles.json")).filter(|p| p.exists()),
         };
-        let store = store_choice(
-            args.store.as_deref().or(file.store.as_deref()),
-            file.store_timeout_ms,
-        )?;
         let app_name = args
             .app_name
             .clone()
@@ -260,7 +255,7 @@ impl Config {
         server.policy.lazy_guests = file
             .sessions
             .lazy_guests
-            .unwrap_or(!matches!(store, StoreChoice::Redis { .. }));
+            .unwrap_or(!matches!(store, StoreChoice::Redis(_)));
         server.limits = limits(&file.limits)?;
         let node = match file.node_name {
             Some(n)
@@ -291,22 +286,26 @@ impl Config {
     }
 }
 
-fn store_choice(choice: Option<&str>, timeout_ms: Option<u64>) -> anyhow::Result<StoreChoice> {
+fn store_choice(choice: Option<&str>, file: &FileConfig) -> anyhow::Result<StoreChoice> {
     Ok(match choice.unwrap_or("embedded") {
         "memory" => StoreChoice::Memory,
         "embedded" => StoreChoice::Embedded,
-        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            let ms = timeout_ms.unwrap_or(2000);
-            if !(1..=60_000).contains(&ms) {
-                bail!("store_timeout_ms must be 1 to 60000");
+        url if url.starts_with("redis") => {
+            let mut redis = RedisConfig::new(url);
+            if let Some(ms) = file.store_timeout_ms {
+                redis.timeout = Duration::from_millis(ms);
             }
-            StoreChoice::Redis {
-                url: url.to_string(),
-                timeout: Duration::from_millis(ms),
+            if let Some(n) = file.near_cache_entries {
+                redis.near_cache.entries = n;
             }
+            if let Some(ms) = file.near_cache_staleness_ms {
+                redis.near_cache.staleness = Duration::from_millis(ms);
+            }
+            redis.validate().map_err(anyhow::Error::msg)?;
+            StoreChoice::Redis(redis)
         }
         other => bail!(
-            "unknown store {other:?}: use \"embedded\" (default), \"memory\" or a redis://host:port/db URL"
+            "unknown store {other:?}: use \"embedded\" (default), \"memory\", redis://host:port/db or redis+cluster://host:port,host:port"
         ),
     })
 }

@@ -102,7 +102,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let store = open_store(&config, &runtime)?;
+    let (store, redis) = open_store(&config, &runtime)?;
     let sessions = Sessions::new(
         store,
         Arc::new(roles),
@@ -136,13 +136,13 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let shutdown = shutdown_signal()?;
-        if let StoreChoice::Redis { url, .. } = &config.store {
+        if let Some(redis) = redis {
             sessiond_server::cluster::spawn_sync(
-                url,
+                redis,
                 config.node.clone(),
                 mobile.clone(),
                 state.desktop.clone(),
-            )?;
+            );
         }
         let report = mobile.reload_all().await?;
         for e in &report.errors {
@@ -162,25 +162,26 @@ fn serve(config: Config) -> anyhow::Result<()> {
     })
 }
 
-/// The session store the config names.
+/// The session store the config names (and the Redis store again, for the nodes'
+/// messages).
 fn open_store(
     config: &Config,
     runtime: &tokio::runtime::Runtime,
-) -> anyhow::Result<Arc<dyn SessionStore>> {
+) -> anyhow::Result<(Arc<dyn SessionStore>, Option<RedisStore>)> {
     Ok(match &config.store {
-        StoreChoice::Memory => Arc::new(MemoryStore::new()),
+        StoreChoice::Memory => (Arc::new(MemoryStore::new()), None),
         StoreChoice::Embedded => {
             let path = config.data.join("sessions.redb");
-            Arc::new(
-                EmbeddedStore::open(&path, SystemClock.now())
-                    .context("the embedded session store cannot be opened")?,
-            )
+            let store = EmbeddedStore::open(&path, SystemClock.now())
+                .context("the embedded session store cannot be opened")?;
+            (Arc::new(store), None)
         }
-        StoreChoice::Redis { url, timeout } => Arc::new(
-            runtime
-                .block_on(RedisStore::connect(url, *timeout))
-                .context("cannot connect to Redis")?,
-        ),
+        StoreChoice::Redis(redis) => {
+            let store = runtime
+                .block_on(RedisStore::connect(redis))
+                .context("cannot connect to Redis")?;
+            (Arc::new(store.clone()), Some(store))
+        }
     })
 }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use sessiond_core::SessionId;
 use sessiond_mobile::{MobileChange, MobileSessions};
+use sessiond_store::RedisStore;
 use tokio::sync::broadcast;
 
 use crate::desktop::DesktopSessions;
@@ -43,21 +44,22 @@ struct Message {
 /// nodes' ones, until the returned tasks are aborted. `node` names this node (its
 /// own messages are ignored).
 pub fn spawn_sync(
-    redis_url: &str,
+    redis: RedisStore,
     node: String,
     mobile: Arc<MobileSessions>,
     desktop: DesktopSessions,
-) -> Result<[tokio::task::JoinHandle<()>; 2], redis::RedisError> {
-    let client = redis::Client::open(redis_url)?;
+) -> [tokio::task::JoinHandle<()>; 2] {
+    // A cluster: subscribed to one node at a time (messages reach every node).
+    let clients = redis.pubsub_clients();
     let publisher = tokio::spawn(publish(
-        client.clone(),
+        redis,
         node.clone(),
         mobile.changes(),
         desktop.foreign_drops(),
     ));
     let subscriber = tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
-        loop {
+        for client in clients.iter().cycle() {
             match client.get_async_pubsub().await {
                 Ok(mut pubsub) => {
                     if pubsub.subscribe(CHANNEL).await.is_ok() {
@@ -83,7 +85,7 @@ pub fn spawn_sync(
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     });
-    Ok([publisher, subscriber])
+    [publisher, subscriber]
 }
 
 async fn apply(event: Event, mobile: &MobileSessions, desktop: &DesktopSessions) {
@@ -103,13 +105,12 @@ async fn apply(event: Event, mobile: &MobileSessions, desktop: &DesktopSessions)
 }
 
 async fn publish(
-    client: redis::Client,
+    redis: RedisStore,
     node: String,
     mut changes: broadcast::Receiver<MobileChange>,
     mut drops: broadcast::Receiver<SessionId>,
 ) {
     use broadcast::error::RecvError;
-    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
     loop {
         let event = tokio::select! {
             change = changes.recv() => match change {
@@ -132,22 +133,9 @@ async fn publish(
             event,
         })
         .expect("serializable");
-        if conn.is_none() {
-            conn = client.get_multiplexed_async_connection().await.ok();
-        }
-        let sent = match conn.as_mut() {
-            Some(c) => redis::cmd("PUBLISH")
-                .arg(CHANNEL)
-                .arg(&payload)
-                .query_async::<i64>(c)
-                .await
-                .is_ok(),
-            None => false,
-        };
-        if !sent {
+        if let Err(e) = redis.publish(CHANNEL, &payload).await {
             // The others resync mobile sessions when their own connection comes back.
-            conn = None;
-            tracing::warn!("cannot publish a change to Redis");
+            tracing::warn!(error = %e, "cannot publish a change to Redis");
         }
     }
 }

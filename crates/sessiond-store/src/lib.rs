@@ -25,7 +25,7 @@ pub mod conformance;
 
 pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
-pub use redis::RedisStore;
+pub use redis::{NearCacheConfig, RedisConfig, RedisStore};
 pub use sessions::{
     ActivityFilter, OtpRefusal, PrivilegeChange, Requester, Resolved, Sessions, SessionsError,
 };

@@ -27,14 +27,46 @@ mod embedded {
 
 mod redis {
     use super::*;
-    use sessiond_store::RedisStore;
     use sessiond_store::conformance::RedisServer;
+    use sessiond_store::{RedisConfig, RedisStore};
     sessiond_store::conformance_tests!(|| async {
         let server = RedisServer::start();
-        let store = RedisStore::connect(&server.url(), Duration::from_secs(5))
+        let store = RedisStore::connect(
+            &RedisConfig::new(server.url()).with_timeout(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+        (Arc::new(store) as Arc<dyn SessionStore>, server)
+    });
+}
+
+mod redis_without_near_cache {
+    use super::*;
+    use sessiond_store::conformance::RedisServer;
+    use sessiond_store::{NearCacheConfig, RedisConfig, RedisStore};
+    sessiond_store::conformance_tests!(|| async {
+        let server = RedisServer::start();
+        let config = RedisConfig {
+            near_cache: NearCacheConfig::off(),
+            ..RedisConfig::new(server.url())
+        };
+        let store = RedisStore::connect(&config).await.unwrap();
+        (Arc::new(store) as Arc<dyn SessionStore>, server)
+    });
+}
+
+mod redis_cluster {
+    use super::*;
+    use sessiond_store::conformance::RedisCluster;
+    use sessiond_store::{RedisConfig, RedisStore};
+    sessiond_store::conformance_tests!(|| async {
+        let cluster = tokio::task::spawn_blocking(RedisCluster::start)
             .await
             .unwrap();
-        (Arc::new(store) as Arc<dyn SessionStore>, server)
+        let store = RedisStore::connect(&RedisConfig::new(cluster.url()))
+            .await
+            .unwrap();
+        (Arc::new(store) as Arc<dyn SessionStore>, cluster)
     });
 }
 
@@ -252,7 +284,9 @@ fn storage_at_the_caps_reads_back_after_reopen() {
     use proptest::strategy::{Strategy, ValueTree};
     use proptest::test_runner::TestRunner;
     use sessiond_core::{Clock, Roles, SessionId, SystemClock};
-    use sessiond_store::{EmbeddedStore, RedisStore, Sessions, conformance::RedisServer};
+    use sessiond_store::{
+        EmbeddedStore, RedisConfig, RedisStore, Sessions, conformance::RedisServer,
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
@@ -275,9 +309,11 @@ fn storage_at_the_caps_reads_back_after_reopen() {
         };
         rt.block_on(async {
             let redis_store: Arc<dyn SessionStore> = Arc::new(
-                RedisStore::connect(&redis.url(), Duration::from_secs(5))
-                    .await
-                    .unwrap(),
+                RedisStore::connect(
+                    &RedisConfig::new(redis.url()).with_timeout(Duration::from_secs(5)),
+                )
+                .await
+                .unwrap(),
             );
             let embedded: Arc<dyn SessionStore> =
                 Arc::new(EmbeddedStore::open(&path, SystemClock.now()).unwrap());
@@ -320,9 +356,11 @@ fn storage_at_the_caps_reads_back_after_reopen() {
                 assert_same(&got.record.storage, &map, "embedded");
             }
             if let Some((_, id)) = stores.next() {
-                let fresh = RedisStore::connect(&redis.url(), Duration::from_secs(5))
-                    .await
-                    .unwrap();
+                let fresh = RedisStore::connect(
+                    &RedisConfig::new(redis.url()).with_timeout(Duration::from_secs(5)),
+                )
+                .await
+                .unwrap();
                 let got = fresh.get(&id, SystemClock.now()).await.unwrap().unwrap();
                 assert_same(&got.record.storage, &map, "Redis");
             }
@@ -362,12 +400,13 @@ fn assert_same(
 
 #[tokio::test]
 async fn redis_quarantines_an_unreadable_record_and_serves_the_rest() {
-    use sessiond_store::RedisStore;
     use sessiond_store::conformance::RedisServer;
+    use sessiond_store::{RedisConfig, RedisStore};
     let server = RedisServer::start();
-    let store = RedisStore::connect(&server.url(), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let store =
+        RedisStore::connect(&RedisConfig::new(server.url()).with_timeout(Duration::from_secs(5)))
+            .await
+            .unwrap();
     let t0 = Timestamp(1_000_000);
     let good = SessionRecord::new_web(t0, &SessionPolicy::default(), None);
     let good_id = good.id;
@@ -394,4 +433,193 @@ async fn redis_quarantines_an_unreadable_record_and_serves_the_rest() {
         .await
         .unwrap();
     assert!(moved, "the record is kept aside for inspection");
+}
+
+/// Two nodes (two `RedisStore`s) on one Redis, with the default near-cache.
+async fn two_nodes(
+    server: &sessiond_store::conformance::RedisServer,
+) -> [sessiond_store::RedisStore; 2] {
+    use sessiond_store::{RedisConfig, RedisStore};
+    let config = RedisConfig::new(server.url());
+    let a = RedisStore::connect(&config).await.unwrap();
+    let b = RedisStore::connect(&config).await.unwrap();
+    // The caches serve once their invalidation channel has answered a ping.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    [a, b]
+}
+
+fn wall_clock() -> Timestamp {
+    use sessiond_core::Clock;
+    sessiond_core::SystemClock.now()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_cache_serves_a_repeated_read_without_asking_redis() {
+    use sessiond_store::conformance::RedisServer;
+    let server = RedisServer::start();
+    let [a, b] = two_nodes(&server).await;
+    let now = wall_clock();
+    let r = SessionRecord::new_web(now, &SessionPolicy::default(), None);
+    let id = r.id;
+    a.insert(r, now).await.unwrap();
+    // Read from Redis once the insert's invalidation has passed (a fill that races an
+    // invalidation is not kept).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(b.get(&id, now).await.unwrap().is_some(), "read from Redis");
+    // Deleted behind the nodes' back (no invalidation published): a node that still
+    // answers from its cache never asked Redis.
+    let mut redis = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("FLUSHALL")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(
+        a.get(&id, now).await.unwrap().is_some(),
+        "the writer's cache"
+    );
+    assert!(
+        b.get(&id, now).await.unwrap().is_some(),
+        "the reader's cache"
+    );
+}
+
+/// The staleness bound, measured: after a privilege lowering or a drop acknowledged on
+/// node A, how long node B (which had the session cached) still serves the old copy;
+/// and how often a read on B at once after the write on A is stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::cast_precision_loss, reason = "a rate printed for the log")]
+async fn a_lowering_or_drop_on_one_node_is_refused_on_another_within_the_staleness_bound() {
+    use sessiond_store::conformance::RedisServer;
+    use std::time::Instant;
+    const TRIALS: usize = 10_000;
+    let server = RedisServer::start();
+    let [a, b] = two_nodes(&server).await;
+    let policy = SessionPolicy::default();
+    let mut waits = Vec::with_capacity(TRIALS);
+    let mut stale_at_once = 0usize;
+    for trial in 0..TRIALS {
+        let now = wall_clock();
+        let mut r = SessionRecord::new_web(now, &policy, None);
+        r.privileges = vec![Arc::from("WebAdmin")].into();
+        let id = r.id;
+        a.insert(r, now).await.unwrap();
+        let cached = b
+            .get(&id, now)
+            .await
+            .unwrap()
+            .expect("B reads the new session");
+        assert_eq!(cached.record.privileges.len(), 1);
+        let drop = trial % 2 == 1;
+        if drop {
+            assert!(a.remove(&id).await.unwrap());
+        } else {
+            let mut lower = |r: &mut SessionRecord| {
+                r.privileges = Box::default();
+                Ok(())
+            };
+            a.update(&id, now, &mut lower).await.unwrap();
+        }
+        let acknowledged = Instant::now();
+        let mut first = true;
+        loop {
+            let old = match b.get(&id, now).await.unwrap() {
+                None => !drop,
+                Some(s) => !s.record.privileges.is_empty(),
+            };
+            if !old {
+                break;
+            }
+            if first {
+                stale_at_once += 1;
+                first = false;
+            }
+            assert!(
+                acknowledged.elapsed() < Duration::from_secs(2),
+                "trial {trial}: node B still serves the old rights after 2 s"
+            );
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        waits.push(acknowledged.elapsed());
+    }
+    waits.sort();
+    let p = |permille: usize| waits[(waits.len() - 1) * permille / 1000];
+    eprintln!(
+        "near-cache staleness over {TRIALS} lowerings/drops: p50 {:?}, p99 {:?}, max {:?}; \
+         stale at once {stale_at_once} ({:.2}%)",
+        p(500),
+        p(990),
+        waits[waits.len() - 1],
+        stale_at_once as f64 * 100.0 / TRIALS as f64
+    );
+    assert!(
+        p(990) <= Duration::from_millis(50),
+        "p99 {:?} above the 50 ms bound",
+        p(990)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_node_is_read_on_another_within_the_staleness_bound() {
+    use serde_json::json;
+    use sessiond_core::storage;
+    use sessiond_store::conformance::RedisServer;
+    let server = RedisServer::start();
+    let [a, b] = two_nodes(&server).await;
+    let now = wall_clock();
+    let r = SessionRecord::new_web(now, &SessionPolicy::default(), None);
+    let id = r.id;
+    a.insert(r, now).await.unwrap();
+    for n in 1..=40u64 {
+        assert!(b.get(&id, now).await.unwrap().is_some(), "cached on B");
+        let mut f =
+            |r: &mut SessionRecord| storage::merge_patch(r.storage_mut(), &json!({"cart": n}));
+        a.update(&id, now, &mut f).await.unwrap();
+        assert_eq!(
+            a.get(&id, now).await.unwrap().unwrap().record.storage["cart"],
+            n,
+            "the writing node reads its write at once"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            b.get(&id, now).await.unwrap().unwrap().record.storage["cart"],
+            n,
+            "another node reads it once the bound has passed"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_invalidation_channel_empties_the_cache() {
+    use sessiond_store::conformance::RedisServer;
+    let server = RedisServer::start();
+    let [_a, b] = two_nodes(&server).await;
+    let now = wall_clock();
+    let r = SessionRecord::new_web(now, &SessionPolicy::default(), None);
+    let id = r.id;
+    b.insert(r, now).await.unwrap();
+    assert!(b.get(&id, now).await.unwrap().is_some());
+    let mut redis = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // The listeners' connections are cut, and meanwhile the session goes without a
+    // message: only emptying the cache can make it disappear.
+    let _: () = ::redis::pipe()
+        .cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .ignore()
+        .cmd("FLUSHALL")
+        .ignore()
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert!(b.get(&id, now).await.unwrap().is_none());
 }

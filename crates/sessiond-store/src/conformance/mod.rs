@@ -299,26 +299,36 @@ pub async fn duplicate_insert_is_refused(store: Store) {
     assert!(store.insert(r, T0).await.is_err());
 }
 
+/// A free loopback port (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A `redis-server` of the tests' own, on a free loopback port, stopped on drop.
 pub struct RedisServer {
     child: std::process::Child,
     port: u16,
+    /// A cluster node's `nodes.conf`, removed on drop.
+    cluster_file: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
     /// Starts one (the Debian package `redis-server` must be installed; the test
     /// command installs it).
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
+        Self::start_on(free_port())
     }
 
     /// Starts one on `port` (to restart a stopped one where clients expect it).
     pub fn start_on(port: u16) -> Self {
+        Self::spawn(port, &[], None)
+    }
+
+    fn spawn(port: u16, extra: &[&str], cluster_file: Option<std::path::PathBuf>) -> Self {
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -330,10 +340,15 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server must be installed (scripts/test installs it)");
-        let server = Self { child, port };
+        let server = Self {
+            child,
+            port,
+            cluster_file,
+        };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -365,5 +380,88 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(f) = &self.cluster_file {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// A Redis Cluster of the tests' own: three primaries on free loopback ports (data
+/// and cluster bus), all slots assigned, stopped on drop.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three `redis-server --cluster-enabled yes` and joins them with
+    /// `redis-cli --cluster create` (package `redis-tools`, installed with
+    /// `redis-server`); returns once every node reports `cluster_state:ok`.
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let (port, bus) = (free_port(), free_port());
+                let file = std::env::temp_dir().join(format!("sessiond-cluster-{port}-{bus}.conf"));
+                let _ = std::fs::remove_file(&file);
+                RedisServer::spawn(
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-port",
+                        &bus.to_string(),
+                        "--cluster-config-file",
+                        &file.to_string_lossy(),
+                        "--cluster-node-timeout",
+                        "2000",
+                    ],
+                    Some(file.clone()),
+                )
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("redis-cli must be installed (package redis-tools)");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        for node in &nodes {
+            loop {
+                let info = std::process::Command::new("redis-cli")
+                    .args(["-p", &node.port.to_string(), "cluster", "info"])
+                    .output()
+                    .expect("redis-cli");
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the Redis Cluster did not become ready"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Self { nodes }
+    }
+
+    /// `redis+cluster://` with every node.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
     }
 }
