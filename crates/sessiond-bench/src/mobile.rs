@@ -156,6 +156,8 @@ pub(crate) struct RefreshResult {
     pub loaded: Vec<usize>,
     /// Sessions reported unchanged by the second refresh of each rep.
     pub unchanged: Vec<usize>,
+    /// Of those, the files the second refresh did not read (same size, times, inode).
+    pub skipped: Vec<usize>,
     /// Files reported unusable (must be 0).
     pub errors: usize,
     /// RSS growth of the first load of the first rep, bytes per session.
@@ -302,6 +304,9 @@ async fn refresh_run(data: &Path, n: u64, reps: usize) -> anyhow::Result<Refresh
     let (file_bytes, sidecar_bytes, direct_token) = write_files(&folder, via_login..n, &sidecar)?;
     let write_secs = start.elapsed().as_secs_f64();
     let written = (n - via_login).max(1);
+    // A refresh reads again every file written in the last 2 s (a coarse file-system
+    // clock could hide a second write): measure the steady state of files at rest.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
 
     let ticks = sys::clock_ticks_per_sec().0 as f64;
     let me = std::process::id();
@@ -319,6 +324,7 @@ async fn refresh_run(data: &Path, n: u64, reps: usize) -> anyhow::Result<Refresh
         again_cpu_ms: Vec::new(),
         loaded: Vec::new(),
         unchanged: Vec::new(),
+        skipped: Vec::new(),
         errors: 0,
         rss_bytes_per_session: f64::NAN,
         tokens_authorize: false,
@@ -352,6 +358,7 @@ async fn refresh_run(data: &Path, n: u64, reps: usize) -> anyhow::Result<Refresh
         r.again_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
         r.again_cpu_ms.push(cpu_ms(cpu0));
         r.unchanged.push(again.unchanged);
+        r.skipped.push(again.skipped);
         r.errors += again.errors.len();
         if rep + 1 == reps {
             let mut ok = m.authorize(&login_token).await?.is_some();

@@ -1008,9 +1008,11 @@ fn refresh_md(o: &mut String, r: &RefreshResult) {
          the other {} written directly in the same format (checked against a login's \
          file; {:.1} s, not timed), all in one app folder, each with its sidecar: {:.0} + \
          {:.0} bytes on average. The files were just written: the page cache is warm. \
-         \"load\": a fresh `MobileSessions` reads every file (all new); \"again\": a \
-         second refresh of the same instance (all unchanged). Medians with (min–max) of \
-         {} repetitions.\n",
+         The files rest 2 s before the first refresh (a refresh reads again every file \
+         written in the last 2 s). \"load\": a fresh `MobileSessions` reads every file \
+         (all new); \"again\": a second refresh of the same instance (all unchanged; \
+         files whose size, times and inode did not change are not read). Medians with \
+         (min–max) of {} repetitions.\n",
         r.via_login,
         r.login_secs,
         r.files - r.via_login,
@@ -1046,9 +1048,14 @@ fn refresh_md(o: &mut String, r: &RefreshResult) {
     }
     let _ = writeln!(
         o,
-        "\nUnusable files reported: {}. Tokens (a login's and a written file's) authorize \
+        "\nFiles not read by the second refresh: {}. Unusable files reported: {}. Tokens (a login's and a written file's) authorize \
          after the refresh: {}. Memory after the first load: {:.0} bytes per session (RSS \
          delta).\n",
+        r.skipped
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         r.errors,
         if r.tokens_authorize { "yes" } else { "**no**" },
         r.rss_bytes_per_session

@@ -140,8 +140,8 @@ fn report_push(v: &Value, what: &str) {
 
 fn print_refresh(v: &Value) {
     println!(
-        "loaded {}, updated {}, unchanged {}, evicted {}",
-        v["loaded"], v["updated"], v["unchanged"], v["evicted"]
+        "loaded {}, updated {}, unchanged {} ({} not read), evicted {}",
+        v["loaded"], v["updated"], v["unchanged"], v["skipped"], v["evicted"]
     );
     for e in v["errors"].as_array().into_iter().flatten() {
         println!(

@@ -200,6 +200,9 @@ pub struct RefreshReport {
     pub updated: usize,
     /// Sessions whose file did not change.
     pub unchanged: usize,
+    /// Of those, the files not even read: same size, modification and change times and
+    /// inode (and the same for the sidecar) as at the previous refresh.
+    pub skipped: usize,
     /// Sessions removed from memory (file deleted or invalid).
     pub evicted: usize,
     /// Files that could not be used.
@@ -301,6 +304,9 @@ pub struct MobileSessions {
     new_devices: parking_lot::Mutex<(Timestamp, HashMap<Option<IpAddr>, u32>)>,
     activations: Option<Activations>,
     changes: tokio::sync::broadcast::Sender<MobileChange>,
+    /// The files' fingerprints at the last refresh (valid files only). Used only under
+    /// the gate's write lock, by one refresh at a time.
+    seen: parking_lot::Mutex<HashMap<Key, Fingerprint>>,
 }
 
 /// A change of the mobile sessions made on this node.
@@ -465,6 +471,7 @@ impl MobileSessions {
                 .collect(),
             gate: tokio::sync::RwLock::new(()),
             new_devices: parking_lot::Mutex::new((Timestamp(0), HashMap::new())),
+            seen: parking_lot::Mutex::default(),
             activations: None,
             changes: tokio::sync::broadcast::channel(1024).0,
         }
@@ -1097,19 +1104,9 @@ impl MobileSessions {
         let (folder, id) = (folder.to_string(), id.to_string());
         let loaded = {
             let (folder, id) = (folder.clone(), id.clone());
-            tokio::task::spawn_blocking(move || {
-                let bytes = std::fs::read(&path).ok()?;
-                let file = SessionFile::parse(&bytes)
-                    .ok()
-                    .filter(|f| f.check_location(&folder, &id).is_ok())?;
-                let side = std::fs::read(sidecar_path(&dir, &id))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok())
-                    .unwrap_or_default();
-                Some(Entry { file, side })
-            })
-            .await
-            .map_err(std::io::Error::other)?
+            tokio::task::spawn_blocking(move || read_entry(&dir, &folder, &id).ok()?.ok())
+                .await
+                .map_err(std::io::Error::other)?
         };
         let mut index = self.index.write();
         match loaded {
@@ -1136,9 +1133,11 @@ impl MobileSessions {
         // ones until the index is replaced.
         let _gate = self.gate.write().await;
         let root = self.config.root.clone();
-        let (found, errors) = tokio::task::spawn_blocking(move || scan(&root))
+        let seen = std::mem::take(&mut *self.seen.lock());
+        let (found, errors, seen) = tokio::task::spawn_blocking(move || scan(&root, &seen))
             .await
             .map_err(std::io::Error::other)??;
+        *self.seen.lock() = seen;
         let mut report = RefreshReport {
             errors,
             ..RefreshReport::default()
@@ -1146,7 +1145,25 @@ impl MobileSessions {
         let old: HashMap<Key, Entry> = std::mem::take(&mut self.index.write().entries);
         let mut index = Index::default();
         let mut evicted_web = Vec::new();
-        for (key, mut entry) in found {
+        for (key, found) in found {
+            let mut entry = match found {
+                Found::Read(entry) => entry,
+                Found::Unchanged(dir) => match old.get(&key) {
+                    Some(prev) => {
+                        report.skipped += 1;
+                        prev.clone()
+                    }
+                    // Not in memory although its file did not change (evicted since):
+                    // read it after all.
+                    None => match read_entry(&dir, &key.0, &key.1)? {
+                        Ok(entry) => entry,
+                        Err(e) => {
+                            report.errors.push(RefreshError::of(&key, &e));
+                            continue;
+                        }
+                    },
+                },
+            };
             match old.get(&key) {
                 Some(prev)
                     if prev.file == entry.file
@@ -1226,16 +1243,106 @@ fn file_json(
     json
 }
 
-type Scan = (Vec<(Key, Entry)>, Vec<RefreshError>);
+/// What identifies one version of a session file and its sidecar without reading
+/// them: any write (in place or by rename) changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    file: FileStamp,
+    sidecar: Option<FileStamp>,
+}
 
-fn scan(root: &Path) -> std::io::Result<Scan> {
-    let mut found = Vec::new();
-    let mut errors = Vec::new();
-    let dirs = match std::fs::read_dir(root) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((found, errors)),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    inode: u64,
+    /// Modification and change times, ns since the epoch.
+    modified: i128,
+    changed: i128,
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt as _;
+        Self {
+            len: meta.len(),
+            inode: meta.ino(),
+            modified: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            changed: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        }
+    }
+
+    /// Whether the file was written so recently that another write in the same tick
+    /// of a coarse file-system clock (up to 2 s) would not change this stamp: such a
+    /// file is read again at the next refresh.
+    fn is_recent(&self, now: i128) -> bool {
+        now - self.modified < 2_000_000_000
+    }
+}
+
+fn fingerprint(path: &Path, sidecar: &Path) -> std::io::Result<Fingerprint> {
+    let file = FileStamp::of(&std::fs::metadata(path)?);
+    let sidecar = match std::fs::metadata(sidecar) {
+        Ok(meta) => Some(FileStamp::of(&meta)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
+    Ok(Fingerprint { file, sidecar })
+}
+
+/// A session file found by a refresh.
+enum Found {
+    Read(Entry),
+    /// Its fingerprint did not change since the last refresh: not read (its folder).
+    Unchanged(PathBuf),
+}
+
+impl RefreshError {
+    fn of(key: &Key, e: &FileError) -> Self {
+        Self {
+            file: format!("{}/{}", key.0, key.1),
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Reads session file `name` of app folder `folder` (in `dir`) and its sidecar.
+fn read_entry(dir: &Path, folder: &str, name: &str) -> std::io::Result<Result<Entry, FileError>> {
+    let bytes = std::fs::read(dir.join(name))?;
+    let file =
+        match SessionFile::parse(&bytes).and_then(|f| f.check_location(folder, name).map(|()| f)) {
+            Ok(file) => file,
+            Err(e) => return Ok(Err(e)),
+        };
+    let side = std::fs::read(sidecar_path(dir, name))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    Ok(Ok(Entry { file, side }))
+}
+
+type Scan = (
+    Vec<(Key, Found)>,
+    Vec<RefreshError>,
+    HashMap<Key, Fingerprint>,
+);
+
+/// Every session file under `root`; those whose fingerprint is the one in `seen` are
+/// not read. Returns the new fingerprints of the valid files.
+fn scan(root: &Path, seen: &HashMap<Key, Fingerprint>) -> std::io::Result<Scan> {
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    let mut fingerprints = HashMap::new();
+    let dirs = match std::fs::read_dir(root) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((found, errors, fingerprints));
+        }
+        Err(e) => return Err(e),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX));
     for dir in dirs {
         let dir = dir?;
         if !dir.file_type()?.is_dir() {
@@ -1244,7 +1351,8 @@ fn scan(root: &Path) -> std::io::Result<Scan> {
         let Some(folder) = dir.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        for file in std::fs::read_dir(dir.path())? {
+        let dir = dir.path();
+        for file in std::fs::read_dir(&dir)? {
             let file = file?;
             let Some(name) = file.file_name().to_str().map(str::to_owned) else {
                 continue;
@@ -1252,27 +1360,41 @@ fn scan(root: &Path) -> std::io::Result<Scan> {
             if !is_session_file_name(&name) || !file.file_type()?.is_file() {
                 continue; // manifest.json, AuthKey_*.p8, sidecars…: not sessions
             }
-            let report = |e: &FileError| RefreshError {
-                file: format!("{folder}/{name}"),
-                code: e.code(),
-                message: e.to_string(),
-            };
-            let bytes = std::fs::read(file.path())?;
-            let parsed = SessionFile::parse(&bytes)
-                .and_then(|f| f.check_location(&folder, &name).map(|()| f));
-            match parsed {
-                Ok(f) => {
-                    let side: Sidecar = std::fs::read(sidecar_path(&dir.path(), &name))
-                        .ok()
-                        .and_then(|b| serde_json::from_slice(&b).ok())
-                        .unwrap_or_default();
-                    found.push(((folder.clone(), name.clone()), Entry { file: f, side }));
+            let key = (folder.clone(), name);
+            let print = fingerprint(&file.path(), &sidecar_path(&dir, &key.1))?;
+            if seen.get(&key) == Some(&print) {
+                fingerprints.insert(key.clone(), print);
+                found.push((key, Found::Unchanged(dir.clone())));
+                continue;
+            }
+            match read_entry(&dir, &key.0, &key.1)? {
+                Ok(entry) => {
+                    // Keep the fingerprint taken before reading: a write since then
+                    // changes it, and the file is read again next time.
+                    let settled = !print.file.is_recent(now)
+                        && !print.sidecar.is_some_and(|s| s.is_recent(now));
+                    if settled {
+                        fingerprints.insert(key.clone(), print);
+                    }
+                    found.push((key, Found::Read(entry)));
                 }
-                Err(e) => errors.push(report(&e)),
+                Err(e) => errors.push(RefreshError::of(&key, &e)),
             }
         }
     }
-    Ok((found, errors))
+    Ok((found, errors, fingerprints))
+}
+
+/// Every valid session file under `root`, read.
+fn read_all(root: &Path) -> std::io::Result<Vec<(Key, Entry)>> {
+    let (found, _, _) = scan(root, &HashMap::new())?;
+    Ok(found
+        .into_iter()
+        .filter_map(|(key, found)| match found {
+            Found::Read(entry) => Some((key, entry)),
+            Found::Unchanged(_) => None,
+        })
+        .collect())
 }
 
 /// Shares one [`MobileSessions`].
@@ -1348,7 +1470,7 @@ impl MobileSessions {
     /// as the Mobile Session Management component does).
     pub async fn list_apps(&self) -> Result<Vec<AppSummary>, MobileError> {
         let root = self.config.root.clone();
-        let (found, _) = tokio::task::spawn_blocking(move || scan(&root))
+        let found = tokio::task::spawn_blocking(move || read_all(&root))
             .await
             .map_err(std::io::Error::other)??;
         let mut apps: std::collections::BTreeMap<String, AppSummary> =
@@ -1386,7 +1508,7 @@ impl MobileSessions {
         let dir = self.checked_dir(folder)?;
         let root = self.config.root.clone();
         let folder = folder.to_string();
-        let (found, _) = tokio::task::spawn_blocking(move || scan(&root))
+        let found = tokio::task::spawn_blocking(move || read_all(&root))
             .await
             .map_err(std::io::Error::other)??;
         let mut out = Vec::new();

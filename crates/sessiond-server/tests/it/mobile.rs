@@ -401,6 +401,74 @@ async fn vector_07_and_08_no_usable_session_is_401_never_403() {
 }
 
 #[tokio::test]
+async fn refresh_reads_only_files_whose_size_times_or_inode_changed() {
+    let m = Harness::start(IdMode::Random, false).await;
+    let mut paths = Vec::new();
+    for device in [
+        "0DC5132E-1EF4-407C-A832-5FE33D818AF1",
+        "0DC5132E-1EF4-407C-A832-5FE33D818AF2",
+        "0DC5132E-1EF4-407C-A832-5FE33D818AF3",
+    ] {
+        let (st, v) = m.post("$authenticate", &ios_login(device, ""), None).await;
+        assert_eq!(st, 200, "{v}");
+        paths.push(m.file(
+            "UTT7VDX8W5.com.contactApp.Contact",
+            v["id"].as_str().unwrap(),
+        ));
+    }
+    // Files written in the last 2 s are read at every refresh (a coarse file-system
+    // clock could hide a second write): these were written an hour ago.
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let age = |path: &Path| {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+    };
+    // Session files and their sidecars.
+    let dir = paths[0].parent().unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        age(&entry.unwrap().path());
+    }
+    let first = m.store.refresh().await.unwrap();
+    assert_eq!((first.unchanged, first.skipped), (3, 0), "{first:?}");
+    let second = m.store.refresh().await.unwrap();
+    assert_eq!((second.unchanged, second.skipped), (3, 3), "{second:?}");
+    // Same size, same modification time: edited in place (the change time tells), and
+    // replaced by a rename (the inode tells).
+    let pending = |path: &Path| {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.contains(r#""accepted""#));
+        text.replace(r#""accepted""#, r#""pending" "#)
+    };
+    let edited = pending(&paths[0]);
+    std::fs::write(&paths[0], edited).unwrap();
+    age(&paths[0]);
+    let replaced = pending(&paths[1]);
+    let tmp = paths[1].with_extension("tmp");
+    std::fs::write(&tmp, replaced).unwrap();
+    age(&tmp);
+    std::fs::rename(&tmp, &paths[1]).unwrap();
+    let third = m.store.refresh().await.unwrap();
+    assert_eq!(
+        (third.updated, third.unchanged, third.skipped),
+        (2, 1, 1),
+        "{third:?}"
+    );
+    let fourth = m.store.refresh().await.unwrap();
+    assert_eq!((fourth.unchanged, fourth.skipped), (3, 3), "{fourth:?}");
+    // A file written in the last 2 s is read at every refresh.
+    let same = std::fs::read(&paths[2]).unwrap();
+    std::fs::write(&paths[2], same).unwrap();
+    for _ in 0..2 {
+        let report = m.store.refresh().await.unwrap();
+        assert_eq!((report.unchanged, report.skipped), (3, 2), "{report:?}");
+    }
+}
+
+#[tokio::test]
 async fn vector_09_refusal_is_401_with_status_text_and_error_arrays_and_writes_nothing() {
     let m = Harness::start(IdMode::Random, false).await;
     *m.hook.answer.lock() = HookResult::deny("Not allowed");
