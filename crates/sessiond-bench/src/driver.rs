@@ -14,7 +14,9 @@ use hyper::header::{self, HeaderName, HeaderValue};
 use crate::load::{self, BodySpec, Check, LoadResult, RequestSpec};
 use crate::mobile::RefreshResult;
 use crate::redis::{self, BenchRun, RedisProc};
-use crate::report::{self, Extras, Header, RepResult, Report, ScenarioResult, StackResult};
+use crate::report::{
+    self, Extras, Header, RepResult, Report, ScenarioResult, StackResult, StalenessResult,
+};
 use crate::server::{FillResult, PAYLOAD};
 use crate::sys;
 use crate::{Group, RunArgs, Scenario, Stack};
@@ -50,7 +52,7 @@ impl ServerProc {
     ) -> anyhow::Result<Self> {
         let mut cmd = server_command(exe, placement);
         cmd.args(["server", "--stack", stack.name(), "--listen", "127.0.0.1:0"]);
-        if let Some(url) = redis_url.filter(|_| stack == Stack::SessiondRedis) {
+        if let Some(url) = redis_url.filter(|_| stack.on_redis()) {
             cmd.args(["--redis-url", url]);
         }
         let mut child = cmd
@@ -120,10 +122,15 @@ fn server_command(exe: &Path, placement: Placement) -> Command {
 enum Kind {
     /// `GET /create` with no cookie.
     Create,
+    /// `GET /read` with no cookie: a first visit that stores nothing.
+    Visit,
     /// `GET /read` with one session's cookie.
     Read,
     /// `POST /incr` on a fresh session per repetition; lost updates counted.
     Incr,
+    /// `POST /incr` round robin over [`MANY`] fresh sessions per repetition; lost
+    /// updates counted.
+    IncrMany,
     /// `POST /mobileapp/$authenticate` of a new device each time.
     MobileLogin,
     /// `GET /mobileapp/$licensecheck` with one login's Bearer token.
@@ -136,8 +143,8 @@ impl Kind {
     fn request(self) -> (Method, &'static str) {
         match self {
             Self::Create => (Method::GET, "/create"),
-            Self::Read => (Method::GET, "/read"),
-            Self::Incr => (Method::POST, "/incr"),
+            Self::Read | Self::Visit => (Method::GET, "/read"),
+            Self::Incr | Self::IncrMany => (Method::POST, "/incr"),
             Self::MobileLogin => (Method::POST, "/mobileapp/$authenticate"),
             Self::MobileData => (Method::GET, "/mobileapp/$licensecheck"),
             Self::RemoteCall => (Method::GET, "/remote"),
@@ -185,7 +192,12 @@ struct Env<'a> {
     ticks_per_sec: u64,
     /// The stores group's Redis.
     redis: Option<&'a RedisProc>,
+    /// The stores group's Redis Cluster (its URL).
+    cluster: Option<&'a str>,
 }
+
+/// Sessions of [`Kind::IncrMany`].
+const MANY: usize = 1000;
 
 fn peers_plan(scenario: Scenario, args: &RunArgs) -> Plan {
     let (id, title, kind) = match scenario {
@@ -228,50 +240,105 @@ fn peers_plan(scenario: Scenario, args: &RunArgs) -> Plan {
     }
 }
 
-const STORE_STACKS: [Stack; 3] = [
-    Stack::Sessiond,
-    Stack::SessiondEmbedded,
-    Stack::SessiondRedis,
-];
+/// The memory store against the embedded one (W1, W2).
+const DURABLE_STACKS: [Stack; 2] = [Stack::Sessiond, Stack::SessiondEmbedded];
 
-fn stores_plans() -> [Plan; 2] {
-    [
-        Plan {
-            id: "R1",
-            title: "R1 hot read per store: one session, read the 200-byte payload (S2's route)",
-            kind: Kind::Read,
-            stacks: STORE_STACKS.to_vec(),
-            redis_benchmark: true,
-            kernel_threads: true,
-            notes: vec![
-                "The same sessiond app over three `SessionStore`s. A read is one store \
-                 `get` (sessiond-redis: one `HMGET` and the JSON decode of the record) and \
-                 a `touch` at most once per granularity period; EmbeddedStore answers reads \
-                 from its in-memory mirror. \"Redis CPU\" = utime+stime delta of the \
-                 redis-server process ÷ responses; it runs on the load generator's core."
-                    .into(),
+/// One Redis against a 3-primary cluster (C1, C2).
+const CLUSTER_STACKS: [Stack; 2] = [Stack::SessiondRedis, Stack::SessiondRedisCluster];
+
+fn plan(id: &'static str, title: &'static str, kind: Kind, stacks: &[Stack], note: &str) -> Plan {
+    Plan {
+        id,
+        title,
+        kind,
+        stacks: stacks.to_vec(),
+        redis_benchmark: false,
+        kernel_threads: true,
+        notes: vec![note.into()],
+        conns: None,
+    }
+}
+
+fn stores_plans() -> Vec<Plan> {
+    let r1 = Plan {
+        redis_benchmark: true,
+        ..plan(
+            "R1",
+            "R1 hot read per store: one session, read the 200-byte payload (S2's route)",
+            Kind::Read,
+            &[
+                Stack::Sessiond,
+                Stack::SessiondEmbedded,
+                Stack::SessiondRedis,
+                Stack::SessiondRedisUncached,
             ],
-            conns: None,
-        },
-        Plan {
-            id: "R2",
-            title: "R2 storage update per store: one session, read counter + 1, write back \
-                    (S3's route, atomic `update_storage`)",
-            kind: Kind::Incr,
-            stacks: STORE_STACKS.to_vec(),
-            redis_benchmark: false,
-            kernel_threads: true,
-            notes: vec![
-                "sessiond-embedded commits every update to its redb file with an fsync \
-                 (durable when acknowledged), under one writer lock: its throughput is the \
-                 disk's fsync rate (the commits run on tokio's blocking pool: threads of \
-                 the server process, on core 1 too, counted in its CPU). sessiond-redis: `HMGET` then a Lua compare-and-set per \
-                 update (Redis without persistence here), updates of one session queued \
-                 in the server."
-                    .into(),
+            "The same sessiond app over its `SessionStore`s. A read is one store `get` and a \
+             `touch` at most once per granularity period. EmbeddedStore answers reads from \
+             its in-memory mirror; sessiond-redis from its near-cache (kept coherent by \
+             invalidations over pub/sub), sessiond-redis-uncached with one `HMGET` and the \
+             JSON decode of the record. \"Redis CPU\" = utime+stime delta of the \
+             redis-server process ÷ responses; it runs on the load generator's core.",
+        )
+    };
+    vec![
+        plan(
+            "W1",
+            "W1 first visit per store: no cookie, a new guest that stores nothing (`GET /read`)",
+            Kind::Visit,
+            &DURABLE_STACKS,
+            "A guest is stored at its first change (`lazy_guests`, the default): a first \
+             visit that changes nothing costs no store write, on any store.",
+        ),
+        plan(
+            "W1s",
+            "W1s first visit that stores: no cookie, a new session with a 200-byte payload (S1's `GET /create`)",
+            Kind::Create,
+            &DURABLE_STACKS,
+            "Each request creates and stores a session: on the embedded store, one durable \
+             write (fsynced before the answer, in a group commit with the writes that \
+             arrive meanwhile).",
+        ),
+        plan(
+            "W2",
+            "W2 durable updates across 1,000 sessions: read counter + 1, write back (`POST /incr`, round robin)",
+            Kind::IncrMany,
+            &DURABLE_STACKS,
+            "Connection i sends its updates to sessions i, i + 32, i + 64… of 1,000: \
+             concurrent updates of different sessions, each acknowledged only once durable \
+             on the embedded store (group commit: the writes that arrive during a commit \
+             share the next one and its fsync).",
+        ),
+        r1,
+        plan(
+            "R2",
+            "R2 storage update per store: one session, read counter + 1, write back \
+             (S3's route, atomic `update_storage`)",
+            Kind::Incr,
+            &[
+                Stack::Sessiond,
+                Stack::SessiondEmbedded,
+                Stack::SessiondRedis,
             ],
-            conns: None,
-        },
+            "One hot session (W3 on the embedded store): its updates are queued in the \
+             server, so at most one is in flight; each is durable when acknowledged \
+             (embedded: fsync; the updates of other sessions would share it). \
+             sessiond-redis: a Lua compare-and-set per update (Redis without persistence).",
+        ),
+        plan(
+            "C1",
+            "C1 hot read, one Redis vs a 3-primary Redis Cluster (S2's route)",
+            Kind::Read,
+            &CLUSTER_STACKS,
+            "The cluster's three redis-server processes run unpinned, without persistence; \
+             both stacks read through their near-cache.",
+        ),
+        plan(
+            "C2",
+            "C2 storage update, one Redis vs a 3-primary Redis Cluster (S3's route)",
+            Kind::Incr,
+            &CLUSTER_STACKS,
+            "One session: every update is a compare-and-set on its slot's primary.",
+        ),
     ]
 }
 
@@ -427,6 +494,7 @@ pub(crate) fn run(mut args: RunArgs) -> anyhow::Result<()> {
         args: &args,
         ticks_per_sec: ticks,
         redis: None,
+        cluster: None,
     };
 
     if args.only.contains(&Group::Peers) {
@@ -584,16 +652,47 @@ fn run_stores(
         }
     ));
     header.redis_benchmark = sys::command_output(&args.redis_benchmark, &["--version"]);
+    let cluster = sessiond_store::conformance::RedisCluster::start();
+    let cluster_url = cluster.url();
+    eprintln!("stores: a 3-primary Redis Cluster at {cluster_url}");
+    header.redis_cluster = Some(format!(
+        "3 primaries ({cluster_url}), no replicas, `--save '' --appendonly no`, unpinned"
+    ));
     let env = Env {
         redis: Some(&redis),
+        cluster: Some(&cluster_url),
         ..*env
     };
+    extras.staleness = Some(rt.block_on(staleness(&redis, args.quick))?);
     for plan in stores_plans() {
         let (result, bench) = rt.block_on(run_scenario(&env, &plan))?;
         scenarios.push(result);
         extras.redis_benchmark.extend(bench);
     }
     Ok(())
+}
+
+/// R3: two near-cached `RedisStore`s (two nodes, in this process) on the stores
+/// group's Redis; after each lowering or drop on one, how long the other serves the old
+/// rights.
+async fn staleness(redis: &RedisProc, quick: bool) -> anyhow::Result<StalenessResult> {
+    let trials = if quick { 1000 } else { 10_000 };
+    eprintln!("R3: {trials} lowerings and drops across two nodes");
+    let config = sessiond_store::RedisConfig::new(redis.url());
+    let a = sessiond_store::RedisStore::connect(&config).await?;
+    let b = sessiond_store::RedisStore::connect(&config).await?;
+    // Each node's cache serves once its invalidation channel answered a ping.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let m = sessiond_store::conformance::staleness::measure(&a, &b, trials).await;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Ok(StalenessResult {
+        trials,
+        bound_ms: ms(config.near_cache.staleness),
+        p50_ms: ms(m.quantile(500)),
+        p99_ms: ms(m.quantile(990)),
+        max_ms: ms(m.quantile(1000)),
+        stale_at_once: m.stale_at_once,
+    })
 }
 
 /// What the report must say about disturbed or failed repetitions.
@@ -673,9 +772,26 @@ async fn read_counter(server: &ServerProc, cookie: Option<&String>) -> anyhow::R
         .with_context(|| format!("{}: /counter said {:?}", server.stack.name(), r.body))
 }
 
-/// `GET /store-stats`: (compare-and-swap calls, conflicts), where the stack has it.
+/// The sum of `/counter` over `spec`'s sessions (its cookie, or every one of its
+/// cookies).
+async fn read_counters(server: &ServerProc, spec: &RequestSpec) -> anyhow::Result<i64> {
+    if spec.cookies.is_empty() {
+        return read_counter(server, spec.cookie.as_ref()).await;
+    }
+    let mut sum = 0;
+    for c in spec.cookies.iter() {
+        sum += read_counter(server, Some(c)).await?;
+    }
+    Ok(sum)
+}
+
+/// `GET /store-stats`, where the stack has it: `sessiond-suspending`'s
+/// (compare-and-swap calls, conflicts), `sessiond-embedded`'s (writes, commits).
 async fn store_stats(server: &ServerProc) -> anyhow::Result<Option<(u64, u64)>> {
-    if server.stack != Stack::SessiondSuspending {
+    if !matches!(
+        server.stack,
+        Stack::SessiondSuspending | Stack::SessiondEmbedded
+    ) {
         return Ok(None);
     }
     let spec = RequestSpec::new(Method::GET, "/store-stats");
@@ -740,7 +856,7 @@ async fn prepare(
     let (method, path) = kind.request();
     let base = RequestSpec::new(method, path);
     Ok(match kind {
-        Kind::Create | Kind::RemoteCall => (base, None),
+        Kind::Create | Kind::Visit | Kind::RemoteCall => (base, None),
         Kind::Read => (
             RequestSpec {
                 cookie: fixed.cloned(),
@@ -752,6 +868,18 @@ async fn prepare(
             let cookie = new_session(server).await?;
             let before = read_counter(server, cookie.as_ref()).await?;
             (RequestSpec { cookie, ..base }, Some(before))
+        }
+        Kind::IncrMany => {
+            let mut cookies = Vec::with_capacity(MANY);
+            for _ in 0..MANY {
+                cookies.push(new_session(server).await?.context("a cookie")?);
+            }
+            let spec = RequestSpec {
+                cookies: cookies.into(),
+                ..base
+            };
+            let before = read_counters(server, &spec).await?;
+            (spec, Some(before))
         }
         Kind::MobileLogin => (
             RequestSpec {
@@ -880,10 +1008,18 @@ async fn start_servers(
     let redis_url = env.redis.map(RedisProc::url);
     let mut servers = Vec::new();
     for &stack in &plan.stacks {
-        if stack == Stack::SessiondRedis && redis_url.is_none() {
-            bail!("{}: sessiond-redis needs the stores group's Redis", plan.id);
+        let url = match stack {
+            Stack::SessiondRedisCluster => env.cluster.map(str::to_string),
+            _ => redis_url.clone(),
+        };
+        if stack.on_redis() && url.is_none() {
+            bail!(
+                "{}: {} needs the stores group's Redis",
+                plan.id,
+                stack.name()
+            );
         }
-        let server = ServerProc::start(env.exe, stack, env.placement, redis_url.as_deref())?;
+        let server = ServerProc::start(env.exe, stack, env.placement, url.as_deref())?;
         wait_ready(&server).await?;
         servers.push(server);
     }
@@ -1064,7 +1200,11 @@ async fn measure(
     let ticks_per_sec = env.ticks_per_sec;
     let (spec, before) = prepare(server, plan.kind, fixed).await?;
     let stats0 = store_stats(server).await?;
-    let uses_redis = server.stack == Stack::SessiondRedis;
+    // Redis's own CPU and commands are read from the single Redis.
+    let uses_redis = matches!(
+        server.stack,
+        Stack::SessiondRedis | Stack::SessiondRedisUncached
+    );
     let calls0 = match env.redis {
         Some(r) if uses_redis => r.command_calls(),
         _ => Vec::new(),
@@ -1107,10 +1247,10 @@ async fn measure(
     let other = (cpu1.2 - cpu0.2)
         .saturating_sub(server_ticks + (cpu1.1 - cpu0.1) + redis_delta + kernel_delta);
     let counter = match before {
-        Some(b) => Some(read_counter(server, spec.cookie.as_ref()).await? - b),
+        Some(b) => Some(read_counters(server, &spec).await? - b),
         None => None,
     };
-    let cas = match (stats0, store_stats(server).await?) {
+    let stats = match (stats0, store_stats(server).await?) {
         (Some(a), Some(b)) => Some((b.0 - a.0, b.1 - a.1)),
         _ => None,
     };
@@ -1118,8 +1258,12 @@ async fn measure(
     r.server_user_share = user as f64 / server_ticks.max(1) as f64;
     r.driver_cpu_busy = (cpu1.1 - cpu0.1) as f64 / ticks_per_sec as f64 / r.elapsed_secs;
     r.background_cores = other as f64 / ticks_per_sec as f64 / r.elapsed_secs;
-    r.cas_calls = cas.map(|c| c.0);
-    r.cas_conflicts = cas.map(|c| c.1);
+    if server.stack == Stack::SessiondEmbedded {
+        r.group_commits = stats;
+    } else {
+        r.cas_calls = stats.map(|c| c.0);
+        r.cas_conflicts = stats.map(|c| c.1);
+    }
     if plan.kernel_threads {
         r.kernel_cpu_us_per_req = Some(
             kernel_delta as f64 / ticks_per_sec as f64 * 1e6 / result.responses().max(1) as f64,
@@ -1214,6 +1358,7 @@ fn rep_result(
         lost_updates: counter.map(|c| r.ok as i64 - c),
         cas_calls: None,
         cas_conflicts: None,
+        group_commits: None,
         server_user_share: f64::NAN,
         driver_cpu_busy: f64::NAN,
         attempts: 1,

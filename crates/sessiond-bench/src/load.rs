@@ -3,6 +3,7 @@
 //! one-thread runtime.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -79,6 +80,9 @@ pub(crate) struct RequestSpec {
     pub path: &'static str,
     /// The `Cookie` header (`name=value`), if any.
     pub cookie: Option<String>,
+    /// When not empty, instead of `cookie`: connection `i` of `C` sends its requests
+    /// with cookies `i`, `i + C`, `i + 2C`… (round robin over many sessions).
+    pub cookies: Arc<[String]>,
     /// Other headers.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The body.
@@ -93,6 +97,7 @@ impl Default for RequestSpec {
             method: Method::GET,
             path: "/",
             cookie: None,
+            cookies: Arc::from([]),
             headers: Vec::new(),
             body: BodySpec::Empty,
             check: Check::Status,
@@ -110,12 +115,18 @@ impl RequestSpec {
         }
     }
 
-    fn build(&self) -> Request<Full<Bytes>> {
+    /// The request; `nth` picks the cookie from [`RequestSpec::cookies`].
+    fn build(&self, nth: usize) -> Request<Full<Bytes>> {
         let mut b = Request::builder()
             .method(self.method.clone())
             .uri(self.path)
             .header(header::HOST, "127.0.0.1");
-        if let Some(c) = &self.cookie {
+        let cookie = if self.cookies.is_empty() {
+            self.cookie.as_ref()
+        } else {
+            Some(&self.cookies[nth % self.cookies.len()])
+        };
+        if let Some(c) = cookie {
             b = b.header(header::COOKIE, c.as_str());
         }
         for (k, v) in &self.headers {
@@ -188,7 +199,7 @@ pub(crate) struct Fetched {
 pub(crate) async fn fetch(addr: SocketAddr, spec: &RequestSpec) -> anyhow::Result<Fetched> {
     let mut sender = connect(addr).await?;
     sender.ready().await?;
-    let resp = sender.send_request(spec.build()).await?;
+    let resp = sender.send_request(spec.build(0)).await?;
     let status = resp.status().as_u16();
     let cookie = resp
         .headers()
@@ -259,9 +270,15 @@ pub(crate) async fn run(
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(conns);
-    for sender in senders {
+    for (i, sender) in senders.into_iter().enumerate() {
         let spec = spec.clone();
-        tasks.push(tokio::spawn(conn_loop(addr, sender, spec, deadline)));
+        tasks.push(tokio::spawn(conn_loop(
+            addr,
+            sender,
+            spec,
+            deadline,
+            (i, conns),
+        )));
     }
     let mut total = LoadResult::default();
     for t in tasks {
@@ -278,11 +295,15 @@ async fn conn_loop(
     mut sender: SendRequest<Full<Bytes>>,
     spec: RequestSpec,
     deadline: Instant,
+    (first, stride): (usize, usize),
 ) -> ConnResult {
     let mut r = ConnResult::with_capacity();
+    let mut nth = first;
     while Instant::now() < deadline {
         let t0 = Instant::now();
-        if let Ok((status, body)) = one(&mut sender, &spec).await {
+        let answer = one(&mut sender, &spec, nth).await;
+        nth += stride;
+        if let Ok((status, body)) = answer {
             let us = u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX);
             r.latencies_us.push(us);
             if !(200..300).contains(&status) {
@@ -307,9 +328,10 @@ async fn conn_loop(
 async fn one(
     sender: &mut SendRequest<Full<Bytes>>,
     spec: &RequestSpec,
+    nth: usize,
 ) -> anyhow::Result<(u16, Bytes)> {
     sender.ready().await?;
-    let resp = sender.send_request(spec.build()).await?;
+    let resp = sender.send_request(spec.build(nth)).await?;
     let status = resp.status().as_u16();
     // Read the whole body so the connection is free for the next request.
     let body = resp.into_body().collect().await?.to_bytes();

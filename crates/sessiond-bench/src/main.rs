@@ -98,8 +98,13 @@ pub(crate) enum Stack {
     TowerSessionsSuspending,
     /// sessiond's app over its `EmbeddedStore` (redb, durable) in a temporary folder.
     SessiondEmbedded,
-    /// sessiond's app over its `RedisStore` (`--redis-url`).
+    /// sessiond's app over its `RedisStore` (`--redis-url`), near-cache on (the default).
     SessiondRedis,
+    /// `sessiond-redis` with its near-cache off: every read is a round trip.
+    SessiondRedisUncached,
+    /// `sessiond-redis` on a 3-primary Redis Cluster (`--redis-url
+    /// redis+cluster://…`).
+    SessiondRedisCluster,
     /// The real `sessiond serve` router with mobile apps (`/mobileapp/`), files in a
     /// temporary `MobileApps` folder.
     SessiondMobile,
@@ -129,12 +134,22 @@ impl Stack {
             Self::TowerSessionsSuspending => "tower-sessions-suspending",
             Self::SessiondEmbedded => "sessiond-embedded",
             Self::SessiondRedis => "sessiond-redis",
+            Self::SessiondRedisUncached => "sessiond-redis-uncached",
+            Self::SessiondRedisCluster => "sessiond-redis-cluster",
             Self::SessiondMobile => "sessiond-mobile",
             Self::SessiondMobileHang => "sessiond-mobile-hang",
             Self::SessiondRemote => "sessiond-remote",
             Self::SessiondRemoteLight => "sessiond-remote-light",
             Self::BareWs => "bare-ws",
         }
+    }
+
+    /// Whether the stack runs over Redis (and takes `--redis-url`).
+    pub(crate) fn on_redis(self) -> bool {
+        matches!(
+            self,
+            Self::SessiondRedis | Self::SessiondRedisUncached | Self::SessiondRedisCluster
+        )
     }
 
     /// Whether the server keeps files in a temporary folder of its own, which it
@@ -157,8 +172,9 @@ impl Stack {
 pub(crate) enum Group {
     /// S1, S2, S3, S6 (`--scenarios`): sessiond vs tower-sessions vs bare axum.
     Peers,
-    /// R1, R2: sessiond over its memory, embedded (redb) and Redis stores, and
-    /// redis-benchmark against the same Redis.
+    /// W1, W2, R1, R2 (W3), R3, C1, C2: sessiond over its memory, embedded (redb) and
+    /// Redis stores, redis-benchmark against the same Redis, the near-cache's
+    /// staleness across two nodes, a 3-primary Redis Cluster against one Redis.
     Stores,
     /// M1, M2, M3: mobile-app logins, authorized requests, refresh of session files.
     Mobile,

@@ -55,6 +55,8 @@ pub(crate) struct Header {
     pub redis_server: Option<String>,
     /// Stores group: `redis-benchmark --version`.
     pub redis_benchmark: Option<String>,
+    /// Stores group: the Redis Cluster of C1 and C2.
+    pub redis_cluster: Option<String>,
     /// The filesystem of the temporary folders (EmbeddedStore file, MobileApps).
     pub data_fs: Option<String>,
 }
@@ -135,6 +137,7 @@ impl Header {
             groups: args.only.clone(),
             redis_server: None,
             redis_benchmark: None,
+            redis_cluster: None,
             data_fs: None,
         }
     }
@@ -175,6 +178,8 @@ pub(crate) struct RepResult {
     pub cas_calls: Option<u64>,
     /// `sessiond-suspending`: of which conflicts (each one a retry).
     pub cas_conflicts: Option<u64>,
+    /// `sessiond-embedded`: (writes, commits) during the repetition: writes per fsync.
+    pub group_commits: Option<(u64, u64)>,
     /// The share of the server's CPU time spent in user mode (the rest: kernel).
     pub server_user_share: f64,
     /// Load generator CPU time / wall time (1.0: its core is saturated).
@@ -360,8 +365,27 @@ pub(crate) struct Extras {
     pub redis_benchmark: Vec<BenchRun>,
     /// M3: refresh of many session files.
     pub refresh: Option<RefreshResult>,
+    /// R3: the near-cache's staleness across two nodes.
+    pub staleness: Option<StalenessResult>,
     /// X3: server RSS per idle remote client, per repetition and stack.
     pub remote_idle: Vec<IdleResult>,
+}
+
+/// R3: how long a node serves rights another node lowered or dropped.
+#[derive(Debug, Serialize)]
+pub(crate) struct StalenessResult {
+    /// Lowerings and drops measured (half each).
+    pub trials: usize,
+    /// The configured bound (`near_cache_staleness_ms`).
+    pub bound_ms: f64,
+    /// From the acknowledgement on node A until node B refused the old rights.
+    pub p50_ms: f64,
+    /// The same, 99th percentile.
+    pub p99_ms: f64,
+    /// The same, the longest.
+    pub max_ms: f64,
+    /// Trials where a read on B right after the acknowledgement still saw them.
+    pub stale_at_once: usize,
 }
 
 /// A ratio a target names.
@@ -398,6 +422,86 @@ pub(crate) struct Report {
     pub notes: Vec<String>,
 }
 
+/// The stacks compared side by side: (scenario, a, b, target for a / b).
+const PAIRS: [(&str, Stack, Stack, Option<f64>); 17] = [
+    ("S1", Stack::Sessiond, Stack::TowerSessions, Some(1.2)),
+    ("S2", Stack::Sessiond, Stack::Bare, Some(0.9)),
+    ("S2", Stack::Sessiond, Stack::TowerSessions, Some(1.1)),
+    ("S3", Stack::Sessiond, Stack::TowerSessions, Some(0.9)),
+    (
+        "S3",
+        Stack::SessiondSuspending,
+        Stack::TowerSessionsSuspending,
+        None,
+    ),
+    ("X1", Stack::SessiondRemote, Stack::BareWs, None),
+    ("X2", Stack::SessiondRemote, Stack::BareWs, None),
+    ("W1", Stack::SessiondEmbedded, Stack::Sessiond, Some(0.8)),
+    ("W1s", Stack::SessiondEmbedded, Stack::Sessiond, Some(0.8)),
+    ("W2", Stack::SessiondEmbedded, Stack::Sessiond, Some(0.5)),
+    ("R1", Stack::SessiondEmbedded, Stack::Sessiond, None),
+    ("R1", Stack::SessiondRedis, Stack::Sessiond, Some(0.9)),
+    ("R1", Stack::SessiondRedisUncached, Stack::Sessiond, None),
+    ("R2", Stack::SessiondEmbedded, Stack::Sessiond, None),
+    ("R2", Stack::SessiondRedis, Stack::Sessiond, None),
+    (
+        "C1",
+        Stack::SessiondRedisCluster,
+        Stack::SessiondRedis,
+        None,
+    ),
+    (
+        "C2",
+        Stack::SessiondRedisCluster,
+        Stack::SessiondRedis,
+        None,
+    ),
+];
+
+fn find<'a>(scenarios: &'a [ScenarioResult], id: &str, stack: Stack) -> Option<&'a StackResult> {
+    scenarios
+        .iter()
+        .find(|s| s.id == id)
+        .and_then(|s| s.stacks.iter().find(|x| x.stack == stack))
+}
+
+/// Throughput: a / b of median req/s. CPU: b / a of median server CPU per request
+/// (> 1: `a` costs the server less CPU per request than `b`).
+fn pair_ratios(
+    ratios: &mut Vec<Ratio>,
+    scenarios: &[ScenarioResult],
+    id: &str,
+    a: Stack,
+    b: Stack,
+    min: Option<f64>,
+) {
+    let (Some(x), Some(y)) = (find(scenarios, id, a), find(scenarios, id, b)) else {
+        return;
+    };
+    let tput = x.req_per_sec.median / y.req_per_sec.median;
+    ratios.push(Ratio {
+        scenario: id.to_string(),
+        what: format!("{} / {} req/s", a.name(), b.name()),
+        value: tput,
+        shown: format!("{tput:.2}"),
+        target: min.map_or_else(|| "(reference)".into(), |m| format!("≥ {m}")),
+        meets: min.map(|m| tput >= m),
+    });
+    let cpu = y.cpu_us_per_req.median / x.cpu_us_per_req.median;
+    ratios.push(Ratio {
+        scenario: id.to_string(),
+        what: format!(
+            "{} / {} server CPU per request (the same ratio measured as server cost)",
+            b.name(),
+            a.name()
+        ),
+        value: cpu,
+        shown: format!("{cpu:.2}"),
+        target: min.map_or_else(|| "(reference)".into(), |m| format!("≥ {m}")),
+        meets: min.map(|m| cpu >= m),
+    });
+}
+
 impl Report {
     pub(crate) fn new(
         header: Header,
@@ -407,58 +511,10 @@ impl Report {
         notes: Vec<String>,
     ) -> Self {
         let mut ratios = Vec::new();
-        let find = |id: &str, stack: Stack| {
-            scenarios
-                .iter()
-                .find(|s| s.id == id)
-                .and_then(|s| s.stacks.iter().find(|x| x.stack == stack))
-        };
-        // Throughput: a / b of median req/s. CPU: b / a of median server CPU per
-        // request (> 1: `a` costs the server less CPU per request than `b`).
-        let mut pair = |id: &str, a: Stack, b: Stack, min: Option<f64>| {
-            let (Some(x), Some(y)) = (find(id, a), find(id, b)) else {
-                return;
-            };
-            let tput = x.req_per_sec.median / y.req_per_sec.median;
-            ratios.push(Ratio {
-                scenario: id.to_string(),
-                what: format!("{} / {} req/s", a.name(), b.name()),
-                value: tput,
-                shown: format!("{tput:.2}"),
-                target: min.map_or_else(|| "(reference)".into(), |m| format!("≥ {m}")),
-                meets: min.map(|m| tput >= m),
-            });
-            let cpu = y.cpu_us_per_req.median / x.cpu_us_per_req.median;
-            ratios.push(Ratio {
-                scenario: id.to_string(),
-                what: format!(
-                    "{} / {} server CPU per request (the same ratio measured as server cost)",
-                    b.name(),
-                    a.name()
-                ),
-                value: cpu,
-                shown: format!("{cpu:.2}"),
-                target: min.map_or_else(|| "(reference)".into(), |m| format!("≥ {m}")),
-                meets: min.map(|m| cpu >= m),
-            });
-        };
-        pair("S1", Stack::Sessiond, Stack::TowerSessions, Some(1.2));
-        pair("S2", Stack::Sessiond, Stack::Bare, Some(0.9));
-        pair("S2", Stack::Sessiond, Stack::TowerSessions, Some(1.1));
-        pair("S3", Stack::Sessiond, Stack::TowerSessions, Some(0.9));
-        pair(
-            "S3",
-            Stack::SessiondSuspending,
-            Stack::TowerSessionsSuspending,
-            None,
-        );
-        for id in ["X1", "X2"] {
-            pair(id, Stack::SessiondRemote, Stack::BareWs, None);
+        for (id, a, b, min) in PAIRS {
+            pair_ratios(&mut ratios, &scenarios, id, a, b, min);
         }
-        for id in ["R1", "R2"] {
-            pair(id, Stack::SessiondEmbedded, Stack::Sessiond, None);
-            pair(id, Stack::SessiondRedis, Stack::Sessiond, None);
-        }
+        let find = |id: &str, stack: Stack| find(&scenarios, id, stack);
         for (stack, target) in [
             (Stack::Sessiond, Some(0)),
             (Stack::TowerSessions, None),
@@ -572,6 +628,51 @@ fn remote_ratios(ratios: &mut Vec<Ratio>, scenarios: &[ScenarioResult], extras: 
     }
 }
 
+/// W3 (one hot session on the embedded store against its rate before group commit),
+/// R3 (the near-cache's staleness) and M3 (a refresh of unchanged files).
+fn durability_ratios(ratios: &mut Vec<Ratio>, scenarios: &[ScenarioResult], extras: &Extras) {
+    if let Some(x) = find(scenarios, "R2", Stack::SessiondEmbedded) {
+        // The embedded store's hot-session rate before group commit (BENCHMARKS.md R2).
+        const BEFORE: f64 = 3887.0;
+        let v = x.req_per_sec.median / BEFORE;
+        ratios.push(Ratio {
+            scenario: "W3".into(),
+            what: format!(
+                "sessiond-embedded one hot session: {:.0} updates/s / {BEFORE:.0} (one fsync per update)",
+                x.req_per_sec.median
+            ),
+            value: v,
+            shown: format!("{v:.2}"),
+            target: "≥ 2".into(),
+            meets: Some(v >= 2.0),
+        });
+    }
+    if let Some(r3) = &extras.staleness {
+        ratios.push(Ratio {
+            scenario: "R3".into(),
+            what: format!(
+                "p99 ms until another node refuses lowered or dropped rights ({} trials)",
+                r3.trials
+            ),
+            value: r3.p99_ms,
+            shown: format!("{:.2}", r3.p99_ms),
+            target: "≤ 50".into(),
+            meets: Some(r3.p99_ms <= 50.0),
+        });
+    }
+    if let Some(m3) = &extras.refresh {
+        let again = Stat::of(m3.again_ms.iter().copied()).median;
+        ratios.push(Ratio {
+            scenario: "M3".into(),
+            what: format!("ms to refresh {} unchanged session files", m3.files),
+            value: again,
+            shown: format!("{again:.0}"),
+            target: "≤ 300".into(),
+            meets: Some(again <= 300.0),
+        });
+    }
+}
+
 /// The stores and mobile groups' ratios (R1 against redis-benchmark, lost updates
 /// of R2, answers of M1 and M2).
 fn store_ratios(ratios: &mut Vec<Ratio>, scenarios: &[ScenarioResult], extras: &Extras) {
@@ -623,16 +724,20 @@ fn store_ratios(ratios: &mut Vec<Ratio>, scenarios: &[ScenarioResult], extras: &
             });
         }
     }
-    for stack in [
-        Stack::Sessiond,
-        Stack::SessiondEmbedded,
-        Stack::SessiondRedis,
+    durability_ratios(ratios, scenarios, extras);
+    for (id, stack) in [
+        ("R2", Stack::Sessiond),
+        ("R2", Stack::SessiondEmbedded),
+        ("R2", Stack::SessiondRedis),
+        ("W2", Stack::Sessiond),
+        ("W2", Stack::SessiondEmbedded),
+        ("C2", Stack::SessiondRedisCluster),
     ] {
-        if let Some(x) = find("R2", stack) {
+        if let Some(x) = find(id, stack) {
             let lost: i64 = x.reps.iter().filter_map(|r| r.lost_updates).sum();
             let ok: u64 = x.reps.iter().map(|r| r.ok).sum();
             ratios.push(Ratio {
-                scenario: "R2".into(),
+                scenario: id.into(),
                 what: format!("{} lost updates, all repetitions", stack.name()),
                 value: lost as f64,
                 shown: format!("{lost} of {ok}"),
@@ -725,6 +830,9 @@ pub(crate) fn markdown(r: &Report) -> String {
     if let Some(b) = &h.redis_benchmark {
         let _ = writeln!(o, "- redis-benchmark: {b}");
     }
+    if let Some(c) = &h.redis_cluster {
+        let _ = writeln!(o, "- Redis Cluster (C1, C2): {c}");
+    }
     if let Some(fs) = &h.data_fs {
         let _ = writeln!(
             o,
@@ -741,6 +849,9 @@ pub(crate) fn markdown(r: &Report) -> String {
         scenario_md(&mut o, s);
         if s.id == "R1" {
             redis_benchmark_md(&mut o, &r.extras.redis_benchmark);
+            if let Some(r3) = &r.extras.staleness {
+                staleness_md(&mut o, r3);
+            }
         }
     }
     if let Some(m3) = &r.extras.refresh {
@@ -926,6 +1037,20 @@ fn scenario_tail_md(o: &mut String, s: &ScenarioResult) {
         let _ = writeln!(o, "{n}\n");
     }
     for x in &s.stacks {
+        let (writes, commits) = x
+            .reps
+            .iter()
+            .filter_map(|r| r.group_commits)
+            .fold((0, 0), |(w, c), (a, b)| (w + a, c + b));
+        if commits > 0 {
+            let _ = writeln!(
+                o,
+                "{}: {writes} writes in {commits} commits, {:.1} writes per commit (fsync), \
+                 all repetitions.\n",
+                x.stack.name(),
+                writes as f64 / commits as f64
+            );
+        }
         let calls: u64 = x.reps.iter().filter_map(|r| r.cas_calls).sum();
         let conflicts: u64 = x.reps.iter().filter_map(|r| r.cas_conflicts).sum();
         let updates: u64 = x.reps.iter().map(|r| r.ok).sum();
@@ -939,6 +1064,21 @@ fn scenario_tail_md(o: &mut String, s: &ScenarioResult) {
             );
         }
     }
+}
+
+fn staleness_md(o: &mut String, r: &StalenessResult) {
+    let _ = writeln!(
+        o,
+        "### R3 near-cache staleness across two nodes\n\n\
+         Two `RedisStore`s (two nodes, near-cache on, bound {:.0} ms) in the driver's \
+         process on the same Redis. {} times: a session with a privilege is created on A \
+         and read (cached) on B; A lowers its privileges (half the trials) or drops it (the \
+         other half), and B is read every 0.1 ms until it refuses the old rights.\n\n\
+         | p50 | p99 | max | B still served the old rights at its first read |\n\
+         |---:|---:|---:|---:|\n\
+         | {:.2} ms | {:.2} ms | {:.2} ms | {} of {} |\n",
+        r.bound_ms, r.trials, r.p50_ms, r.p99_ms, r.max_ms, r.stale_at_once, r.trials
+    );
 }
 
 fn redis_benchmark_md(o: &mut String, runs: &[BenchRun]) {

@@ -9,7 +9,7 @@
 //! | `GET /read` | S2 | the length of `"payload"` |
 //! | `POST /incr` | S3 | `counter += 1` (sessiond: one atomic update; tower-sessions: get then insert) |
 //! | `GET /counter` | S3 | the counter, to count lost updates |
-//! | `GET /store-stats` | S3 | `sessiond-suspending` only: compare-and-swap calls and conflicts |
+//! | `GET /store-stats` | S3, W2 | `sessiond-suspending`: compare-and-swap calls and conflicts; `sessiond-embedded`: writes and commits (fsyncs) |
 //!
 //! `--fill N` (S6) serves nothing: it creates N idle guest sessions through the
 //! stack's store API and prints the RSS delta as JSON.
@@ -84,14 +84,24 @@ pub(crate) fn serve(
                 let store =
                     sessiond_store::EmbeddedStore::open(&path, sessiond_core::SystemClock.now())
                         .with_context(|| format!("opening {}", path.display()))?;
-                sessiond_router(Arc::new(store))
+                let stats = store.clone();
+                sessiond_router(Arc::new(store)).route(
+                    "/store-stats",
+                    get(move || async move {
+                        let s = stats.commit_stats();
+                        format!("{} {}", s.writes, s.commits)
+                    }),
+                )
             }
-            Stack::SessiondRedis => {
-                let url = redis_url.context("sessiond-redis needs --redis-url")?;
-                let store =
-                    sessiond_store::RedisStore::connect(&sessiond_store::RedisConfig::new(url))
-                        .await
-                        .with_context(|| format!("connecting to {url}"))?;
+            Stack::SessiondRedis | Stack::SessiondRedisUncached | Stack::SessiondRedisCluster => {
+                let url = redis_url.context("the Redis stacks need --redis-url")?;
+                let mut config = sessiond_store::RedisConfig::new(url);
+                if stack == Stack::SessiondRedisUncached {
+                    config.near_cache = sessiond_store::NearCacheConfig::off();
+                }
+                let store = sessiond_store::RedisStore::connect(&config)
+                    .await
+                    .with_context(|| format!("connecting to {url}"))?;
                 sessiond_router(Arc::new(store))
             }
             Stack::SessiondMobile => {
@@ -346,6 +356,8 @@ pub(crate) fn fill(stack: Stack, n: u64) -> anyhow::Result<()> {
             | Stack::TowerSessionsSuspending
             | Stack::SessiondEmbedded
             | Stack::SessiondRedis
+            | Stack::SessiondRedisUncached
+            | Stack::SessiondRedisCluster
             | Stack::SessiondMobile
             | Stack::SessiondMobileHang
             | Stack::SessiondRemote

@@ -1147,7 +1147,7 @@ impl MobileSessions {
         let mut evicted_web = Vec::new();
         for (key, found) in found {
             let mut entry = match found {
-                Found::Read(entry) => entry,
+                Found::Read(entry) => *entry,
                 Found::Unchanged(dir) => match old.get(&key) {
                     Some(prev) => {
                         report.skipped += 1;
@@ -1291,7 +1291,7 @@ fn fingerprint(path: &Path, sidecar: &Path) -> std::io::Result<Fingerprint> {
 
 /// A session file found by a refresh.
 enum Found {
-    Read(Entry),
+    Read(Box<Entry>),
     /// Its fingerprint did not change since the last refresh: not read (its folder).
     Unchanged(PathBuf),
 }
@@ -1376,7 +1376,7 @@ fn scan(root: &Path, seen: &HashMap<Key, Fingerprint>) -> std::io::Result<Scan> 
                     if settled {
                         fingerprints.insert(key.clone(), print);
                     }
-                    found.push((key, Found::Read(entry)));
+                    found.push((key, Found::Read(Box::new(entry))));
                 }
                 Err(e) => errors.push(RefreshError::of(&key, &e)),
             }
@@ -1391,7 +1391,7 @@ fn read_all(root: &Path) -> std::io::Result<Vec<(Key, Entry)>> {
     Ok(found
         .into_iter()
         .filter_map(|(key, found)| match found {
-            Found::Read(entry) => Some((key, entry)),
+            Found::Read(entry) => Some((key, *entry)),
             Found::Unchanged(_) => None,
         })
         .collect())

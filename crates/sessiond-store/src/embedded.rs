@@ -15,7 +15,11 @@
 //! the next one (one transaction, one fsync), each checked against the state the
 //! earlier writes of its group leave (so compare-and-set stays exact), and each caller
 //! is acknowledged only after that fsync. The server therefore writes at the disk's
-//! commit rate times the group size instead of one commit per write. Activity that
+//! commit rate times the group size instead of one commit per write. Updates of one
+//! session are chained rather than queued: each applies its change to the version the
+//! previous one submitted (committed or still in flight) and is submitted at once, so
+//! the updates of a hot session share commits too; if an earlier one fails, the later
+//! ones find a conflict and start again from the committed state. Activity that
 //! only reads moves the idle deadline in memory and is written back with the purge
 //! (about every second): a crash can lose at most that much activity (a session may
 //! then expire a second early), never an acknowledged change.
@@ -30,6 +34,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -39,7 +44,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use sessiond_core::{OtpRecord, SessionId, SessionRecord, Timestamp, TokenHash};
 
 use crate::memory::MemoryStore;
-use crate::store::{Cas, SessionStore, Snapshot, StoreError};
+use crate::store::{
+    Cas, MAX_CAS_RETRIES, SessionStore, Snapshot, StoreError, Update, UpdateFn, backoff,
+};
 
 const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
 const OTPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("otps");
@@ -48,6 +55,9 @@ const QUARANTINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("quaranti
 
 /// Most writes committed together.
 const MAX_GROUP: usize = 4096;
+
+/// Update chains: sessions share one by their id's last byte.
+const CHAINS: usize = 256;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -101,6 +111,21 @@ enum Done {
     Nothing,
 }
 
+/// What the writer thread has committed since the store was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Transactions committed (one fsync each).
+    pub commits: u64,
+    /// Writes acknowledged by those commits.
+    pub writes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    writes: AtomicU64,
+}
+
 struct Job {
     op: Op,
     reply: tokio::sync::oneshot::Sender<Result<Done, StoreError>>,
@@ -115,6 +140,13 @@ struct Inner {
     /// The writer thread's queue (`None` once closing).
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    counters: Arc<Counters>,
+    /// Held while an update reads the version to build on and submits its write (no
+    /// I/O is awaited under it).
+    chains: Box<[tokio::sync::Mutex<()>]>,
+    /// Per session, the last update submitted and not yet answered: what the next
+    /// update builds on. A blocking mutex, held for one map operation.
+    pending: Mutex<HashMap<SessionId, Snapshot>>,
 }
 
 impl Drop for Inner {
@@ -177,10 +209,12 @@ impl EmbeddedStore {
         let mirror = MemoryStore::new();
         load(&db, path, &mirror, now)?;
         let (jobs, queue) = mpsc::channel();
+        let counters = Arc::new(Counters::default());
         let writer = Writer {
             path: path.to_path_buf(),
             db: Some(db),
             mirror: mirror.clone(),
+            counters: counters.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("sessiond-store-writer".into())
@@ -195,7 +229,19 @@ impl EmbeddedStore {
             dirty: Mutex::new(HashMap::new()),
             jobs: Mutex::new(Some(jobs)),
             writer: Mutex::new(Some(handle)),
+            counters,
+            chains: (0..CHAINS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            pending: Mutex::new(HashMap::new()),
         })))
+    }
+
+    /// Commits and the writes they carried since the store was opened: the group
+    /// commit's writes per fsync.
+    pub fn commit_stats(&self) -> CommitStats {
+        CommitStats {
+            commits: self.0.counters.commits.load(Ordering::Relaxed),
+            writes: self.0.counters.writes.load(Ordering::Relaxed),
+        }
     }
 
     /// How many records the quarantine table holds (records found unreadable at
@@ -212,6 +258,14 @@ impl EmbeddedStore {
 
     /// Queues a write and waits until its group is committed.
     async fn write(&self, op: Op) -> Result<Done, StoreError> {
+        Self::answer(self.submit(op)?).await
+    }
+
+    /// Queues `op` for the writer thread; [`EmbeddedStore::answer`] waits for its commit.
+    fn submit(
+        &self,
+        op: Op,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Done, StoreError>>, StoreError> {
         let (reply, done) = tokio::sync::oneshot::channel();
         let sent = self
             .0
@@ -219,16 +273,66 @@ impl EmbeddedStore {
             .lock()
             .as_ref()
             .is_some_and(|q| q.send(Job { op, reply }).is_ok());
-        if !sent {
-            return Err(StoreError::Unavailable {
+        if sent {
+            Ok(done)
+        } else {
+            Err(StoreError::Unavailable {
                 message: "the session store is closed".into(),
                 source: None,
-            });
+            })
         }
+    }
+
+    async fn answer(
+        done: tokio::sync::oneshot::Receiver<Result<Done, StoreError>>,
+    ) -> Result<Done, StoreError> {
         done.await.map_err(|_| StoreError::Unavailable {
             message: "the store's writer stopped".into(),
             source: None,
         })?
+    }
+
+    /// One attempt of [`SessionStore::update`]: builds on the last submitted version,
+    /// submits, and waits for the commit outside the chain's lock.
+    async fn chained_update(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        change: &mut UpdateFn<'_>,
+    ) -> Result<Result<Cas, Update>, StoreError> {
+        let chain = self.0.chains[usize::from(id.as_bytes()[15]) % CHAINS]
+            .lock()
+            .await;
+        let base = self.0.pending.lock().get(id).cloned();
+        let Some(current) = base.or_else(|| self.0.mirror.get_now(id, now)) else {
+            return Ok(Err(Update::NotFound));
+        };
+        let mut next = SessionRecord::clone(&current.record);
+        if let Err(e) = change(&mut next) {
+            return Ok(Err(Update::Rejected(e)));
+        }
+        next.version = current.record.version + 1;
+        let version = next.version;
+        let done = self.submit(Op::Cas(next.clone(), current.record.version, now))?;
+        self.0.pending.lock().insert(
+            *id,
+            Snapshot {
+                record: Arc::new(next),
+                last_activity: now,
+            },
+        );
+        drop(chain);
+        let answer = Self::answer(done).await;
+        {
+            let mut pending = self.0.pending.lock();
+            if pending.get(id).is_some_and(|s| s.record.version == version) {
+                pending.remove(id);
+            }
+        }
+        match answer? {
+            Done::Cas(c) => Ok(Ok(c)),
+            _ => unreachable!("a compare-and-swap answers Cas"),
+        }
     }
 }
 
@@ -322,6 +426,7 @@ struct Writer {
     /// `None` after a failed commit, until it is reopened.
     db: Option<Database>,
     mirror: MemoryStore,
+    counters: Arc<Counters>,
 }
 
 /// The writes of one group, not yet committed: what they changed, for the later
@@ -406,6 +511,8 @@ impl Writer {
         };
         match committed {
             Ok(()) => {
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.counters.writes.fetch_add(n as u64, Ordering::Relaxed);
                 self.publish(group);
                 answers.into_iter().map(Ok).collect()
             }
@@ -584,6 +691,28 @@ impl SessionStore for EmbeddedStore {
             Done::Cas(c) => Ok(c),
             _ => unreachable!("a compare-and-swap answers Cas"),
         }
+    }
+
+    async fn update(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        change: &mut UpdateFn<'_>,
+    ) -> Result<Update, StoreError> {
+        for attempt in 0..MAX_CAS_RETRIES {
+            match self.chained_update(id, now, change).await? {
+                Ok(Cas::Swapped(s)) => return Ok(Update::Updated(s)),
+                Ok(Cas::NotFound) => return Ok(Update::NotFound),
+                // An earlier update of the chain failed, or another writer came first.
+                Ok(Cas::Conflict) => backoff(attempt).await,
+                Err(outcome) => return Ok(outcome),
+            }
+        }
+        Err(StoreError::Contention(*id))
+    }
+
+    fn updates_in_place(&self) -> bool {
+        true
     }
 
     async fn remove(&self, id: &SessionId) -> Result<bool, StoreError> {

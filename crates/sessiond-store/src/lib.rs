@@ -23,7 +23,7 @@ pub mod store;
 #[doc(hidden)]
 pub mod conformance;
 
-pub use embedded::EmbeddedStore;
+pub use embedded::{CommitStats, EmbeddedStore};
 pub use memory::MemoryStore;
 pub use redis::{NearCacheConfig, RedisConfig, RedisStore};
 pub use sessions::{

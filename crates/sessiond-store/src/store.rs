@@ -137,8 +137,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
         Err(StoreError::Contention(*id))
     }
 
-    /// Whether [`SessionStore::update`] is applied in place, under the store's own lock
-    /// (so callers need not queue concurrent updates of one session themselves).
+    /// Whether [`SessionStore::update`] orders concurrent updates of one session
+    /// itself (applied in place under a lock, or chained), so that callers need not
+    /// queue them.
     fn updates_in_place(&self) -> bool {
         false
     }
@@ -174,7 +175,7 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
 /// Waits a random time that grows with the attempt (jittered exponential backoff,
 /// 50 µs doubling up to 25 ms), so that writers colliding on one session spread out
 /// instead of retrying in lockstep.
-async fn backoff(attempt: usize) {
+pub(crate) async fn backoff(attempt: usize) {
     let cap_us = 50u64 << attempt.min(9);
     let r = u64::from_le_bytes(sessiond_core::id::random_bytes::<8>());
     tokio::time::sleep(std::time::Duration::from_micros(r % cap_us)).await;

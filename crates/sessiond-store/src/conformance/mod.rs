@@ -12,6 +12,7 @@ use sessiond_core::{
 
 use crate::{Cas, SessionStore, Update};
 
+pub mod staleness;
 mod token_model;
 pub use token_model::token_model;
 
