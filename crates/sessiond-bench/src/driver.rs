@@ -319,10 +319,11 @@ fn stores_plans() -> Vec<Plan> {
                 Stack::SessiondEmbedded,
                 Stack::SessiondRedis,
             ],
-            "One hot session (W3 on the embedded store): its updates are queued in the \
-             server, so at most one is in flight; each is durable when acknowledged \
-             (embedded: fsync; the updates of other sessions would share it). \
-             sessiond-redis: a Lua compare-and-set per update (Redis without persistence).",
+            "One hot session (W3 on the embedded store). Embedded: each update builds on the \
+             version the previous one submitted and shares its group commit, and is \
+             acknowledged once durable (fsync). sessiond-redis: the updates of one session \
+             are queued in the server, one Lua compare-and-set each (Redis without \
+             persistence).",
         ),
         plan(
             "C1",

@@ -105,6 +105,7 @@ impl Default for MobileLimits {
 
 /// Errors of mobile operations.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MobileError {
     /// The request is not acceptable; nothing was written.
     #[error("{0}")]
@@ -1142,20 +1143,22 @@ impl MobileSessions {
             errors,
             ..RefreshReport::default()
         };
-        let old: HashMap<Key, Entry> = std::mem::take(&mut self.index.write().entries);
+        let mut old: HashMap<Key, Entry> = std::mem::take(&mut self.index.write().entries);
         let mut index = Index::default();
         let mut evicted_web = Vec::new();
         for (key, found) in found {
             let mut entry = match found {
                 Found::Read(entry) => *entry,
-                Found::Unchanged(dir) => match old.get(&key) {
+                Found::Unchanged => match old.remove(&key) {
                     Some(prev) => {
+                        report.unchanged += 1;
                         report.skipped += 1;
-                        prev.clone()
+                        index.insert(&key.0, prev);
+                        continue;
                     }
                     // Not in memory although its file did not change (evicted since):
                     // read it after all.
-                    None => match read_entry(&dir, &key.0, &key.1)? {
+                    None => match read_entry(&self.config.root.join(&key.0), &key.0, &key.1)? {
                         Ok(entry) => entry,
                         Err(e) => {
                             report.errors.push(RefreshError::of(&key, &e));
@@ -1279,8 +1282,9 @@ impl FileStamp {
     }
 }
 
-fn fingerprint(path: &Path, sidecar: &Path) -> std::io::Result<Fingerprint> {
-    let file = FileStamp::of(&std::fs::metadata(path)?);
+fn fingerprint(file: &std::fs::DirEntry, sidecar: &Path) -> std::io::Result<Fingerprint> {
+    // Relative to the open folder: no walk of the whole path.
+    let file = FileStamp::of(&file.metadata()?);
     let sidecar = match std::fs::metadata(sidecar) {
         Ok(meta) => Some(FileStamp::of(&meta)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -1292,8 +1296,8 @@ fn fingerprint(path: &Path, sidecar: &Path) -> std::io::Result<Fingerprint> {
 /// A session file found by a refresh.
 enum Found {
     Read(Box<Entry>),
-    /// Its fingerprint did not change since the last refresh: not read (its folder).
-    Unchanged(PathBuf),
+    /// Its fingerprint did not change since the last refresh: not read.
+    Unchanged,
 }
 
 impl RefreshError {
@@ -1361,10 +1365,10 @@ fn scan(root: &Path, seen: &HashMap<Key, Fingerprint>) -> std::io::Result<Scan> 
                 continue; // manifest.json, AuthKey_*.p8, sidecars…: not sessions
             }
             let key = (folder.clone(), name);
-            let print = fingerprint(&file.path(), &sidecar_path(&dir, &key.1))?;
+            let print = fingerprint(&file, &sidecar_path(&dir, &key.1))?;
             if seen.get(&key) == Some(&print) {
                 fingerprints.insert(key.clone(), print);
-                found.push((key, Found::Unchanged(dir.clone())));
+                found.push((key, Found::Unchanged));
                 continue;
             }
             match read_entry(&dir, &key.0, &key.1)? {
@@ -1392,7 +1396,7 @@ fn read_all(root: &Path) -> std::io::Result<Vec<(Key, Entry)>> {
         .into_iter()
         .filter_map(|(key, found)| match found {
             Found::Read(entry) => Some((key, *entry)),
-            Found::Unchanged(_) => None,
+            Found::Unchanged => None,
         })
         .collect())
 }
