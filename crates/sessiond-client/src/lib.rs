@@ -34,6 +34,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// What can go wrong.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The connection could not be made or broke.
     #[error("connection: {0}")]

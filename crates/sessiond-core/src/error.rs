@@ -4,6 +4,7 @@ use crate::SessionKind;
 
 /// Errors of the session model. Each is a bad input, not a fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A session id is not 32 hex digits.
     #[error("invalid session id: expected 32 hexadecimal digits")]

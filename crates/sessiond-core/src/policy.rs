@@ -9,7 +9,7 @@ use std::time::Duration;
 pub const MAX_STORAGE_DEPTH: usize = 100;
 
 /// What `setPrivileges` does with the privileges a session already has
-/// (spec §1.4 setPrivileges: [UNSPECIFIED]).
+/// (spec §1.4 setPrivileges: \[UNSPECIFIED\]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SetPrivilegesMode {
@@ -34,9 +34,9 @@ pub struct SessionPolicy {
     /// `setPrivileges` replace vs merge. Default: replace.
     pub set_privileges_mode: SetPrivilegesMode,
     /// Whether the text form of `roles` in `setPrivileges({roles})` splits on commas
-    /// like the text form of `privileges` ([UNSPECIFIED]; default: yes).
+    /// like the text form of `privileges` (\[UNSPECIFIED\]; default: yes).
     pub split_roles_on_commas: bool,
-    /// Whether `clearPrivileges()` keeps `userName` ([UNSPECIFIED]; default: keeps it).
+    /// Whether `clearPrivileges()` keeps `userName` (\[UNSPECIFIED\]; default: keeps it).
     pub clear_privileges_keeps_user_name: bool,
     /// Idle timeout of a new web session, minutes (4D: 60).
     pub default_idle_timeout_minutes: u32,

@@ -81,6 +81,7 @@ pub struct Activation {
 
 /// Errors of e-mail validation.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EmailError {
     /// The address cannot receive mail.
     #[error("the e-mail address {0:?} is not valid")]

@@ -28,6 +28,7 @@ impl Status {
 /// Why a session file cannot be used (4D's `mobi` component errors).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
+#[non_exhaustive]
 pub enum FileError {
     /// mobi 1: the folder or file name does not match the content.
     #[error("mobi 1: file location does not match its content: {message}")]

@@ -4,7 +4,7 @@
 //! | module | what lives there |
 //! |---|---|
 //! | [`token`] | session ids (random or 4D's SHA-1) and tokens (base64 JSON) |
-//! | [`file`] | session files: fields, validation (`mobi` 1–4), safe folder names |
+//! | [`file`](mod@file) | session files: fields, validation (`mobi` 1–4), safe folder names |
 //! | [`hook`] | the authentication hook trait and the config [`hook::Policy`] |
 //! | [`activation`] | e-mail validation links for pending sessions (SMTP or an outbox) |
 //! | [`apps`] | [`MobileSessions`]: memory + files, authenticate, authorize, logout, `$userInfo`, refresh |

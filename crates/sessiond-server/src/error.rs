@@ -164,9 +164,8 @@ impl From<CoreError> for ApiError {
             CoreError::NotSupported { .. } => {
                 Self::new(StatusCode::CONFLICT, "not_supported", e.to_string())
             }
-            CoreError::InvalidToken | CoreError::RolesFile { .. } => {
-                Self::bad_request(e.to_string())
-            }
+            // InvalidToken, RolesFile, and any later kind of refusal.
+            _ => Self::bad_request(e.to_string()),
         }
     }
 }
@@ -177,6 +176,10 @@ impl From<SessionsError> for ApiError {
             SessionsError::NotFound => Self::session_not_found(),
             SessionsError::Invalid(e) => e.into(),
             SessionsError::Store(e) => e.into(),
+            e => {
+                tracing::error!(error = %e, "session operation failed");
+                Self::internal("the session operation failed")
+            }
         }
     }
 }

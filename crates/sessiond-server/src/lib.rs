@@ -8,7 +8,7 @@
 //! | [`routes`] | `/api` (browser), `/service/v1` (service API with its API key), `/remote` (remote clients' WebSocket), `/mobileapp/`, `/admin` (console) and `/admin/api` |
 //! | [`desktop`] | [`desktop::DesktopSessions`]: remote-client sessions, the stored-procedures session, server-side functions and hooks |
 //! | [`console`] | [`console::Console`]: the admin console's sign-in sessions, CSRF tokens, audit log, live events |
-//! | [`app`] | [`AppState`], [`app()`] (the router), [`run()`] (serve with graceful shutdown) |
+//! | [`app`](mod@app) | [`AppState`], [`app()`] (the router), [`run()`] (serve with graceful shutdown) |
 //! | [`serve`] | [`serve::serve`]: the HTTP/1.1 loop with its timeouts and connection caps ([`serve::ConnectionLimits`]) |
 //! | [`cluster`] | several nodes on one Redis: mobile changes over pub/sub, resync on reconnect |
 //! | [`config`] | [`ServerConfig`], [`CookieConfig`] |

@@ -16,6 +16,7 @@ use crate::passwords::{PasswordChecks, Refusal};
 
 /// Errors of the users file.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum UsersError {
     /// The file cannot be read or written.
     #[error("{path}: {source}")]
@@ -45,6 +46,7 @@ pub enum UsersError {
 
 /// Why a login could not be checked.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum LoginError {
     /// The password limits refused the attempt.
     Refused(Refusal),

@@ -9,7 +9,7 @@
 //! | [`memory`] | [`MemoryStore`]: sharded in-process maps, lazy deadline index |
 //! | [`redis`] | [`RedisStore`]: all state in Redis/Valkey, Lua compare-and-set, TTL expiry — for several nodes |
 //! | [`sessions`] | [`Sessions`]: create, resolve a cookie, privileges and the token rules (docs/tokens.md), atomic storage updates, OTPs, activity, the reaper |
-//! | `conformance` | (feature `conformance`) [`conformance_tests!`], one suite for every store |
+//! | `conformance` | (feature `conformance`) `conformance_tests!`, one suite for every store; `FaultyStore`, staleness, test Redis servers and clusters |
 
 pub mod embedded;
 pub mod fs;

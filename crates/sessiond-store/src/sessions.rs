@@ -19,6 +19,7 @@ use crate::store::{SessionStore, Snapshot, StoreError, Update};
 
 /// Errors of session operations.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SessionsError {
     /// No live session has that id.
     #[error("no such session (unknown or expired)")]

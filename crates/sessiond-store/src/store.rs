@@ -32,6 +32,7 @@ impl Snapshot {
 
 /// A failure of the store itself (not of the caller's input).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The backend cannot be reached or did not answer in time.
     #[error("session store unavailable: {message}")]

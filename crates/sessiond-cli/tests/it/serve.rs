@@ -483,8 +483,16 @@ fn remote_cli_calls_keeps_resumes_sleeps_and_wakes_a_remote_session() {
 #[test]
 fn rust_version_matches_what_the_locked_dependencies_need() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Only this platform's dependencies: the others (macOS, Windows) are not downloaded.
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let version = Command::new(rustc).arg("-vV").output().unwrap();
+    let host = String::from_utf8_lossy(&version.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .expect("rustc -vV names the host");
     let out = Command::new(cargo)
         .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .args(["--filter-platform", &host])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
@@ -676,4 +684,44 @@ fn a_failed_remote_call_leaves_no_session() {
         .json()
         .unwrap();
     assert_eq!(activity["sessions"], json!([]), "{activity}");
+}
+
+/// `examples/python/backend.py`: a backend in another language drives the service
+/// API with the standard library only (resolve a cookie, log in, a cart, an
+/// optimistic write, an OTP).
+#[test]
+fn the_python_backend_example_runs_against_a_fresh_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "python-example-key";
+    let run = start(dir.path(), &[], &[("SESSIOND_API_KEY", key)]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/python/backend.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args([run.base.as_str(), key, "ann"])
+        .output()
+        .expect("python3 (scripts/test installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let steps: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "resolve",
+            "login",
+            "cart",
+            "add",
+            "stale write",
+            "otp",
+            "storage"
+        ]
+    );
+    assert_eq!(steps[6]["answer"]["storage"], json!({"cart": {"items": 3}}));
 }

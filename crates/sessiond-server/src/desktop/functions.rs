@@ -77,6 +77,13 @@ impl From<SessionsError> for CallError {
                     message: "the session store is unavailable".into(),
                 }
             }
+            e => {
+                tracing::warn!(error = %e, "server-side call failed");
+                Self {
+                    code: ErrorCode::Internal,
+                    message: "the session operation failed".into(),
+                }
+            }
         }
     }
 }

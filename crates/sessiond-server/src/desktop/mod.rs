@@ -278,6 +278,7 @@ pub enum ActivityMode {
 
 /// Why a session cannot be dropped.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DropError {
     /// The stored-procedures session lives as long as the server.
     #[error("the stored-procedures session lives as long as the server")]

@@ -107,6 +107,10 @@ impl From<MobileError> for ApiError {
                 retry_after,
             } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many", message)
                 .retry_after(retry_after.as_secs()),
+            e => {
+                tracing::error!(error = %e, "mobile sessions");
+                ApiError::internal("the mobile sessions failed")
+            }
         }
     }
 }

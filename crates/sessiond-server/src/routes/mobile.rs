@@ -141,7 +141,8 @@ fn from_error(e: &MobileError) -> Response {
             );
             r
         }
-        MobileError::Io(_) | MobileError::Sessions(_) => {
+        // I/O, the session store, and any later kind of failure.
+        _ => {
             tracing::error!(error = %e, "mobile session failure");
             mobile_error(
                 StatusCode::SERVICE_UNAVAILABLE,

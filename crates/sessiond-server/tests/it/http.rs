@@ -15,7 +15,7 @@ use sessiond_server::credentials::{AdminAuth, ApiKey};
 use sessiond_server::desktop::{DesktopConfig, DesktopSessions};
 use sessiond_server::users::Users;
 use sessiond_server::{AppState, CookieConfig, Session, SessionLayer, run};
-use sessiond_store::{MemoryStore, Sessions};
+use sessiond_store::{MemoryStore, SessionStore, Sessions};
 use tokio::net::TcpListener;
 
 const KEY: &str = "test-api-key";
@@ -35,9 +35,13 @@ struct Server {
 }
 
 pub(crate) fn sessions(clock: &ManualClock) -> Sessions {
+    sessions_over(Arc::new(MemoryStore::new()), clock)
+}
+
+fn sessions_over(store: Arc<dyn SessionStore>, clock: &ManualClock) -> Sessions {
     let roles = Roles::parse(ROLES, "roles.json").unwrap();
     Sessions::new(
-        Arc::new(MemoryStore::new()),
+        store,
         Arc::new(roles),
         Arc::new(clock.clone()),
         SessionPolicy::default(),
@@ -60,6 +64,11 @@ pub(crate) async fn serve_router(router: Router) -> String {
 
 impl Server {
     async fn start() -> Self {
+        Self::over(Arc::new(MemoryStore::new())).await
+    }
+
+    /// A server whose sessions live in `store`.
+    async fn over(store: Arc<dyn SessionStore>) -> Self {
         let clock = ManualClock::new(Timestamp(1_800_000_000_000));
         let dir = tempfile::tempdir().unwrap();
         let users = dir.path().join("users.json");
@@ -71,7 +80,7 @@ impl Server {
             vec!["a".into()],
         )
         .unwrap();
-        let sessions = sessions(&clock);
+        let sessions = sessions_over(store, &clock);
         let state = AppState {
             sessions: sessions.clone(),
             config: Arc::new(ServerConfig::new("TestApp").unwrap()),
@@ -1258,4 +1267,103 @@ async fn an_ended_guest_never_comes_back_with_its_ticket_times_rewritten() {
     let (after, set) = s.own(Some(&URL_SAFE_NO_PAD.encode(&raw))).await;
     assert_ne!(after["id"], guest["id"], "the ended guest came back");
     assert!(set.is_some(), "a new guest with its own cookie");
+}
+
+#[tokio::test]
+async fn a_failing_store_gets_503_json_without_its_cause_and_leaves_nothing_half_written() {
+    use sessiond_store::conformance::faults::{Fault, FaultyStore, INJECTED};
+    let faulty = FaultyStore::new(Arc::new(MemoryStore::new()));
+    let s = Server::over(faulty.clone()).await;
+    let (v, cookie) = s.own(None).await;
+    let cookie = cookie.unwrap();
+    let id = v["id"].as_str().unwrap().to_string();
+    let (st, _) = s
+        .service(
+            Method::PATCH,
+            &format!("/sessions/{id}/storage"),
+            Some(json!({"cart": 1})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let storage = format!("/sessions/{id}/storage");
+    let answers_503 = |status: StatusCode, body: &Value, what: &str| {
+        assert_eq!(status, 503, "{what}: {body}");
+        assert_eq!(body["error"], "store_unavailable", "{what}: {body}");
+        assert!(
+            !body.to_string().contains(INJECTED),
+            "{what}: the store's own text reached the client: {body}"
+        );
+    };
+    for fault in [Fault::Fail, Fault::Hang(Duration::from_millis(50))] {
+        // Every call fails: reads, writes, the browser's own session, a login.
+        faulty.fail_calls(0, u64::MAX, fault);
+        let (st, body) = s
+            .service(Method::PATCH, &storage, Some(json!({"cart": 2})))
+            .await;
+        answers_503(st, &body, "storage patch");
+        let (st, body) = s.service(Method::GET, &storage, None).await;
+        answers_503(st, &body, "storage read");
+        let (st, body) = s
+            .service(
+                Method::PUT,
+                &format!("/sessions/{id}/privileges"),
+                Some(json!("Clerk")),
+            )
+            .await;
+        answers_503(st, &body, "privileges");
+        let resp = s
+            .http
+            .get(s.url("/api/session"))
+            .header("cookie", format!("4DSID_TestApp={cookie}"))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        answers_503(status, &resp.json().await.unwrap(), "the browser's session");
+        let resp = s
+            .http
+            .post(s.url("/api/login"))
+            .header("cookie", format!("4DSID_TestApp={cookie}"))
+            .json(&json!({"userName": "ann", "password": "ann-password"}))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        answers_503(status, &resp.json().await.unwrap(), "login");
+        faulty.heal();
+        // One failing call at each step of an increment in turn: acknowledged if and only
+        // if applied.
+        let mut cart = cart_of(&s, &storage).await;
+        for skip in 0..4 {
+            faulty.fail_calls(skip, 1, fault);
+            let (st, body) = s
+                .service(
+                    Method::POST,
+                    &format!("/sessions/{id}/storage/increment"),
+                    Some(json!({"path": "cart", "by": 5})),
+                )
+                .await;
+            faulty.heal();
+            let now = cart_of(&s, &storage).await;
+            match st.as_u16() {
+                200 => assert_eq!(now, cart + 5, "acknowledged, not applied"),
+                503 => {
+                    answers_503(st, &body, "increment");
+                    assert_eq!(now, cart, "refused, yet applied");
+                }
+                other => panic!("increment with call {skip} failing: {other} {body}"),
+            }
+            cart = now;
+        }
+        // The browser's cookie still opens its session, not logged in, no privilege.
+        let (v, _) = s.own(Some(&cookie)).await;
+        assert_eq!(v["id"], id.as_str());
+        assert_eq!(v["privileges"], json!([]));
+    }
+}
+
+async fn cart_of(s: &Server, storage: &str) -> i64 {
+    let (st, body) = s.service(Method::GET, storage, None).await;
+    assert_eq!(st, 200, "{body}");
+    body["storage"]["cart"].as_i64().unwrap()
 }

@@ -1,6 +1,10 @@
 //! One conformance suite for every [`SessionStore`] (tower-sessions' pattern): a store
 //! crate calls [`conformance_tests!`](crate::conformance_tests) with a factory and gets
 //! the same tests as every other store. Time is passed explicitly, so nothing sleeps.
+//!
+//! The kit also has [`faults::FaultyStore`] (a store that fails or hangs on chosen
+//! calls), [`staleness`] (how long one node serves what another changed), and real
+//! Redis servers and clusters for tests ([`RedisServer`], [`RedisCluster`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +16,7 @@ use sessiond_core::{
 
 use crate::{Cas, SessionStore, Update};
 
+pub mod faults;
 pub mod staleness;
 mod token_model;
 pub use token_model::token_model;

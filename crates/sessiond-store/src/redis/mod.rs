@@ -12,8 +12,8 @@
 //!
 //! | module | what lives there |
 //! |---|---|
-//! | [`connection`] | [`RedisConfig`]; one Redis or a Redis Cluster behind one connection |
-//! | [`near_cache`] | [`NearCacheConfig`]; recent reads kept on the node, invalidated through pub/sub within a stated bound |
+//! | `connection` | [`RedisConfig`]; one Redis or a Redis Cluster behind one connection |
+//! | `near_cache` | [`NearCacheConfig`]; recent reads kept on the node, invalidated through pub/sub within a stated bound |
 //!
 //! **Redis Cluster** (`redis+cluster://host:port,…`): every key of a session carries
 //! the `{ID}` hash tag and every script touches that one key, so each call goes to
