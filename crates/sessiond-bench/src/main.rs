@@ -1,5 +1,5 @@
 //! `sessiond-bench`: sessiond side by side with tower-sessions and a bare axum
-//! endpoint, following shared/spec/benchmark-protocol.md.
+//! endpoint, following docs/spec/benchmark-protocol.md.
 //!
 //! The one command (builds in release mode and runs everything, about 20 minutes):
 //!

@@ -7,7 +7,7 @@
 //! As in 4D, edits change the files and the sessions in memory follow at the next
 //! Push (`POST /admin/api/mobile/push`); add `?apply=true` to an edit to push at once.
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post, put};
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sessiond_mobile::{MobileError, MobileSessions, Status};
 
 use super::console::{audit, check_csrf, console_session, has_console_cookie};
-use super::{ApiJson, ApiPath, bearer};
+use super::{ApiJson, ApiPath, ApiQuery, bearer};
 use crate::app::AppState;
 use crate::console::{Actor, Via};
 use crate::error::ApiError;
@@ -177,7 +177,7 @@ async fn set_status(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     ApiPath((folder, id)): ApiPath<(String, String)>,
-    Query(q): Query<Apply>,
+    ApiQuery(q): ApiQuery<Apply>,
     ApiJson(body): ApiJson<StatusBody>,
 ) -> Result<Json<Value>, ApiError> {
     let result = async {
@@ -211,7 +211,7 @@ async fn set_email(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     ApiPath((folder, id)): ApiPath<(String, String)>,
-    Query(q): Query<Apply>,
+    ApiQuery(q): ApiQuery<Apply>,
     ApiJson(body): ApiJson<EmailBody>,
 ) -> Result<Json<Value>, ApiError> {
     if body.email.len() > 320 || body.email.chars().any(char::is_control) {
@@ -244,7 +244,7 @@ async fn delete(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     ApiPath((folder, id)): ApiPath<(String, String)>,
-    Query(q): Query<Apply>,
+    ApiQuery(q): ApiQuery<Apply>,
 ) -> Result<Json<Value>, ApiError> {
     let result = async {
         let m = mobile(&state)?;

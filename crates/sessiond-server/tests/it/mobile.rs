@@ -832,6 +832,20 @@ async fn admin_api_status_flip_push_and_delete_follow_the_data_answers() {
     let (st, report) = m.admin(Method::POST, "/push", None).await;
     assert_eq!((st, report["updated"].as_u64()), (StatusCode::OK, Some(1)));
     assert_eq!(m.get("Event", Some(&token)).await.0, 401);
+    // A malformed query is a JSON error, and changes nothing.
+    let (st, v) = m
+        .admin(
+            Method::PUT,
+            &format!("/apps/{folder}/sessions/{id}/status?apply=maybe"),
+            Some(json!({"status": "accepted"})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_request")),
+        "{v}"
+    );
+    assert_eq!(read_json(&m.file(folder, &id))["status"], "pending");
     // Accept with apply=true: pushed at once.
     let (_, r) = m
         .admin(
