@@ -19,7 +19,9 @@
 //! session are chained rather than queued: each applies its change to the version the
 //! previous one submitted (committed or still in flight) and is submitted at once, so
 //! the updates of a hot session share commits too; if an earlier one fails, the later
-//! ones find a conflict and start again from the committed state. Activity that
+//! ones find a conflict and start again from the committed state. Every change of a
+//! record (updates and direct compare-and-swaps) goes through the chain, so no two
+//! writes ever build different records under one version number. Activity that
 //! only reads moves the idle deadline in memory and is written back with the purge
 //! (about every second): a crash can lose at most that much activity (a session may
 //! then expire a second early), never an acknowledged change.
@@ -292,28 +294,27 @@ impl EmbeddedStore {
         })?
     }
 
-    /// One attempt of [`SessionStore::update`]: builds on the last submitted version,
-    /// submits, and waits for the commit outside the chain's lock.
-    async fn chained_update(
+    /// One write of a session's chain: `build` sees the chain's head (the last version
+    /// submitted and not yet answered, else the committed one) and returns the next
+    /// version, or an outcome without a write. Every change of a record goes through
+    /// here, so each version number is built by one write only.
+    async fn chained(
         &self,
         id: &SessionId,
         now: Timestamp,
-        change: &mut UpdateFn<'_>,
+        build: impl FnOnce(Option<Snapshot>) -> Build,
     ) -> Result<Result<Cas, Update>, StoreError> {
         let chain = self.0.chains[usize::from(id.as_bytes()[15]) % CHAINS]
             .lock()
             .await;
         let base = self.0.pending.lock().get(id).cloned();
-        let Some(current) = base.or_else(|| self.0.mirror.get_now(id, now)) else {
-            return Ok(Err(Update::NotFound));
+        let head = base.or_else(|| self.0.mirror.get_now(id, now));
+        let next = match build(head) {
+            Build::Write(next) => next,
+            Build::Done(outcome) => return Ok(outcome),
         };
-        let mut next = SessionRecord::clone(&current.record);
-        if let Err(e) = change(&mut next) {
-            return Ok(Err(Update::Rejected(e)));
-        }
-        next.version = current.record.version + 1;
         let version = next.version;
-        let done = self.submit(Op::Cas(next.clone(), current.record.version, now))?;
+        let done = self.submit(Op::Cas(next.clone(), version.saturating_sub(1), now))?;
         self.0.pending.lock().insert(
             *id,
             Snapshot {
@@ -322,16 +323,52 @@ impl EmbeddedStore {
             },
         );
         drop(chain);
+        // Whatever happens next — an answer, or this future dropped by a client that
+        // went away — the chain must not keep building on this version once it is
+        // answered.
+        let mut link = Link {
+            pending: &self.0.pending,
+            id: *id,
+            version,
+            failed: true,
+        };
         let answer = Self::answer(done).await;
-        {
-            let mut pending = self.0.pending.lock();
-            if pending.get(id).is_some_and(|s| s.record.version == version) {
-                pending.remove(id);
-            }
-        }
+        link.failed = !matches!(answer, Ok(Done::Cas(Cas::Swapped(_))));
+        drop(link);
         match answer? {
             Done::Cas(c) => Ok(Ok(c)),
             _ => unreachable!("a compare-and-swap answers Cas"),
+        }
+    }
+}
+
+/// What a write of a chain does, given the chain's head.
+enum Build {
+    /// Submit this version (its `version` is the head's + 1).
+    Write(SessionRecord),
+    /// Nothing to write: this outcome.
+    Done(Result<Cas, Update>),
+}
+
+/// One submitted update of a chain. When dropped, forgets its version as the one to
+/// build on; a link that did not commit (or whose outcome is unknown) also forgets the
+/// later links built on it, which cannot commit either: their updates start again from
+/// the committed state.
+struct Link<'a> {
+    pending: &'a Mutex<HashMap<SessionId, Snapshot>>,
+    id: SessionId,
+    version: u64,
+    failed: bool,
+}
+
+impl Drop for Link<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.pending.lock();
+        let stale = pending.get(&self.id).is_some_and(|s| {
+            s.record.version == self.version || (self.failed && s.record.version > self.version)
+        });
+        if stale {
+            pending.remove(&self.id);
         }
     }
 }
@@ -687,10 +724,15 @@ impl SessionStore for EmbeddedStore {
         expected_version: u64,
         now: Timestamp,
     ) -> Result<Cas, StoreError> {
-        match self.write(Op::Cas(record, expected_version, now)).await? {
-            Done::Cas(c) => Ok(c),
-            _ => unreachable!("a compare-and-swap answers Cas"),
-        }
+        let id = record.id;
+        let outcome = self
+            .chained(&id, now, |head| match head {
+                None => Build::Done(Ok(Cas::NotFound)),
+                Some(h) if h.record.version != expected_version => Build::Done(Ok(Cas::Conflict)),
+                Some(_) => Build::Write(record),
+            })
+            .await?;
+        Ok(outcome.expect("a compare-and-swap has no update outcome"))
     }
 
     async fn update(
@@ -700,7 +742,18 @@ impl SessionStore for EmbeddedStore {
         change: &mut UpdateFn<'_>,
     ) -> Result<Update, StoreError> {
         for attempt in 0..MAX_CAS_RETRIES {
-            match self.chained_update(id, now, change).await? {
+            let build = |head: Option<Snapshot>| {
+                let Some(current) = head else {
+                    return Build::Done(Err(Update::NotFound));
+                };
+                let mut next = SessionRecord::clone(&current.record);
+                if let Err(e) = change(&mut next) {
+                    return Build::Done(Err(Update::Rejected(e)));
+                }
+                next.version = current.record.version + 1;
+                Build::Write(next)
+            };
+            match self.chained(id, now, build).await? {
                 Ok(Cas::Swapped(s)) => return Ok(Update::Updated(s)),
                 Ok(Cas::NotFound) => return Ok(Update::NotFound),
                 // An earlier update of the chain failed, or another writer came first.

@@ -657,3 +657,93 @@ async fn embedded_concurrent_updates_of_one_session_share_fsyncs_and_lose_nothin
     let s = store.get(&id, t0).await.unwrap().unwrap();
     assert_eq!(s.record.storage["n"], UPDATES);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_updates_abandoned_mid_flight_never_block_later_ones() {
+    use sessiond_core::storage;
+    use sessiond_store::EmbeddedStore;
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Timestamp(1_000_000);
+    let store = EmbeddedStore::open(&dir.path().join("sessions.redb"), t0).unwrap();
+    let r = SessionRecord::new_web(t0, &SessionPolicy::default(), None);
+    let id = r.id;
+    store.insert(r, t0).await.unwrap();
+    let increment = |store: EmbeddedStore| async move {
+        let mut f = |r: &mut SessionRecord| {
+            storage::increment(r.storage_mut(), "n", &serde_json::json!(1)).map(|_| ())
+        };
+        store.update(&id, t0, &mut f).await
+    };
+    for round in 0..20 {
+        // Clients that go away while their update is in flight (the future is dropped).
+        let tasks: Vec<_> = (0..16)
+            .map(|_| tokio::spawn(increment(store.clone())))
+            .collect();
+        tokio::task::yield_now().await;
+        for (i, t) in tasks.iter().enumerate() {
+            if i % 2 == 0 {
+                t.abort();
+            }
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let after = tokio::time::timeout(Duration::from_secs(5), increment(store.clone()))
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: an update after abandoned ones hangs"));
+        assert!(
+            matches!(after, Ok(sessiond_store::Update::Updated(_))),
+            "round {round}: {after:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_direct_compare_and_swap_racing_chained_updates_loses_nothing() {
+    use sessiond_core::storage;
+    use sessiond_store::{Cas, EmbeddedStore};
+    const UPDATES: u64 = 64;
+    const SWAPS: u64 = 32;
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Timestamp(1_000_000);
+    let store = EmbeddedStore::open(&dir.path().join("sessions.redb"), t0).unwrap();
+    let r = SessionRecord::new_web(t0, &SessionPolicy::default(), None);
+    let id = r.id;
+    store.insert(r, t0).await.unwrap();
+    let one = serde_json::json!(1);
+    let updates: Vec<_> = (0..UPDATES)
+        .map(|_| {
+            let (store, one) = (store.clone(), one.clone());
+            tokio::spawn(async move {
+                let mut f = |r: &mut SessionRecord| {
+                    storage::increment(r.storage_mut(), "n", &one).map(|_| ())
+                };
+                store.update(&id, t0, &mut f).await.unwrap();
+            })
+        })
+        .collect();
+    // Another writer with its own read-modify-write loop over compare-and-swap.
+    for _ in 0..SWAPS {
+        loop {
+            let current = store.get(&id, t0).await.unwrap().unwrap();
+            let mut next = SessionRecord::clone(&current.record);
+            storage::increment(next.storage_mut(), "m", &one).unwrap();
+            next.version += 1;
+            match store
+                .compare_and_swap(next, current.record.version, t0)
+                .await
+                .unwrap()
+            {
+                Cas::Swapped(_) => break,
+                Cas::Conflict => tokio::task::yield_now().await,
+                Cas::NotFound => panic!("the session disappeared"),
+            }
+        }
+    }
+    for t in updates {
+        t.await.unwrap();
+    }
+    let s = store.get(&id, t0).await.unwrap().unwrap();
+    assert_eq!(s.record.storage["n"], UPDATES);
+    assert_eq!(s.record.storage["m"], SWAPS);
+}
