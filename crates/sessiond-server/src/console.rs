@@ -126,6 +126,15 @@ pub struct SignedIn {
     pub expires: Timestamp,
 }
 
+/// A console session just opened: what the browser gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The cookie's value (stored only as its hash).
+    pub token: String,
+    /// The CSRF token every change must carry as `X-CSRF-Token`.
+    pub csrf: String,
+}
+
 /// The console's sessions, audit log and live events.
 #[derive(Debug)]
 pub struct Console {
@@ -209,14 +218,14 @@ impl Console {
     }
 
     /// Opens a console session after a successful sign-in with the admin credential
-    /// whose fingerprint is `credential`: returns its cookie token and its CSRF token.
-    pub async fn sign_in(&self, now: Timestamp, credential: &str) -> (String, String) {
-        let pair = self.open(now, credential);
+    /// whose fingerprint is `credential`.
+    pub async fn sign_in(&self, now: Timestamp, credential: &str) -> Opened {
+        let signed_in = self.open(now, credential);
         self.save().await;
-        pair
+        signed_in
     }
 
-    fn open(&self, now: Timestamp, credential: &str) -> (String, String) {
+    fn open(&self, now: Timestamp, credential: &str) -> Opened {
         let token = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let csrf = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
         let mut map = self.sessions.lock();
@@ -234,7 +243,7 @@ impl Console {
                 credential: credential.to_string(),
             },
         );
-        (token, csrf)
+        Opened { token, csrf }
     }
 
     /// The live console session of cookie `token`, if it was opened with the current
@@ -341,7 +350,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = Console::new(dir.path());
         let t0 = Timestamp(1_000_000);
-        let (token, csrf) = c.sign_in(t0, "pw1").await;
+        let Opened { token, csrf } = c.sign_in(t0, "pw1").await;
         assert_eq!(c.check(&token, t0, true, "pw1").unwrap().csrf, csrf);
         assert!(c.check("other", t0, true, "pw1").is_none());
         let later = t0.plus(Duration::from_secs(3600));
@@ -350,8 +359,8 @@ mod tests {
             "touch extends"
         );
         assert!(c.check(&token, later.plus(IDLE), false, "pw1").is_none());
-        let (token, csrf) = c.sign_in(t0, "pw1").await;
-        let (gone, _) = c.sign_in(t0, "pw1").await;
+        let Opened { token, csrf } = c.sign_in(t0, "pw1").await;
+        let gone = c.sign_in(t0, "pw1").await.token;
         c.sign_out(&gone).await;
         assert!(c.check(&gone, t0, false, "pw1").is_none());
         let text = std::fs::read_to_string(dir.path().join(SESSIONS_FILE)).unwrap();

@@ -295,11 +295,11 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response, 
         return Err(ApiError::unauthorized("wrong admin password"));
     }
     let credential = state.admin.fingerprint().await.unwrap_or_default();
-    let (token, csrf) = state.console.sign_in(now, &credential).await;
+    let signed_in = state.console.sign_in(now, &credential).await;
     state.console.record(entry("ok", Some(Via::Console))).await;
     Ok((
-        [(header::SET_COOKIE, cookie_header(&token, secure))],
-        Json(json!({"csrf": csrf})),
+        [(header::SET_COOKIE, cookie_header(&signed_in.token, secure))],
+        Json(json!({"csrf": signed_in.csrf})),
     )
         .into_response())
 }
