@@ -448,6 +448,17 @@ async fn two_nodes(
     [a, b]
 }
 
+/// A new web session stored through `node`, and the time it was stored at.
+async fn new_session_on(
+    node: &sessiond_store::RedisStore,
+) -> (sessiond_core::SessionId, Timestamp) {
+    let now = wall_clock();
+    let r = SessionRecord::new_web(now, &SessionPolicy::default(), None);
+    let id = r.id;
+    node.insert(r, now).await.unwrap();
+    (id, now)
+}
+
 fn wall_clock() -> Timestamp {
     use sessiond_core::Clock;
     sessiond_core::SystemClock.now()
@@ -458,10 +469,7 @@ async fn near_cache_serves_a_repeated_read_without_asking_redis() {
     use sessiond_store::conformance::RedisServer;
     let server = RedisServer::start();
     let [a, b] = two_nodes(&server).await;
-    let now = wall_clock();
-    let r = SessionRecord::new_web(now, &SessionPolicy::default(), None);
-    let id = r.id;
-    a.insert(r, now).await.unwrap();
+    let (id, now) = new_session_on(&a).await;
     // Read from Redis once the insert's invalidation has passed (a fill that races an
     // invalidation is not kept).
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -518,10 +526,7 @@ async fn a_write_on_one_node_is_read_on_another_within_the_staleness_bound() {
     use sessiond_store::conformance::RedisServer;
     let server = RedisServer::start();
     let [a, b] = two_nodes(&server).await;
-    let now = wall_clock();
-    let r = SessionRecord::new_web(now, &SessionPolicy::default(), None);
-    let id = r.id;
-    a.insert(r, now).await.unwrap();
+    let (id, now) = new_session_on(&a).await;
     for n in 1..=40u64 {
         assert!(b.get(&id, now).await.unwrap().is_some(), "cached on B");
         let mut f =
@@ -546,10 +551,7 @@ async fn a_cut_invalidation_channel_empties_the_cache() {
     use sessiond_store::conformance::RedisServer;
     let server = RedisServer::start();
     let [_a, b] = two_nodes(&server).await;
-    let now = wall_clock();
-    let r = SessionRecord::new_web(now, &SessionPolicy::default(), None);
-    let id = r.id;
-    b.insert(r, now).await.unwrap();
+    let (id, now) = new_session_on(&b).await;
     assert!(b.get(&id, now).await.unwrap().is_some());
     let mut redis = ::redis::Client::open(server.url())
         .unwrap()
