@@ -342,7 +342,12 @@ impl fmt::Debug for CookieToken {
 /// and nobody without the key can make one. Every node of a deployment uses the same
 /// key (`sessiond serve` keeps it in `credentials.json`).
 #[derive(Clone)]
-pub struct GuestKey([u8; 32]);
+pub struct GuestKey {
+    key: [u8; 32],
+    /// HMAC-SHA-256 keyed with `key`, cloned for each MAC (the key's two blocks are
+    /// hashed once, not per MAC: guests are made on every cookieless request).
+    keyed: hmac::Hmac<Sha256>,
+}
 
 impl fmt::Debug for GuestKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -353,23 +358,24 @@ impl fmt::Debug for GuestKey {
 impl GuestKey {
     /// A fresh random key.
     pub fn random() -> Self {
-        Self(random_bytes())
+        Self::from_bytes(random_bytes())
     }
 
     /// A key from its 32 bytes.
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
+    pub fn from_bytes(key: [u8; 32]) -> Self {
+        use hmac::Mac as _;
+        let keyed = hmac::Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
+        Self { key, keyed }
     }
 
     /// The key's 32 bytes (to keep it).
     pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.key
     }
 
     fn mac(&self, label: &[u8], data: &[u8]) -> [u8; 32] {
         use hmac::Mac as _;
-        let mut mac =
-            hmac::Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        let mut mac = self.keyed.clone();
         mac.update(label);
         mac.update(data);
         mac.finalize().into_bytes().into()
