@@ -621,32 +621,17 @@ async fn embedded_concurrent_writes_share_fsyncs_and_each_is_acknowledged_durabl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_concurrent_updates_of_one_session_share_fsyncs_and_lose_nothing() {
-    use sessiond_core::storage;
     use sessiond_store::EmbeddedStore;
     const UPDATES: u64 = 128;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sessions.redb");
-    let t0 = Timestamp(1_000_000);
-    let store = EmbeddedStore::open(&path, t0).unwrap();
-    let r = SessionRecord::new_web(t0, &SessionPolicy::default(), None);
-    let id = r.id;
-    store.insert(r, t0).await.unwrap();
+    let (dir, store, id) = embedded_with_a_session().await;
     let before = store.commit_stats();
     let tasks: Vec<_> = (0..UPDATES)
-        .map(|_| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut f = |r: &mut SessionRecord| {
-                    storage::increment(r.storage_mut(), "n", &serde_json::json!(1)).map(|_| ())
-                };
-                store.update(&id, t0, &mut f).await.unwrap()
-            })
-        })
+        .map(|_| tokio::spawn(add_one(store.clone(), id, "n")))
         .collect();
     for t in tasks {
         assert!(matches!(
             t.await.unwrap(),
-            sessiond_store::Update::Updated(_)
+            Ok(sessiond_store::Update::Updated(_))
         ));
     }
     let commits = store.commit_stats().commits - before.commits;
@@ -655,31 +640,18 @@ async fn embedded_concurrent_updates_of_one_session_share_fsyncs_and_lose_nothin
         "{UPDATES} concurrent updates of one session took {commits} commits"
     );
     drop(store);
-    let store = EmbeddedStore::open(&path, t0).unwrap();
-    let s = store.get(&id, t0).await.unwrap().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("sessions.redb"), T0).unwrap();
+    let s = store.get(&id, T0).await.unwrap().unwrap();
     assert_eq!(s.record.storage["n"], UPDATES);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_updates_abandoned_mid_flight_never_block_later_ones() {
-    use sessiond_core::storage;
-    use sessiond_store::EmbeddedStore;
-    let dir = tempfile::tempdir().unwrap();
-    let t0 = Timestamp(1_000_000);
-    let store = EmbeddedStore::open(&dir.path().join("sessions.redb"), t0).unwrap();
-    let r = SessionRecord::new_web(t0, &SessionPolicy::default(), None);
-    let id = r.id;
-    store.insert(r, t0).await.unwrap();
-    let increment = |store: EmbeddedStore| async move {
-        let mut f = |r: &mut SessionRecord| {
-            storage::increment(r.storage_mut(), "n", &serde_json::json!(1)).map(|_| ())
-        };
-        store.update(&id, t0, &mut f).await
-    };
+    let (_dir, store, id) = embedded_with_a_session().await;
     for round in 0..20 {
         // Clients that go away while their update is in flight (the future is dropped).
         let tasks: Vec<_> = (0..16)
-            .map(|_| tokio::spawn(increment(store.clone())))
+            .map(|_| tokio::spawn(add_one(store.clone(), id, "n")))
             .collect();
         tokio::task::yield_now().await;
         for (i, t) in tasks.iter().enumerate() {
@@ -690,7 +662,7 @@ async fn embedded_updates_abandoned_mid_flight_never_block_later_ones() {
         for t in tasks {
             let _ = t.await;
         }
-        let after = tokio::time::timeout(Duration::from_secs(5), increment(store.clone()))
+        let after = tokio::time::timeout(Duration::from_secs(5), add_one(store.clone(), id, "n"))
             .await
             .unwrap_or_else(|_| panic!("round {round}: an update after abandoned ones hangs"));
         assert!(
@@ -703,26 +675,14 @@ async fn embedded_updates_abandoned_mid_flight_never_block_later_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_direct_compare_and_swap_racing_chained_updates_loses_nothing() {
     use sessiond_core::storage;
-    use sessiond_store::{Cas, EmbeddedStore};
+    use sessiond_store::Cas;
     const UPDATES: u64 = 64;
     const SWAPS: u64 = 32;
-    let dir = tempfile::tempdir().unwrap();
-    let t0 = Timestamp(1_000_000);
-    let store = EmbeddedStore::open(&dir.path().join("sessions.redb"), t0).unwrap();
-    let r = SessionRecord::new_web(t0, &SessionPolicy::default(), None);
-    let id = r.id;
-    store.insert(r, t0).await.unwrap();
+    let (_dir, store, id) = embedded_with_a_session().await;
+    let t0 = T0;
     let one = serde_json::json!(1);
     let updates: Vec<_> = (0..UPDATES)
-        .map(|_| {
-            let (store, one) = (store.clone(), one.clone());
-            tokio::spawn(async move {
-                let mut f = |r: &mut SessionRecord| {
-                    storage::increment(r.storage_mut(), "n", &one).map(|_| ())
-                };
-                store.update(&id, t0, &mut f).await.unwrap();
-            })
-        })
+        .map(|_| tokio::spawn(add_one(store.clone(), id, "n")))
         .collect();
     // Another writer with its own read-modify-write loop over compare-and-swap.
     for _ in 0..SWAPS {
@@ -743,9 +703,39 @@ async fn embedded_direct_compare_and_swap_racing_chained_updates_loses_nothing()
         }
     }
     for t in updates {
-        t.await.unwrap();
+        t.await.unwrap().unwrap();
     }
     let s = store.get(&id, t0).await.unwrap().unwrap();
     assert_eq!(s.record.storage["n"], UPDATES);
     assert_eq!(s.record.storage["m"], SWAPS);
+}
+
+/// When the embedded-store tests run.
+const T0: Timestamp = Timestamp(1_000_000);
+
+/// An embedded store in a temporary folder, holding one web session.
+async fn embedded_with_a_session() -> (
+    tempfile::TempDir,
+    sessiond_store::EmbeddedStore,
+    sessiond_core::SessionId,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sessiond_store::EmbeddedStore::open(&dir.path().join("sessions.redb"), T0).unwrap();
+    let r = SessionRecord::new_web(T0, &SessionPolicy::default(), None);
+    let id = r.id;
+    store.insert(r, T0).await.unwrap();
+    (dir, store, id)
+}
+
+/// Adds 1 to storage `field` of session `id`, atomically.
+async fn add_one(
+    store: sessiond_store::EmbeddedStore,
+    id: sessiond_core::SessionId,
+    field: &'static str,
+) -> Result<sessiond_store::Update, sessiond_store::StoreError> {
+    let one = serde_json::json!(1);
+    let mut f = |r: &mut SessionRecord| {
+        sessiond_core::storage::increment(r.storage_mut(), field, &one).map(|_| ())
+    };
+    store.update(&id, T0, &mut f).await
 }
