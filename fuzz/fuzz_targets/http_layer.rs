@@ -29,7 +29,7 @@ use sessiond_core::{
 };
 use sessiond_fuzz::{block_on, split, substitute};
 use sessiond_server::routes::bearer;
-use sessiond_server::{CookieConfig, Session, SessionLayer};
+use sessiond::{CookieConfig, Session, SessionLayer};
 use sessiond_store::{MemoryStore, Resolved, Sessions};
 use tower::ServiceExt as _;
 

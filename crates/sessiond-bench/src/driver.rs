@@ -295,8 +295,8 @@ fn stores_plans() -> Vec<Plan> {
             Kind::Create,
             &DURABLE_STACKS,
             "Each request creates and stores a session: on the embedded store, one durable \
-             write (fsynced before the answer, in a group commit with the writes that \
-             arrive meanwhile).",
+             write (in the write-ahead log, synced before the answer, in a group with the \
+             writes that arrive meanwhile).",
         ),
         plan(
             "W2",
@@ -306,7 +306,7 @@ fn stores_plans() -> Vec<Plan> {
             "Connection i sends its updates to sessions i, i + 32, i + 64… of 1,000: \
              concurrent updates of different sessions, each acknowledged only once durable \
              on the embedded store (group commit: the writes that arrive during a commit \
-             share the next one and its fsync).",
+             share the next one and its log sync).",
         ),
         r1,
         plan(
@@ -321,7 +321,7 @@ fn stores_plans() -> Vec<Plan> {
             ],
             "One hot session (W3 on the embedded store). Embedded: each update builds on the \
              version the previous one submitted and shares its group commit, and is \
-             acknowledged once durable (fsync). sessiond-redis: the updates of one session \
+             acknowledged once durable (its group's log sync). sessiond-redis: the updates of one session \
              are queued in the server, one Lua compare-and-set each (Redis without \
              persistence).",
         ),

@@ -1,8 +1,8 @@
 //! The mobile group: the `sessiond-mobile` stack (the real `sessiond serve` router
 //! with mobile apps enabled) and M3, the refresh of many session files.
 //!
-//! The stack is built like the server's own mobile tests build it: sessions on a
-//! `MemoryStore`, `credentials.json` from `Credentials::ensure` (API key `k`), mobile
+//! The stack is built by `Server::builder`, like `sessiond serve` and the server's
+//! tests: sessions on a `MemoryStore`, `credentials.json` (API key `k`), mobile
 //! sessions under `<temp>/MobileApps` with random ids, the accept-all
 //! [`Policy::default`] as the login hook and no upstream (so authorized requests other
 //! than `$licensecheck`, `$logout`, `$userInfo` answer 404). Every accepted login
@@ -20,12 +20,9 @@ use serde_json::{Map, Value, json};
 use sessiond_mobile::{
     AuthAnswer, IdMode, MobileConfig, MobileSessions, Policy, SessionFile, token,
 };
-use sessiond_server::AppState;
 use sessiond_server::config::ServerConfig;
-use sessiond_server::console::Console;
-use sessiond_server::credentials::{AdminAuth, Credentials};
-use sessiond_server::desktop::{DesktopConfig, DesktopSessions};
-use sessiond_server::routes::mobile::MobileState;
+use sessiond_server::settings::Settings;
+use sessiond_server::{Server, ServerBuilder};
 use sessiond_store::Sessions;
 
 use crate::Stack;
@@ -61,26 +58,24 @@ fn mobile_config(data: &Path) -> MobileConfig {
     }
 }
 
-/// The `AppState` of `sessiond serve` over a `MemoryStore`, `credentials.json` under
-/// `data`: no users file, no mobile apps, no server-side functions (the stacks fill
-/// in what they serve). Starts the reaper (needs the runtime).
-pub(crate) fn app_state(data: &Path) -> anyhow::Result<AppState> {
-    let config = ServerConfig::new("Bench").map_err(anyhow::Error::msg)?;
-    let sessions = sessions(&config);
-    let (_, api_key, _) = Credentials::ensure(data, Some("k"), Some("admin-pw"))
-        .context("creating credentials.json")?;
-    sessions.spawn_reaper(config.reaper_interval);
-    Ok(AppState {
-        sessions: sessions.clone(),
-        config: Arc::new(config),
-        api_key,
-        users_file: None,
-        admin: Arc::new(AdminAuth::new(data)),
-        console: Arc::new(Console::new(data)),
-        passwords: Arc::default(),
-        mobile: None,
-        desktop: DesktopSessions::builder(sessions, DesktopConfig::default()).build(),
-    })
+/// A `sessiond serve` node over a `MemoryStore`, its files under `data` (API key
+/// `k`), with `toml` (`sessiond.toml` lines) over the defaults.
+pub(crate) fn node(data: &Path, toml: &str) -> anyhow::Result<ServerBuilder> {
+    let text = format!(
+        "store = \"memory\"\nlisten = \"127.0.0.1:0\"\napp_name = \"Bench\"\ndata = {:?}\n{toml}",
+        data.display().to_string()
+    );
+    let config = Settings::parse(&text)?.validate()?;
+    Ok(Server::builder(config).secrets(Some("k".into()), Some("admin-pw".into())))
+}
+
+/// The router of a built node, with its reaper started (needs the runtime); the
+/// stacks serve it with `axum::serve` like every other stack.
+pub(crate) async fn router(node: ServerBuilder) -> anyhow::Result<Router> {
+    let node = node.build().await?;
+    let state = node.state();
+    state.sessions.spawn_reaper(state.config.reaper_interval);
+    Ok(node.router())
 }
 
 /// Accepts every login, after hanging 1.5 s for devices named `HANG-…`.
@@ -103,17 +98,28 @@ impl sessiond_mobile::AuthHook for HangingHook {
 /// reaper (needs the runtime). With `hang`, the hook hangs for `HANG-…` devices and 4
 /// such logins are kept in flight.
 pub(crate) async fn app_router(data: &Path, hang: bool) -> anyhow::Result<Router> {
-    let mut state = app_state(data)?;
-    let mobile = Arc::new(MobileSessions::new(
-        mobile_config(data),
-        state.sessions.clone(),
-    ));
-    mobile.refresh().await.context("loading MobileApps")?;
     let hook: Arc<dyn sessiond_mobile::AuthHook> = if hang {
         Arc::new(HangingHook)
     } else {
         Arc::new(Policy::default())
     };
+    // One load generator on loopback makes every login: the highest per-address
+    // limits the settings allow.
+    let node = node(
+        data,
+        "[mobile]\nnew_devices_per_minute = 1000000\nmax_sessions_per_app = 100000000\n",
+    )?
+    .login_hook(hook.clone())
+    .build()
+    .await?;
+    let state = node.state();
+    state.sessions.spawn_reaper(state.config.reaper_interval);
+    let mobile = state
+        .mobile
+        .as_ref()
+        .context("mobile apps are on")?
+        .sessions
+        .clone();
     if hang {
         for worker in 0..4 {
             let (mobile, hook) = (mobile.clone(), hook.clone());
@@ -125,8 +131,7 @@ pub(crate) async fn app_router(data: &Path, hang: bool) -> anyhow::Result<Router
             });
         }
     }
-    state.mobile = Some(MobileState::new(mobile, hook, None));
-    Ok(sessiond_server::app(state))
+    Ok(node.router())
 }
 
 /// What `--refresh-files` prints (one JSON line).
@@ -152,6 +157,11 @@ pub(crate) struct RefreshResult {
     pub again_ms: Vec<f64>,
     /// Process CPU time during each of those, ms.
     pub again_cpu_ms: Vec<f64>,
+    /// The floor, per rep right after the refresh above: listing the same folders and
+    /// taking the metadata of each session file (`read_dir` + `DirEntry::metadata`,
+    /// nothing else), ms.
+    #[serde(default)]
+    pub stat_floor_ms: Vec<f64>,
     /// Sessions reported loaded by the first refresh of each rep.
     pub loaded: Vec<usize>,
     /// Sessions reported unchanged by the second refresh of each rep.
@@ -322,6 +332,7 @@ async fn refresh_run(data: &Path, n: u64, reps: usize) -> anyhow::Result<Refresh
         load_cpu_ms: Vec::new(),
         again_ms: Vec::new(),
         again_cpu_ms: Vec::new(),
+        stat_floor_ms: Vec::new(),
         loaded: Vec::new(),
         unchanged: Vec::new(),
         skipped: Vec::new(),
@@ -357,6 +368,10 @@ async fn refresh_run(data: &Path, n: u64, reps: usize) -> anyhow::Result<Refresh
         let again = m.refresh().await?;
         r.again_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
         r.again_cpu_ms.push(cpu_ms(cpu0));
+        let t0 = Instant::now();
+        let stats = stat_every_file(&data.join("MobileApps"))?;
+        r.stat_floor_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(stats == n, "the floor saw {stats} of {n} files");
         r.unchanged.push(again.unchanged);
         r.skipped.push(again.skipped);
         r.errors += again.errors.len();
@@ -369,4 +384,20 @@ async fn refresh_run(data: &Path, n: u64, reps: usize) -> anyhow::Result<Refresh
         }
     }
     Ok(r)
+}
+
+/// The least a refresh that checks every file must do: list each app folder and take
+/// each session file's metadata. Returns the number of files.
+fn stat_every_file(root: &Path) -> anyhow::Result<u64> {
+    let mut files = 0;
+    for dir in std::fs::read_dir(root)? {
+        for file in std::fs::read_dir(dir?.path())? {
+            let file = file?;
+            if sessiond_mobile::file::is_session_file_name(&file.file_name().to_string_lossy()) {
+                std::hint::black_box(file.metadata()?);
+                files += 1;
+            }
+        }
+    }
+    Ok(files)
 }

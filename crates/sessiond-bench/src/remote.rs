@@ -3,7 +3,7 @@
 //!
 //! Two stacks, served like the others (`server --stack …`, one `current_thread`
 //! runtime on core 1):
-//! - `sessiond-remote`: the real `sessiond serve` router ([`crate::mobile::app_state`])
+//! - `sessiond-remote`: the real `sessiond serve` router ([`crate::mobile::node`])
 //!   with a users file holding one user ([`USER`], argon2id hash) and one registered
 //!   function, [`FUNCTION`], that returns its params. A hello checks the password
 //!   (argon2 on tokio's blocking pool) and opens a remote session in the
@@ -31,7 +31,6 @@ use serde_json::{Value, json};
 use sessiond_client::{ClientConfig, ClientError, RemoteClient};
 use sessiond_core::SessionId;
 use sessiond_core::protocol::{self, ClientMessage, ServerMessage};
-use sessiond_server::desktop::{DesktopConfig, DesktopSessions};
 use sessiond_server::users::Users;
 
 use crate::load::{ConnResult, LoadResult};
@@ -75,8 +74,7 @@ pub(crate) const LIGHT_HASH: (u32, u32) = (64, 1);
 /// `sessiond-remote`: the `sessiond serve` router with `users.json` under `data` and
 /// the [`FUNCTION`] function (`light`: the password hashed with [`LIGHT_HASH`]
 /// instead of the defaults). Starts the reaper (needs the runtime).
-pub(crate) fn sessiond_router(data: &Path, light: bool) -> anyhow::Result<Router> {
-    let mut state = crate::mobile::app_state(data)?;
+pub(crate) async fn sessiond_router(data: &Path, light: bool) -> anyhow::Result<Router> {
     let users = data.join("users.json");
     if light {
         write_light_users(&users)?;
@@ -84,11 +82,10 @@ pub(crate) fn sessiond_router(data: &Path, light: bool) -> anyhow::Result<Router
         Users::add(&users, USER, PASSWORD, Vec::new(), Vec::new())
             .with_context(|| format!("writing {}", users.display()))?;
     }
-    state.users_file = Some(users);
-    state.desktop = DesktopSessions::builder(state.sessions.clone(), DesktopConfig::default())
-        .function(FUNCTION, |params| async move { Ok(params) })
-        .build();
-    Ok(sessiond_server::app(state))
+    let node = crate::mobile::node(data, "")?
+        .without_mobile()
+        .functions(|b| b.function(FUNCTION, |params| async move { Ok(params) }));
+    crate::mobile::router(node).await
 }
 
 /// A users file with [`USER`], its password hashed with argon2id and [`LIGHT_HASH`]

@@ -1186,6 +1186,24 @@ fn refresh_md(o: &mut String, r: &RefreshResult) {
             counts.join(", ")
         );
     }
+    if !r.stat_floor_ms.is_empty() {
+        let floor = Stat::of(r.stat_floor_ms.iter().copied());
+        let again = Stat::of(r.again_ms.iter().copied());
+        let _ = writeln!(
+            o,
+            "| floor: list the folders, one `stat` per session file, nothing else | {} | {} | | |",
+            spread(&floor, 0),
+            spread(
+                &Stat::of(r.stat_floor_ms.iter().map(|m| r.files as f64 * 1000.0 / m)),
+                0
+            ),
+        );
+        let _ = writeln!(
+            o,
+            "\n\"again\" takes {:.2}× the floor measured right after it.",
+            again.median / floor.median
+        );
+    }
     let _ = writeln!(
         o,
         "\nFiles not read by the second refresh: {}. Unusable files reported: {}. Tokens (a login's and a written file's) authorize \

@@ -110,10 +110,13 @@ pub(crate) fn serve(
             Stack::SessiondMobileHang => {
                 crate::mobile::app_router(&data_path.context("no data folder")?, true).await?
             }
-            Stack::SessiondRemote | Stack::SessiondRemoteLight => crate::remote::sessiond_router(
-                &data_path.context("no data folder")?,
-                stack == Stack::SessiondRemoteLight,
-            )?,
+            Stack::SessiondRemote | Stack::SessiondRemoteLight => {
+                crate::remote::sessiond_router(
+                    &data_path.context("no data folder")?,
+                    stack == Stack::SessiondRemoteLight,
+                )
+                .await?
+            }
             Stack::BareWs => crate::remote::bare_router(),
             Stack::SessiondSuspending => {
                 let store = Arc::new(SuspendingSessiond::default());
@@ -235,7 +238,7 @@ fn sessiond_router(store: Arc<dyn sessiond_store::SessionStore>) -> Router {
         let snapshot = session.snapshot();
         let len = snapshot
             .record
-            .storage
+            .storage()
             .get("payload")
             .and_then(Value::as_str)
             .map_or(0, str::len);
@@ -258,7 +261,7 @@ fn sessiond_router(store: Arc<dyn sessiond_store::SessionStore>) -> Router {
         let snapshot = session.snapshot();
         let n = snapshot
             .record
-            .storage
+            .storage()
             .get("counter")
             .and_then(Value::as_i64)
             .unwrap_or(0);

@@ -19,6 +19,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the session server.
     Serve(ServeArgs),
+    /// Check the configuration `serve` would use (the same flags, environment and
+    /// sessiond.toml), and roles.json; print the effective settings. Exits non-zero
+    /// on the first invalid value. Connects to nothing and writes nothing.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Write a starter ./sessiond.toml (every setting, commented) and <data>/roles.json
     /// (existing files are kept).
     Init {
@@ -134,6 +139,13 @@ pub struct SessionRef {
     /// Push at once (otherwise run sessiond mobile push).
     #[arg(long)]
     pub push: bool,
+}
+
+/// `sessiond config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the settings and roles.json; print the effective settings.
+    Check(ServeArgs),
 }
 
 /// `sessiond serve`.

@@ -1,8 +1,14 @@
-//! `sessiond mobile …`: the admin API of a running server from the command line.
+//! `sessiond mobile …`: the admin API of a running server from the command line,
+//! read through the server's own answer types ([`sessiond_server::contract`]).
 
 use anyhow::{Context, bail};
 use reqwest::Method;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use sessiond_server::ErrorBody;
+use sessiond_server::contract::{
+    MobileAppList, MobileEdit, MobileFile, MobileSessionList, RefreshReport,
+};
 
 use crate::cli::{MobileCommand, SessionRef};
 
@@ -13,7 +19,12 @@ struct Admin {
 }
 
 impl Admin {
-    fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<T> {
         let url = format!(
             "{}/admin/api/mobile{path}",
             self.server.trim_end_matches('/')
@@ -24,14 +35,15 @@ impl Admin {
         }
         let resp = req.send().with_context(|| format!("cannot reach {url}"))?;
         let status = resp.status();
-        let body: Value = resp.json().unwrap_or(Value::Null);
         if !status.is_success() {
+            let error: Option<ErrorBody> = resp.json().ok();
             bail!(
                 "{status}: {}",
-                body["message"].as_str().unwrap_or("request failed")
+                error.map_or_else(|| "request failed".into(), |e| e.message)
             );
         }
-        Ok(body)
+        resp.json()
+            .with_context(|| format!("{url} answered something else than expected"))
     }
 }
 
@@ -48,19 +60,14 @@ pub fn run(server: String, password: String, command: MobileCommand) -> anyhow::
     };
     match command {
         MobileCommand::Apps => {
-            let v = admin.call(Method::GET, "/apps", None)?;
+            let list: MobileAppList = admin.call(Method::GET, "/apps", None)?;
             println!("{:<50} {:>8} {:>8}", "APP", "SESSIONS", "PENDING");
-            for app in v["apps"].as_array().into_iter().flatten() {
-                println!(
-                    "{:<50} {:>8} {:>8}",
-                    app["label"].as_str().unwrap_or(""),
-                    app["sessions"].as_u64().unwrap_or(0),
-                    app["pending"].as_u64().unwrap_or(0)
-                );
+            for app in list.apps {
+                println!("{:<50} {:>8} {:>8}", app.label, app.sessions, app.pending);
             }
         }
         MobileCommand::Sessions { folder } => {
-            let v = admin.call(
+            let list: MobileSessionList = admin.call(
                 Method::GET,
                 &format!("/apps/{}/sessions", segment(&folder)),
                 None,
@@ -69,41 +76,40 @@ pub fn run(server: String, password: String, command: MobileCommand) -> anyhow::
                 "{:<42} {:<9} {:<20} {:<16} {:<30} IP",
                 "ID", "STATUS", "DEVICE", "OS", "E-MAIL"
             );
-            for s in v["sessions"].as_array().into_iter().flatten() {
-                let text = |k: &str| s[k].as_str().unwrap_or("").to_string();
+            for s in list.sessions {
                 println!(
                     "{:<42} {:<9} {:<20} {:<16} {:<30} {}",
-                    text("id"),
-                    text("status"),
-                    text("device"),
-                    text("os"),
-                    text("email"),
-                    text("ip")
+                    s.id,
+                    s.status.as_str(),
+                    s.device,
+                    s.os,
+                    s.email,
+                    s.ip
                 );
             }
         }
         MobileCommand::Accept(r) => change_status(&admin, &r, "accepted")?,
         MobileCommand::Pend(r) => change_status(&admin, &r, "pending")?,
         MobileCommand::Delete(r) => {
-            let v = admin.call(
+            let edit: MobileEdit = admin.call(
                 Method::DELETE,
                 &format!("{}{}", path(&r), apply(r.push)),
                 None,
             )?;
-            report_push(&v, "deleted");
+            report_push(&edit, "deleted");
         }
         MobileCommand::Show { folder, id } => {
-            let v = admin.call(
+            let file: MobileFile = admin.call(
                 Method::GET,
                 &format!("/apps/{}/sessions/{}", segment(&folder), segment(&id)),
                 None,
             )?;
-            println!("{}", v["path"].as_str().unwrap_or(""));
-            println!("{}", serde_json::to_string_pretty(&v["json"])?);
+            println!("{}", file.path);
+            println!("{}", serde_json::to_string_pretty(&file.json)?);
         }
         MobileCommand::Push => {
-            let v = admin.call(Method::POST, "/push", None)?;
-            print_refresh(&v);
+            let report: RefreshReport = admin.call(Method::POST, "/push", None)?;
+            print_refresh(&report);
         }
     }
     Ok(())
@@ -118,37 +124,33 @@ fn apply(push: bool) -> &'static str {
 }
 
 fn change_status(admin: &Admin, r: &SessionRef, status: &str) -> anyhow::Result<()> {
-    let v = admin.call(
+    let edit: MobileEdit = admin.call(
         Method::PUT,
         &format!("{}/status{}", path(r), apply(r.push)),
         Some(json!({"status": status})),
     )?;
-    report_push(&v, status);
+    report_push(&edit, status);
     Ok(())
 }
 
-fn report_push(v: &Value, what: &str) {
-    if v["pushNeeded"] == true {
-        println!(
+fn report_push(edit: &MobileEdit, what: &str) {
+    match &edit.push {
+        Some(report) if !edit.push_needed => {
+            println!("{what} and applied");
+            print_refresh(report);
+        }
+        _ => println!(
             "{what}; the file is written — run `sessiond mobile push` to apply it to the running server"
-        );
-    } else {
-        println!("{what} and applied");
-        print_refresh(&v["push"]);
+        ),
     }
 }
 
-fn print_refresh(v: &Value) {
+fn print_refresh(r: &RefreshReport) {
     println!(
         "loaded {}, updated {}, unchanged {} ({} not read), evicted {}",
-        v["loaded"], v["updated"], v["unchanged"], v["skipped"], v["evicted"]
+        r.loaded, r.updated, r.unchanged, r.skipped, r.evicted
     );
-    for e in v["errors"].as_array().into_iter().flatten() {
-        println!(
-            "  mobi {}: {}: {}",
-            e["code"],
-            e["file"].as_str().unwrap_or(""),
-            e["message"].as_str().unwrap_or("")
-        );
+    for e in &r.errors {
+        println!("  mobi {}: {}: {}", e.code, e.file, e.message);
     }
 }

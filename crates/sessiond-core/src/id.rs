@@ -95,11 +95,16 @@ impl SessionId {
 }
 
 impl fmt::Display for SessionId {
+    /// 32 upper-case hex digits, written at once (ids are written on every stored
+    /// change and every JSON view: one `write_str`, not one formatted byte at a time).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02X}")?;
+        const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+        let mut text = [0u8; 32];
+        for (pair, b) in text.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 15)];
         }
-        Ok(())
+        f.pad(std::str::from_utf8(&text).expect("hex digits are ASCII"))
     }
 }
 
@@ -498,6 +503,18 @@ mod tests {
             s.chars()
                 .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c))
         );
+    }
+
+    #[test]
+    fn session_id_displays_every_byte_as_two_digits_and_parses_back() {
+        let bytes = [
+            0x00, 0x01, 0x0A, 0x0F, 0x10, 0x7F, 0x80, 0x9C, 0xA5, 0xB0, 0xC3, 0xD7, 0xE8, 0xF1,
+            0xFE, 0xFF,
+        ];
+        let id = SessionId::from_bytes(bytes);
+        assert_eq!(id.to_string(), "00010A0F107F809CA5B0C3D7E8F1FEFF");
+        assert_eq!(id.to_string().parse::<SessionId>().unwrap(), id);
+        assert_eq!(format!("{id:>34}"), format!("  {id}"));
     }
 
     #[test]

@@ -73,41 +73,41 @@ static EMPTY_STORAGE: LazyLock<Arc<Map<String, Value>>> = LazyLock::new(|| Arc::
 #[serde(rename_all = "camelCase")]
 pub struct SessionRecord {
     /// `Session.id`.
-    pub id: SessionId,
+    pub(crate) id: SessionId,
     /// The kind of session.
-    pub kind: SessionKind,
+    pub(crate) kind: SessionKind,
     /// `Session.userName`.
-    pub user_name: Box<str>,
+    pub(crate) user_name: Box<str>,
     /// Effective privileges from `setPrivileges` (already expanded).
-    pub privileges: Box<[Arc<str>]>,
+    pub(crate) privileges: Box<[Arc<str>]>,
     /// Whether `setPrivileges` was ever called (4D 21 R2+ `isGuest` under forceLogin).
-    pub privileges_set: bool,
+    pub(crate) privileges_set: bool,
     /// `Session.idleTimeout`, minutes (web sessions).
-    pub idle_timeout: u32,
+    pub(crate) idle_timeout: u32,
     /// `info.creationDateTime`.
-    pub created: Timestamp,
+    pub(crate) created: Timestamp,
     /// Beyond 4D: the absolute end of the session, whatever its activity.
-    pub hard_deadline: Option<Timestamp>,
+    pub(crate) hard_deadline: Option<Timestamp>,
     /// Bumped by every change of the record; stores use it for compare-and-set.
-    pub version: u64,
+    pub(crate) version: u64,
     /// Bumped by every change of `storage`; clients use it with `If-Match`.
-    pub storage_version: u64,
+    pub(crate) storage_version: u64,
     /// `Session.storage`: a JSON object, shared between snapshots until changed.
-    pub storage: Arc<Map<String, Value>>,
+    pub(crate) storage: Arc<Map<String, Value>>,
     /// The cookie tokens of the clients that hold this session ([`Tokens`]).
-    pub tokens: Tokens,
+    pub(crate) tokens: Tokens,
     /// `info.IPAddress`.
-    pub ip: Option<IpAddr>,
+    pub(crate) ip: Option<IpAddr>,
     /// Desktop-session facts.
-    pub desktop: Option<Box<DesktopInfo>>,
+    pub(crate) desktop: Option<Box<DesktopInfo>>,
     /// The node that created the session (several nodes sharing one store).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<std::sync::Arc<str>>,
+    pub(crate) node: Option<std::sync::Arc<str>>,
     /// A guest session that ended (logout, drop) and is kept, empty and without
     /// tokens, only until its guest tickets have expired, so that none of them opens a
     /// session with this id again. Never listed, read or written.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub ended: bool,
+    pub(crate) ended: bool,
 }
 
 /// The result of a `setPrivileges` call.
@@ -120,6 +120,138 @@ pub struct SetPrivilegesOutcome {
 }
 
 impl SessionRecord {
+    /// `Session.id`.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The kind of session.
+    pub fn kind(&self) -> SessionKind {
+        self.kind
+    }
+
+    /// `Session.userName`.
+    pub fn user_name(&self) -> &str {
+        &self.user_name
+    }
+
+    /// The privileges held (already expanded); [`Self::get_privileges`] as strings.
+    pub fn privileges(&self) -> &[Arc<str>] {
+        &self.privileges
+    }
+
+    /// Whether `setPrivileges` was ever called (4D 21 R2+ `isGuest` under forceLogin).
+    pub fn privileges_set(&self) -> bool {
+        self.privileges_set
+    }
+
+    /// `Session.idleTimeout`, minutes (web sessions).
+    pub fn idle_timeout(&self) -> u32 {
+        self.idle_timeout
+    }
+
+    /// `info.creationDateTime`.
+    pub fn created(&self) -> Timestamp {
+        self.created
+    }
+
+    /// Beyond 4D: the absolute end of the session, whatever its activity.
+    pub fn hard_deadline(&self) -> Option<Timestamp> {
+        self.hard_deadline
+    }
+
+    /// Bumped by every change of the record; stores use it for compare-and-set.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Bumped by every change of `storage`; clients use it with `If-Match`.
+    pub fn storage_version(&self) -> u64 {
+        self.storage_version
+    }
+
+    /// `Session.storage`.
+    pub fn storage(&self) -> &Arc<Map<String, Value>> {
+        &self.storage
+    }
+
+    /// The cookie tokens of the clients that hold this session.
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
+    /// The same, to issue, use or remove a token ([`Tokens`] keeps its own rules).
+    pub fn tokens_mut(&mut self) -> &mut Tokens {
+        &mut self.tokens
+    }
+
+    /// `info.IPAddress`.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.ip
+    }
+
+    /// Desktop-session facts.
+    pub fn desktop(&self) -> Option<&DesktopInfo> {
+        self.desktop.as_deref()
+    }
+
+    /// The same, to update them (a remote client's state).
+    pub fn desktop_mut(&mut self) -> Option<&mut DesktopInfo> {
+        self.desktop.as_deref_mut()
+    }
+
+    /// The node that created the session (several nodes sharing one store).
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
+    /// A guest session that ended and is kept only until its guest tickets expired.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The tombstone of guest session `id`: empty, without tokens, never listed, read
+    /// or written, kept only until the guest tickets that could name it expired.
+    pub fn ended_guest(
+        id: SessionId,
+        created: Timestamp,
+        version: u64,
+        policy: &SessionPolicy,
+    ) -> Self {
+        Self {
+            ended: true,
+            version,
+            hard_deadline: None,
+            ..Self::with_id(id, SessionKind::Web, created, policy, None, None)
+        }
+    }
+
+    /// For stores: the version this record is written with (compare-and-set: one more
+    /// than the version it replaces).
+    pub fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+
+    /// Sets `Session.userName` (`setPrivileges` sets it too).
+    pub fn set_user_name(&mut self, name: &str) {
+        self.user_name = name.into();
+    }
+
+    /// Records the client's address (`info.IPAddress`).
+    pub fn set_ip(&mut self, ip: Option<IpAddr>) {
+        self.ip = ip;
+    }
+
+    /// Sets (or, with `None`, removes) the absolute end of the session.
+    pub fn set_hard_deadline(&mut self, deadline: Option<Timestamp>) {
+        self.hard_deadline = deadline;
+    }
+
+    /// Names the node that created the session.
+    pub fn set_node(&mut self, node: Option<Arc<str>>) {
+        self.node = node;
+    }
+
     /// A new guest web session with an empty storage.
     pub fn new_web(now: Timestamp, policy: &SessionPolicy, ip: Option<IpAddr>) -> Self {
         Self::new(SessionKind::Web, now, policy, ip, None)

@@ -8,7 +8,9 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::get;
-use serde_json::json;
+use sessiond::ApiError;
+use sessiond::SessionLayer;
+use sessiond::error::ErrorCode;
 use sessiond_store::Sessions;
 use tokio::net::TcpListener;
 
@@ -16,11 +18,9 @@ use crate::config::ServerConfig;
 use crate::console::Console;
 use crate::credentials::{AdminAuth, ApiKey};
 use crate::desktop::DesktopSessions;
-use crate::error::ApiError;
-use crate::layer::SessionLayer;
 use crate::passwords::PasswordChecks;
 use crate::routes::mobile::MobileState;
-use crate::routes::{admin, browser, console, mobile, remote, service};
+use crate::routes::{admin, browser, mobile, remote, service};
 
 /// Everything the routes share.
 #[derive(Clone, Debug)]
@@ -54,28 +54,34 @@ pub fn app(state: AppState) -> Router {
         .trust_proxy_headers(state.config.trust_proxy_headers);
     Router::new()
         .nest("/api", browser::router().layer(layer))
+        .route(
+            "/service/v1/openapi.json",
+            get(|| async { document(&SERVICE_OPENAPI) }),
+        )
         .nest(
             "/service/v1",
             service::router().layer(from_fn_with_state(state.clone(), service::require_api_key)),
         )
-        .nest(
-            "/admin/api",
-            admin::router()
-                .merge(console::api_router())
-                .layer(from_fn_with_state(state.clone(), admin::require_admin)),
+        .route(
+            "/admin/api/openapi.json",
+            get(|| async { document(&ADMIN_OPENAPI) }),
         )
-        .merge(console::router())
+        .nest("/admin/api", admin::api_router(&state))
+        .merge(admin::page_router())
         .merge(mobile::router())
         .merge(remote::router())
         .route(
             "/healthz",
-            get(|| async { axum::Json(json!({"status": "ok"})) }),
+            get(|| async {
+                axum::Json(crate::contract::Health {
+                    status: "ok".into(),
+                })
+            }),
         )
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
-                http::StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this endpoint does not take that method",
             )
         })
@@ -85,6 +91,27 @@ pub fn app(state: AppState) -> Router {
             refuse_announced_oversize,
         ))
         .with_state(state)
+}
+
+/// The OpenAPI documents, rendered once: they are served without credentials.
+static SERVICE_OPENAPI: std::sync::LazyLock<bytes::Bytes> =
+    std::sync::LazyLock::new(|| render(&crate::contract::service_openapi()));
+static ADMIN_OPENAPI: std::sync::LazyLock<bytes::Bytes> =
+    std::sync::LazyLock::new(|| render(&crate::contract::admin_openapi()));
+
+fn render(doc: &utoipa::openapi::OpenApi) -> bytes::Bytes {
+    serde_json::to_vec(doc)
+        .expect("an OpenAPI document serializes")
+        .into()
+}
+
+fn document(json: &bytes::Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        json.clone(),
+    )
+        .into_response()
 }
 
 /// A body announced (`Content-Length`) over the limit is refused before a byte of it
@@ -109,8 +136,7 @@ async fn refuse_announced_oversize(
             .starts_with('$');
     match announced {
         Some(n) if n > u64::try_from(max).unwrap_or(u64::MAX) && !forwarded => ApiError::new(
-            http::StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             format!("the request body is over the limit of {max} bytes"),
         )
         .into_response(),

@@ -42,7 +42,9 @@ const MAX_SESSIONS: usize = 1000;
 const AUDIT_TAIL_BYTES: u64 = 4 * 1024 * 1024;
 
 /// How an admin request was authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Via {
     /// The console's cookie session (+ CSRF token).
@@ -62,7 +64,7 @@ pub struct Actor {
 }
 
 /// One line of the audit log: who did what, when, and how it ended.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// ISO-8601 UTC, milliseconds.
     pub time: String,
@@ -81,6 +83,7 @@ pub struct AuditEntry {
     pub target: String,
     /// Parameters of the change (never a secret).
     #[serde(skip_serializing_if = "Value::is_null", default)]
+    #[schema(value_type = Option<Object>)]
     pub detail: Value,
     /// `ok`, or the error code the request was answered with.
     pub outcome: String,

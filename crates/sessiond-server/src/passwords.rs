@@ -24,6 +24,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use sessiond::ApiError;
+use sessiond::error::ErrorCode;
 use sessiond_core::Timestamp;
 
 /// Failed checks allowed per (client address, user name) and window.
@@ -211,6 +213,29 @@ impl PasswordChecks {
                 address.failures += 1;
             }
             None => {}
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    /// A password check refused by [`PasswordChecks`]: 429
+    /// `too_many_attempts` after repeated failures, 503 `busy` when every worker is
+    /// taken; both with `Retry-After`.
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::TooManyAttempts(wait) => ApiError::new(
+                ErrorCode::TooManyAttempts,
+                format!(
+                    "too many failed attempts; try again in {} s",
+                    wait.as_secs().max(1)
+                ),
+            )
+            .retry_after(wait.as_secs()),
+            Refusal::Busy => ApiError::new(
+                ErrorCode::Busy,
+                "too many password checks at once; retry in a moment",
+            )
+            .retry_after(1),
         }
     }
 }

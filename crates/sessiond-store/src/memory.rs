@@ -62,16 +62,16 @@ struct Shard(HashTable<Entry>);
 
 impl Shard {
     fn get(&self, id: &SessionId) -> Option<&Entry> {
-        self.0.find(hash(id), |e| e.record.id == *id)
+        self.0.find(hash(id), |e| e.record.id() == *id)
     }
 
     fn get_mut(&mut self, id: &SessionId) -> Option<&mut Entry> {
-        self.0.find_mut(hash(id), |e| e.record.id == *id)
+        self.0.find_mut(hash(id), |e| e.record.id() == *id)
     }
 
     fn remove(&mut self, id: &SessionId) -> Option<Entry> {
         self.0
-            .find_entry(hash(id), |e| e.record.id == *id)
+            .find_entry(hash(id), |e| e.record.id() == *id)
             .ok()
             .map(|o| o.remove().0)
     }
@@ -93,7 +93,7 @@ struct Inner {
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store = MemoryStore::new();
 /// let record = SessionRecord::new_web(Timestamp(0), &SessionPolicy::default(), None);
-/// let id = record.id;
+/// let id = record.id();
 /// store.insert(record, Timestamp(0)).await.unwrap();
 /// assert!(store.get(&id, Timestamp(1)).await.unwrap().is_some());
 /// # });
@@ -172,7 +172,7 @@ impl MemoryStore {
         last_activity: Timestamp,
         now: Timestamp,
     ) -> Result<Snapshot, StoreError> {
-        let id = record.id;
+        let id = record.id();
         let deadline = record.deadline(last_activity);
         let entry = Entry {
             record: Arc::new(record),
@@ -184,7 +184,7 @@ impl MemoryStore {
             let mut shard = self.shard(&id).lock();
             match shard
                 .0
-                .entry(hash(&id), |e| e.record.id == id, |e| hash(&e.record.id))
+                .entry(hash(&id), |e| e.record.id() == id, |e| hash(&e.record.id()))
             {
                 Slot::Occupied(o) if o.get().live(now) => return Err(StoreError::Duplicate(id)),
                 Slot::Occupied(mut o) => *o.get_mut() = entry,
@@ -201,13 +201,14 @@ impl MemoryStore {
 
     /// Puts a committed session, replacing whatever the id held (the embedded store's
     /// writer, after a commit).
+    #[cfg(feature = "embedded")]
     pub(crate) fn replace_now(&self, record: SessionRecord, last_activity: Timestamp) {
-        let id = record.id;
+        let id = record.id();
         let deadline = record.deadline(last_activity);
         let mut shard = self.shard(&id).lock();
         match shard
             .0
-            .entry(hash(&id), |e| e.record.id == id, |e| hash(&e.record.id))
+            .entry(hash(&id), |e| e.record.id() == id, |e| hash(&e.record.id()))
         {
             Slot::Occupied(mut o) => {
                 let e = o.get_mut();
@@ -251,18 +252,24 @@ impl MemoryStore {
         expected_version: u64,
         now: Timestamp,
     ) -> Cas {
-        let id = record.id;
+        let id = record.id();
         let mut shard = self.shard(&id).lock();
         let Some(entry) = shard.get_mut(&id).filter(|e| e.live(now)) else {
             return Cas::NotFound;
         };
-        if entry.record.version != expected_version {
+        if entry.record.version() != expected_version {
             return Cas::Conflict;
         }
         entry.record = Arc::new(record);
         entry.last_activity = entry.last_activity.max(now);
         self.reschedule_if_earlier(id, entry);
         Cas::Swapped(entry.snapshot())
+    }
+
+    /// Whether the session is held, live or not yet purged.
+    #[cfg(feature = "embedded")]
+    pub(crate) fn contains_now(&self, id: &SessionId) -> bool {
+        self.shard(id).lock().get(id).is_some()
     }
 
     pub(crate) fn remove_now(&self, id: &SessionId) -> bool {
@@ -297,6 +304,7 @@ impl MemoryStore {
     }
 
     /// An OTP, whether or not it is still valid, left in place.
+    #[cfg(feature = "embedded")]
     pub(crate) fn peek_otp_now(&self, hash: &TokenHash) -> Option<OtpRecord> {
         self.0.otps.lock().get(hash).cloned()
     }
@@ -396,7 +404,7 @@ impl SessionStore for MemoryStore {
         if let Err(e) = change(&mut next) {
             return Ok(Update::Rejected(e));
         }
-        next.version = entry.record.version + 1;
+        next.set_version(entry.record.version() + 1);
         entry.record = Arc::new(next);
         entry.last_activity = entry.last_activity.max(now);
         self.reschedule_if_earlier(*id, entry);

@@ -151,7 +151,7 @@ struct Inner {
 /// let sessions = Sessions::new(Arc::new(MemoryStore::new()), Arc::new(roles), Arc::new(SystemClock), SessionPolicy::default());
 /// let (snapshot, cookie) = sessions.create_web(None).await.unwrap();
 /// let change = sessions
-///     .set_privileges(&snapshot.record.id, &PrivilegeInput::names(["admin"]), Requester::Cookie)
+///     .set_privileges(&snapshot.record.id(), &PrivilegeInput::names(["admin"]), Requester::Cookie)
 ///     .await
 ///     .unwrap();
 /// assert!(change.snapshot.record.has_privilege("ADMIN", &[]));
@@ -270,8 +270,8 @@ impl Sessions {
             ip,
             None,
         );
-        record.tokens.issue(token.hash(), now, &self.0.policy);
-        record.node.clone_from(&self.0.node);
+        record.tokens_mut().issue(token.hash(), now, &self.0.policy);
+        record.set_node(self.0.node.clone());
         let snapshot = self.0.store.insert(record, now).await?;
         Ok((snapshot, token))
     }
@@ -287,9 +287,9 @@ impl Sessions {
         let policy = &self.0.policy;
         let mut record = SessionRecord::with_id(id, SessionKind::Web, created, policy, ip, None);
         record
-            .tokens
+            .tokens_mut()
             .issue(self.0.guest_key.token_hash(&id), created, policy);
-        record.node.clone_from(&self.0.node);
+        record.set_node(self.0.node.clone());
         record
     }
 
@@ -302,7 +302,7 @@ impl Sessions {
     ) -> Result<(), SessionsError> {
         match self.0.store.insert(record.clone(), last_activity).await {
             Ok(_) | Err(StoreError::Duplicate(_)) => {
-                self.0.guests.forget(&record.id);
+                self.0.guests.forget(&record.id());
                 Ok(())
             }
             Err(e) => Err(e.into()),
@@ -315,7 +315,7 @@ impl Sessions {
         let r = &snapshot.record;
         self.0
             .guests
-            .note(r.id, r.created, snapshot.last_activity, r.ip);
+            .note(r.id(), r.created(), snapshot.last_activity, r.ip());
     }
 
     /// The unstored guest `id` as this node knows it (not expired at `now`):
@@ -356,8 +356,8 @@ impl Sessions {
     /// Stores a session built by the caller (remote and stored-procedure sessions).
     pub async fn insert(&self, mut record: SessionRecord) -> Result<Snapshot, SessionsError> {
         let now = self.now();
-        if record.node.is_none() {
-            record.node.clone_from(&self.0.node);
+        if record.node().is_none() {
+            record.set_node(self.0.node.clone());
         }
         Ok(self.0.store.insert(record, now).await?)
     }
@@ -377,19 +377,19 @@ impl Sessions {
         let now = self.now();
         let hash = token.hash();
         let snapshot = match self.0.store.get(&token.session_id(), now).await? {
-            Some(s) if s.record.ended => return Ok(Resolved::Unknown),
+            Some(s) if s.record.ended() => return Ok(Resolved::Unknown),
             Some(s) => s,
             None => return Ok(self.unstored(token, now)),
         };
-        match snapshot.record.tokens.state(&hash, now) {
+        match snapshot.record.tokens().state(&hash, now) {
             TokenState::Opens => {}
             TokenState::Ended => return Ok(Resolved::Ended),
             TokenState::Unknown => return Ok(Resolved::Unknown),
         }
-        let snapshot = if snapshot.record.tokens.needs_use_mark(&hash) {
+        let snapshot = if snapshot.record.tokens().needs_use_mark(&hash) {
             match self
-                .update(&snapshot.record.id, |rec| {
-                    rec.tokens.mark_used(&hash, now);
+                .update(&snapshot.record.id(), |rec| {
+                    rec.tokens_mut().mark_used(&hash, now);
                     Ok(())
                 })
                 .await
@@ -403,7 +403,7 @@ impl Sessions {
         };
         // The token may have ended between the read and the write.
         Ok(match snapshot {
-            Some(s) if s.record.tokens.state(&hash, now) == TokenState::Opens => {
+            Some(s) if s.record.tokens().state(&hash, now) == TokenState::Opens => {
                 Resolved::Open(s, hash)
             }
             Some(_) => Resolved::Ended,
@@ -419,8 +419,8 @@ impl Sessions {
     ) -> Result<(TokenState, Option<Snapshot>), SessionsError> {
         let now = self.now();
         Ok(match self.0.store.get(&token.session_id(), now).await? {
-            Some(s) if s.record.ended => (TokenState::Unknown, None),
-            Some(s) => (s.record.tokens.state(&token.hash(), now), Some(s)),
+            Some(s) if s.record.ended() => (TokenState::Unknown, None),
+            Some(s) => (s.record.tokens().state(&token.hash(), now), Some(s)),
             None => match self.unstored(token, now) {
                 Resolved::Unstored { snapshot, .. } => (TokenState::Opens, Some(snapshot)),
                 _ => (TokenState::Unknown, None),
@@ -436,7 +436,7 @@ impl Sessions {
         now: Timestamp,
     ) -> Result<Option<Snapshot>, SessionsError> {
         Ok(match self.0.store.get(id, now).await? {
-            Some(s) if s.record.ended => None,
+            Some(s) if s.record.ended() => None,
             Some(s) => Some(s),
             None => self
                 .known_guest(id, now)
@@ -457,7 +457,7 @@ impl Sessions {
         if now.since(snapshot.last_activity) < TOUCH_GRANULARITY {
             return Ok(Some(snapshot));
         }
-        Ok(self.0.store.touch(&snapshot.record.id, now).await?)
+        Ok(self.0.store.touch(&snapshot.record.id(), now).await?)
     }
 
     /// A live session, without counting as activity (a guest not stored yet reads as
@@ -470,7 +470,7 @@ impl Sessions {
     pub async fn touch(&self, id: &SessionId) -> Result<Option<Snapshot>, SessionsError> {
         let now = self.now();
         match self.0.store.get(id, now).await? {
-            Some(s) if s.record.ended => Ok(None),
+            Some(s) if s.record.ended() => Ok(None),
             Some(snapshot) => self.record_activity(snapshot, now).await,
             None => self.lookup(id, now).await,
         }
@@ -498,15 +498,15 @@ impl Sessions {
         let ended = std::sync::atomic::AtomicBool::new(false);
         let policy = &self.0.policy;
         let mut f = |rec: &mut SessionRecord| {
-            if rec.ended {
+            if rec.ended() {
                 ended.store(true, std::sync::atomic::Ordering::Relaxed);
                 return Err(CoreError::InvalidId);
             }
-            let storage_version = rec.storage_version;
+            let storage_version = rec.storage_version();
             out = Some(change(rec)?);
             // Every write of the storage, whatever the surface, stays within the limits.
-            if rec.storage_version != storage_version {
-                storage::check_limits(&rec.storage, policy)?;
+            if rec.storage_version() != storage_version {
+                storage::check_limits(rec.storage(), policy)?;
             }
             Ok(())
         };
@@ -518,7 +518,6 @@ impl Sessions {
                     return Err(SessionsError::NotFound);
                 }
                 Update::Rejected(e) => return Err(e.into()),
-                // A guest not stored yet: its first change stores it.
                 // A guest not stored yet: its first change stores it, in one write.
                 Update::NotFound if !stored_guest => {
                     let now = self.now();
@@ -533,7 +532,7 @@ impl Sessions {
                             e.into()
                         });
                     }
-                    record.version += 1;
+                    record.set_version(record.version() + 1);
                     match self.0.store.insert(record, now).await {
                         Ok(s) => {
                             self.0.guests.forget(id);
@@ -560,14 +559,14 @@ impl Sessions {
     ) -> Result<(Snapshot, R), SessionsError> {
         self.update(id, |rec| {
             if let Some(expected) = if_match
-                && rec.storage_version != expected
+                && rec.storage_version() != expected
             {
                 return Err(CoreError::VersionMismatch {
                     expected,
-                    actual: rec.storage_version,
+                    actual: rec.storage_version(),
                 });
             }
-            let mut storage = Map::clone(&rec.storage);
+            let mut storage = Map::clone(rec.storage());
             let out = change(&mut storage)?;
             *rec.storage_mut() = storage;
             Ok(out)
@@ -626,7 +625,7 @@ impl Sessions {
                 let outcome = change(rec, &self.0.roles, &self.0.policy);
                 let issue = match requester {
                     Requester::Cookie => true,
-                    Requester::Backend => rec.kind == SessionKind::Web,
+                    Requester::Backend => rec.kind() == SessionKind::Web,
                     Requester::Server => false,
                 };
                 let (raised, evicted) =
@@ -668,13 +667,16 @@ impl Sessions {
         let Some(snapshot) = self.get(id).await? else {
             return Ok(false);
         };
-        if snapshot.record.kind == SessionKind::Web {
+        if snapshot.record.kind() == SessionKind::Web {
             return self.remove(id).await;
         }
         let Some(token) = token else {
             return Ok(false);
         };
-        match self.update(id, |rec| Ok(rec.tokens.remove(token))).await {
+        match self
+            .update(id, |rec| Ok(rec.tokens_mut().remove(token)))
+            .await
+        {
             Ok((_, removed)) => Ok(removed),
             Err(SessionsError::NotFound) => Ok(false),
             Err(e) => Err(e),
@@ -701,7 +703,7 @@ impl Sessions {
     ) -> Result<Option<OtpToken>, SessionsError> {
         let now = self.now();
         let snapshot = match self.0.store.get(id, now).await? {
-            Some(s) if s.record.ended => return Err(SessionsError::NotFound),
+            Some(s) if s.record.ended() => return Err(SessionsError::NotFound),
             Some(s) => s,
             // A guest not stored yet is stored now: the restore will add a token.
             None => {
@@ -743,7 +745,7 @@ impl Sessions {
         let hash = cookie.hash();
         match self
             .update(&otp.session, |rec| {
-                Ok(rec.tokens.issue(hash, now, &self.0.policy))
+                Ok(rec.tokens_mut().issue(hash, now, &self.0.policy))
             })
             .await
         {
@@ -774,24 +776,15 @@ impl Sessions {
         self.0.guests.forget(id);
         let mut existed = false;
         let mut end = |rec: &mut SessionRecord| {
-            existed = !rec.ended;
-            let ended = SessionRecord {
-                ended: true,
-                version: rec.version,
-                ..SessionRecord::with_id(rec.id, SessionKind::Web, rec.created, policy, None, None)
-            };
-            *rec = ended;
-            rec.hard_deadline = None;
+            existed = !rec.ended();
+            *rec = SessionRecord::ended_guest(rec.id(), rec.created(), rec.version(), policy);
             Ok(())
         };
         match self.0.store.update(id, now, &mut end).await? {
             Update::Updated(_) => Ok(existed),
             Update::Rejected(e) => Err(e.into()),
             Update::NotFound => {
-                let mut tomb =
-                    SessionRecord::with_id(*id, SessionKind::Web, now, policy, None, None);
-                tomb.ended = true;
-                tomb.hard_deadline = None;
+                let tomb = SessionRecord::ended_guest(*id, now, 1, policy);
                 match self.0.store.insert(tomb, now).await {
                     Ok(_) | Err(StoreError::Duplicate(_)) => Ok(unstored),
                     Err(e) => Err(e.into()),
@@ -812,7 +805,7 @@ impl Sessions {
                 .collect());
         }
         let mut all = self.0.store.list(now).await?;
-        all.retain(|s| !s.record.ended && matches(filter, &s.record));
+        all.retain(|s| !s.record.ended() && matches(filter, &s.record));
         for (id, created, last, ip) in self.0.guests.all() {
             let record = self.guest_record(id, created, ip);
             if !record.is_expired(last, now) && matches(filter, &record) {
@@ -822,7 +815,7 @@ impl Sessions {
                 });
             }
         }
-        all.sort_by_key(|s| (s.record.created, s.record.id));
+        all.sort_by_key(|s| (s.record.created(), s.record.id()));
         Ok(all)
     }
 
@@ -845,5 +838,6 @@ impl Sessions {
 }
 
 fn matches(f: &ActivityFilter, r: &SessionRecord) -> bool {
-    f.kind.is_none_or(|k| k == r.kind) && f.user_name.as_deref().is_none_or(|u| u == &*r.user_name)
+    f.kind.is_none_or(|k| k == r.kind())
+        && f.user_name.as_deref().is_none_or(|u| u == r.user_name())
 }

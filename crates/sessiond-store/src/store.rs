@@ -125,9 +125,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
             if let Err(e) = change(&mut next) {
                 return Ok(Update::Rejected(e));
             }
-            next.version = current.record.version + 1;
+            next.set_version(current.record.version() + 1);
             match self
-                .compare_and_swap(next, current.record.version, now)
+                .compare_and_swap(next, current.record.version(), now)
                 .await?
             {
                 Cas::Swapped(s) => return Ok(Update::Updated(s)),

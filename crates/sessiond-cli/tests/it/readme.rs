@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 const README: &str = include_str!("../../../../README.md");
-const EMBED_EXAMPLE: &str = include_str!("../../../sessiond-server/examples/embed.rs");
+const EMBED_EXAMPLE: &str = include_str!("../../../sessiond/examples/embed.rs");
 
 /// A shell block of the quick start and the block of output shown under it.
 #[derive(Debug)]
@@ -156,7 +156,7 @@ impl Drop for Shell {
 fn readme_embeds_the_compiled_example_verbatim() {
     assert!(
         README.contains(EMBED_EXAMPLE.trim_end()),
-        "README's Rust example differs from crates/sessiond-server/examples/embed.rs"
+        "README's Rust example differs from crates/sessiond/examples/embed.rs"
     );
 }
 

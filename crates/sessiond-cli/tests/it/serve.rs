@@ -128,6 +128,7 @@ fn user_add_then_login() {
     assert_eq!(v["userName"], "ann");
 }
 
+/// `serve` refuses to start, and `config check` refuses the configuration, alike.
 #[test]
 fn malformed_roles_json_refuses_to_start_naming_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
@@ -136,18 +137,17 @@ fn malformed_roles_json_refuses_to_start_naming_file_line_and_column() {
         "{\n  \"privileges\": [\n    {\"privilege\": }\n  ]\n}",
     )
     .unwrap();
-    let out = sessiond(
-        dir.path(),
-        &["serve", "--roles", "roles.json", "--listen", "127.0.0.1:0"],
-        &[],
-    )
-    .output()
-    .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("roles.json:3:"), "{err}");
+    for command in ["serve", "config check"] {
+        let args = format!("{command} --roles roles.json --listen 127.0.0.1:0");
+        let args: Vec<&str> = args.split(' ').collect();
+        let out = sessiond(dir.path(), &args, &[]).output().unwrap();
+        assert!(!out.status.success(), "{command}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("roles.json:3:"), "{command}: {err}");
+    }
 }
 
+/// `serve` and `config check` refuse the same values with the same message.
 #[test]
 fn config_file_unknown_keys_and_bad_values_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -183,17 +183,50 @@ fn config_file_unknown_keys_and_bad_values_are_refused() {
         ("[mobile]\nmax_field_bytes = 1\n", "max_field_bytes"),
     ] {
         std::fs::write(dir.path().join("sessiond.toml"), text).unwrap();
-        let out = sessiond(
-            dir.path(),
-            &["serve"],
-            &[("SESSIOND_LISTEN", "127.0.0.1:0")],
-        )
-        .output()
-        .unwrap();
-        assert!(!out.status.success(), "{text}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(needle), "{text}: {err}");
+        for command in [&["serve"][..], &["config", "check"]] {
+            let out = sessiond(dir.path(), command, &[("SESSIOND_LISTEN", "127.0.0.1:0")])
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "{command:?} {text}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(needle), "{command:?} {text}: {err}");
+        }
     }
+}
+
+#[test]
+fn config_check_prints_the_effective_settings_without_secrets_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sessiond.toml"),
+        "app_name = \"Shop\"\nstore = \"redis://:s3cret@127.0.0.1:1/0\"\n[sessions]\nidle_timeout_minutes = 90\n",
+    )
+    .unwrap();
+    let out = sessiond(
+        dir.path(),
+        &["config", "check", "--listen", "127.0.0.1:9"],
+        &[],
+    )
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "configuration valid",
+        "listen: 127.0.0.1:9",
+        "store: redis (redis://***@127.0.0.1:1/0)",
+        "app_name: Shop (cookie 4DSID_Shop)",
+        "idle timeout 90 min",
+    ] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+    assert!(!text.contains("s3cret"), "{text}");
+    // Nothing made: no data folder, no credentials; Redis was not contacted.
+    assert!(!dir.path().join("data").exists());
 }
 
 #[test]
@@ -724,4 +757,203 @@ fn the_python_backend_example_runs_against_a_fresh_server() {
         ]
     );
     assert_eq!(steps[6]["answer"]["storage"], json!({"cart": {"items": 3}}));
+}
+
+/// A TLS service on loopback: Python's `ssl` module with a certificate for
+/// 127.0.0.1 issued by a test CA (`openssl`). It answers every POST (the login
+/// callout) with an accepting answer and every GET (a forwarded data request) with
+/// its path and the session header the upstream receives.
+struct TlsService {
+    child: std::process::Child,
+    port: u16,
+    ca: std::path::PathBuf,
+}
+
+impl Drop for TlsService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const TLS_SERVICE: &str = r#"
+import http.server, json, ssl, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def answer(self, value):
+        body = json.dumps(value).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.answer({"success": True, "statusText": "Welcome over TLS"})
+    def do_GET(self):
+        self.answer({"path": self.path, "session": self.headers.get("X-Session-Mobile-Id")})
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[1], sys.argv[2])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+impl TlsService {
+    fn start(dir: &Path) -> Self {
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl must be installed (scripts/test installs it)");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=sessiond test CA",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "leaf.key",
+                    "-out",
+                    "leaf.csr",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.join("leaf.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "leaf.ext",
+        ]);
+        let mut child = Command::new("python3")
+            .args(["-c", TLS_SERVICE, "leaf.pem", "leaf.key"])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        Self {
+            port: line.trim().parse().expect("the service prints its port"),
+            child,
+            ca: dir.join("ca.pem"),
+        }
+    }
+}
+
+#[test]
+fn mobile_callout_and_upstream_over_https_trust_the_configured_ca_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = TlsService::start(dir.path());
+    let url = format!("https://127.0.0.1:{}", service.port);
+    let settings = |ca: &str| {
+        format!(
+            "[mobile]\nlocalhost_accept = false\ncallout = \"{url}/auth\"\nupstream = \"{url}\"\n{ca}"
+        )
+    };
+    let login = |base: &str| -> Value {
+        reqwest::blocking::Client::new()
+            .post(format!("{base}/mobileapp/$authenticate"))
+            .header("content-type", "application/json")
+            .body(IOS)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    // Trusting the test CA: the callout decides, and data requests reach the upstream.
+    let ca = format!("tls_ca_file = {:?}\n", service.ca.display().to_string());
+    std::fs::write(dir.path().join("sessiond.toml"), settings(&ca)).unwrap();
+    let run = start(dir.path(), &[], &[("SESSIOND_API_KEY", "k")]);
+    let v = login(&run.base);
+    assert_eq!(v["statusText"], "Welcome over TLS", "{v}");
+    let token = v["token"].as_str().expect("accepted").to_string();
+    let data: Value = reqwest::blocking::Client::new()
+        .get(format!("{}/mobileapp/Employee?$top=1", run.base))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(data["path"], "/mobileapp/Employee?$top=1", "{data}");
+    assert_eq!(data["session"], v["id"], "{data}");
+    drop(run);
+    // Without it the certificate is not trusted: the callout fails closed.
+    std::fs::write(dir.path().join("sessiond.toml"), settings("")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("data")).unwrap();
+    let run = start(dir.path(), &[], &[("SESSIOND_API_KEY", "k")]);
+    let v = login(&run.base);
+    assert!(v.get("token").is_none(), "{v}");
+    assert!(
+        v["statusText"].as_str().unwrap().contains("unavailable"),
+        "{v}"
+    );
+    drop(run);
+    // A CA file that holds no certificate is refused at start.
+    std::fs::write(dir.path().join("empty.pem"), "").unwrap();
+    std::fs::write(
+        dir.path().join("sessiond.toml"),
+        settings("tls_ca_file = \"empty.pem\"\n"),
+    )
+    .unwrap();
+    let out = sessiond(dir.path(), &["config", "check"], &[])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mobile.tls_ca_file"));
 }

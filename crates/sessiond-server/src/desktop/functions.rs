@@ -13,7 +13,7 @@ use sessiond_core::protocol::ErrorCode;
 use sessiond_core::storage;
 use sessiond_store::SessionsError;
 
-use crate::Session;
+use sessiond::Session;
 
 /// Why a server-side function failed: a protocol error code and a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,7 +96,7 @@ pub type Function = Arc<dyn Fn(Value) -> CallFuture + Send + Sync>;
 
 /// A hook (open/close connection, startup/shutdown); an `Err` from the open hook
 /// refuses the connection.
-pub type Hook = Arc<dyn Fn() -> BoxFuture<'static, Result<(), CallError>> + Send + Sync>;
+pub type ServerHook = Arc<dyn Fn() -> BoxFuture<'static, Result<(), CallError>> + Send + Sync>;
 
 /// Wraps an async closure as a [`Function`].
 pub(crate) fn function<F, Fut>(f: F) -> Function
@@ -107,8 +107,8 @@ where
     Arc::new(move |params| Box::pin(f(params)))
 }
 
-/// Wraps an async closure as a [`Hook`].
-pub(crate) fn hook<F, Fut>(f: F) -> Hook
+/// Wraps an async closure as a [`ServerHook`].
+pub(crate) fn hook<F, Fut>(f: F) -> ServerHook
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), CallError>> + Send + 'static,

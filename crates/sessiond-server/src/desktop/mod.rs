@@ -43,19 +43,19 @@ use std::time::Duration;
 
 use futures::FutureExt as _;
 use serde_json::Value;
+use sessiond::Session;
 use sessiond_core::protocol::{CloseReason, ErrorCode, Hello};
 use sessiond_core::{DesktopInfo, SessionId, SessionKind, SessionRecord, Timestamp};
 use sessiond_store::{ActivityFilter, Sessions, SessionsError, Snapshot};
 use tokio::sync::OnceCell;
 
-pub use functions::{CallError, CallFuture, Function, Hook};
-pub use processes::{Process, ProcessKind};
-pub use remote::RemoteState;
-
-use crate::Session;
 use crate::users::User;
 use functions::Functions;
 use processes::Processes;
+
+pub use functions::{CallError, CallFuture, Function, ServerHook};
+pub use processes::{Process, ProcessKind};
+pub use remote::RemoteState;
 pub(crate) use remote::{Attached, Control};
 
 /// How long a remote session dropped here for another node stays in the store if
@@ -120,10 +120,10 @@ pub struct DesktopBuilder {
 
 #[derive(Default)]
 struct Hooks {
-    open: Option<Hook>,
-    close: Option<Hook>,
-    startup: Option<Hook>,
-    shutdown: Option<Hook>,
+    open: Option<ServerHook>,
+    close: Option<ServerHook>,
+    startup: Option<ServerHook>,
+    shutdown: Option<ServerHook>,
 }
 
 impl DesktopBuilder {
@@ -323,11 +323,11 @@ impl DesktopSessions {
         let shared = self.0.sessions.store().shared();
         let node = self.0.sessions.node().map(str::to_owned);
         for s in self.0.sessions.activity(&ActivityFilter::default()).await? {
-            if s.record.kind.is_desktop()
-                && (!shared || s.record.node.as_deref() == node.as_deref())
-                && Some(&s.record.id) != self.0.stored.get()
+            if s.record.kind().is_desktop()
+                && (!shared || s.record.node() == node.as_deref())
+                && Some(&s.record.id()) != self.0.stored.get()
             {
-                self.0.sessions.remove(&s.record.id).await?;
+                self.0.sessions.remove(&s.record.id()).await?;
             }
         }
         let stored = self.stored_procedures_session().await?;
@@ -389,9 +389,9 @@ impl DesktopSessions {
                     Some(desktop),
                 );
                 // It lives as long as the server, whatever the absolute lifetime.
-                record.hard_deadline = None;
-                record.user_name = self.0.config.stored_procedures_user.as_str().into();
-                Ok::<_, SessionsError>(self.0.sessions.insert(record).await?.record.id)
+                record.set_hard_deadline(None);
+                record.set_user_name(&self.0.config.stored_procedures_user);
+                Ok::<_, SessionsError>(self.0.sessions.insert(record).await?.record.id())
             })
             .await?;
         Ok(*id)
@@ -476,11 +476,11 @@ impl DesktopSessions {
             })
     }
 
-    async fn run_hook(&self, hook: &Hook, session: SessionId, name: &str) -> bool {
-        let _guard = self
-            .0
-            .processes
-            .start(name.into(), session, ProcessKind::Hook, self.now());
+    async fn run_hook(&self, hook: &ServerHook, session: SessionId, name: &str) -> bool {
+        let _guard =
+            self.0
+                .processes
+                .start(name.into(), session, ProcessKind::ServerHook, self.now());
         let run = hook();
         match self
             .run_in(
@@ -529,7 +529,7 @@ impl DesktopSessions {
                     let mut info = s.record.info();
                     info["privileges"] = s.record.get_privileges().into();
                     info["expirationDate"] = s.expiration_date().into();
-                    info["node"] = s.record.node.as_deref().into();
+                    info["node"] = s.record.node().into();
                     info
                 })
                 .collect();
@@ -538,7 +538,7 @@ impl DesktopSessions {
         if mode != ActivityMode::SessionsOnly {
             let infos: HashMap<_, _> = found
                 .iter()
-                .map(|s| (s.record.id, s.record.info()))
+                .map(|s| (s.record.id(), s.record.info()))
                 .collect();
             let list: Vec<Value> = self
                 .processes(filter.session.as_ref())
@@ -586,10 +586,10 @@ impl DesktopSessions {
             ip,
             Some(desktop),
         );
-        record.user_name = user.user_name.as_str().into();
+        record.set_user_name(&user.user_name);
         // Its life follows the connection (sleep and postponed timeouts), not the web
         // sessions' absolute lifetime.
-        record.hard_deadline = None;
+        record.set_hard_deadline(None);
         if !(user.roles.is_empty() && user.privileges.is_empty()) {
             let input = sessiond_core::PrivilegeInput {
                 privileges: user.privileges.clone(),
@@ -599,7 +599,7 @@ impl DesktopSessions {
             record.set_privileges(sessions.roles(), &input, sessions.policy());
         }
         let inserted = sessions.insert(record).await?;
-        let (id, info) = (inserted.record.id, inserted.record.info());
+        let (id, info) = (inserted.record.id(), inserted.record.info());
         let attached = self
             .0
             .remotes
@@ -663,13 +663,11 @@ impl DesktopSessions {
         self.0
             .sessions
             .update(session, |r| {
-                if let (Some(d), Some(state)) =
-                    (r.desktop.as_deref_mut(), registry.state_of(session))
-                {
+                if let (Some(d), Some(state)) = (r.desktop_mut(), registry.state_of(session)) {
                     state.as_str().clone_into(&mut d.state);
                 }
                 if ip.is_some() {
-                    r.ip = ip;
+                    r.set_ip(ip);
                 }
                 Ok(())
             })
@@ -754,10 +752,10 @@ impl DesktopSessions {
         let Some(s) = self.0.sessions.get(id).await? else {
             return Ok(false);
         };
-        match s.record.kind {
+        match s.record.kind() {
             SessionKind::StoredProcedure => Err(DropError::StoredProcedures),
             SessionKind::Remote
-                if s.record.node.as_deref() != self.0.sessions.node()
+                if s.record.node() != self.0.sessions.node()
                     && self.0.foreign_drops.send(*id).is_ok() =>
             {
                 // The node its client is connected to closes it: tells the client,
@@ -800,8 +798,8 @@ impl DesktopSessions {
         };
         let mut n = 0;
         for s in self.0.sessions.activity(&filter).await? {
-            if s.record.kind != SessionKind::StoredProcedure {
-                n += usize::from(self.drop_session(&s.record.id).await?);
+            if s.record.kind() != SessionKind::StoredProcedure {
+                n += usize::from(self.drop_session(&s.record.id()).await?);
             }
         }
         Ok(n)

@@ -17,7 +17,7 @@ pub enum ProcessKind {
     /// A stored procedure.
     StoredProcedure,
     /// An open/close connection or startup/shutdown hook.
-    Hook,
+    ServerHook,
 }
 
 impl ProcessKind {
@@ -25,7 +25,7 @@ impl ProcessKind {
         match self {
             Self::RemoteCall => "remoteCall",
             Self::StoredProcedure => "storedProcedure",
-            Self::Hook => "hook",
+            Self::ServerHook => "hook",
         }
     }
 }

@@ -4,14 +4,14 @@
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use http::StatusCode;
-use serde_json::{Value, json};
+use sessiond::ApiError;
+use sessiond::Session;
+use sessiond::error::ErrorCode;
 use sessiond_core::PrivilegeInput;
 
-use super::{ApiJson, session_json};
+use super::ApiJson;
 use crate::app::AppState;
-use crate::error::ApiError;
-use crate::session::Session;
+use crate::contract::{LoggedOut, SessionView};
 use crate::users::{LoginError, Users};
 
 /// The browser routes (to be wrapped by the session layer).
@@ -22,8 +22,8 @@ pub fn router() -> Router<AppState> {
         .route("/logout", post(logout))
 }
 
-async fn own_session(State(state): State<AppState>, session: Session) -> Json<Value> {
-    Json(session_json(
+async fn own_session(State(state): State<AppState>, session: Session) -> Json<SessionView> {
+    Json(SessionView::of(
         &session.snapshot(),
         state.sessions.roles().force_login(),
     ))
@@ -40,17 +40,16 @@ async fn login(
     State(state): State<AppState>,
     session: Session,
     ApiJson(body): ApiJson<Login>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SessionView>, ApiError> {
     let Some(path) = state.users_file.clone() else {
         return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "login_disabled",
+            ErrorCode::LoginDisabled,
             "the built-in login has no users file",
         ));
     };
     // The address the session was opened from: the real peer (or, when trusted,
     // the proxy's X-Forwarded-For), recorded by the session layer.
-    let client = session.snapshot().record.ip;
+    let client = session.snapshot().record.ip();
     let now = state.sessions.now();
     let user = Users::check(
         &state.passwords,
@@ -62,7 +61,7 @@ async fn login(
     )
     .await
     .map_err(|e| match e {
-        LoginError::Refused(r) => ApiError::refused(r),
+        LoginError::Refused(r) => ApiError::from(r),
         LoginError::File(e) => {
             tracing::error!(error = %e, "users file unusable");
             ApiError::internal("the users file cannot be read")
@@ -70,8 +69,7 @@ async fn login(
     })?;
     let Some(user) = user else {
         return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
+            ErrorCode::InvalidCredentials,
             "wrong user name or password",
         ));
     };
@@ -82,13 +80,13 @@ async fn login(
     };
     session.set_privileges(&input).await?;
     tracing::info!(session = %session.id(), user = %session.user_name(), "login");
-    Ok(Json(session_json(
+    Ok(Json(SessionView::of(
         &session.snapshot(),
         state.sessions.roles().force_login(),
     )))
 }
 
-async fn logout(session: Session) -> Result<Json<Value>, ApiError> {
+async fn logout(session: Session) -> Result<Json<LoggedOut>, ApiError> {
     session.end().await?;
-    Ok(Json(json!({"loggedOut": true})))
+    Ok(Json(LoggedOut { logged_out: true }))
 }

@@ -15,13 +15,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::{Json, Router};
 use http::{HeaderName, HeaderValue, StatusCode, header};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
+use sessiond::error::ErrorCode;
 use sessiond_mobile::{AuthAnswer, AuthHook, Authorized, MobileError, MobileSessions};
 
 use crate::app::AppState;
+use crate::contract::mobile::{Authenticated, Done, Failed};
 
 /// The mobile side of the server.
 #[derive(Clone)]
@@ -30,11 +29,12 @@ pub struct MobileState {
     pub sessions: Arc<MobileSessions>,
     /// The authentication hook.
     pub hook: Arc<dyn AuthHook>,
-    /// Where authorized data requests are forwarded (`None`: answered 404).
+    /// Where authorized data requests are forwarded, `http://` or `https://` (`None`:
+    /// answered 404).
     pub upstream: Option<http::Uri>,
     /// Limits of forwarded requests.
     pub forward: ForwardLimits,
-    client: Client<HttpConnector, Body>,
+    client: crate::outbound::Client,
 }
 
 /// Limits of the requests forwarded to the upstream.
@@ -75,8 +75,15 @@ impl MobileState {
             hook,
             upstream,
             forward: ForwardLimits::default(),
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: crate::outbound::client(&[]),
         }
+    }
+
+    /// The same, forwarding with `client` (one that trusts an internal CA).
+    #[must_use]
+    pub fn with_client(mut self, client: crate::outbound::Client) -> Self {
+        self.client = client;
+        self
     }
 
     /// The same, with these limits for forwarded requests.
@@ -94,47 +101,28 @@ const UNAUTHORIZED: u32 = 1907;
 const SUCCESS_FALSE: u32 = 1912;
 
 /// An error answer both SDKs understand.
-pub fn mobile_error(status: StatusCode, err_code: u32, code: &str, text: &str) -> Response {
-    let errors = json!([{"message": text, "componentSignature": "mobi", "errCode": err_code}]);
-    let body = json!({
-        "success": false,
-        "statusText": text,
-        "__ERRORS": errors,
-        "__ERROR": errors,
-        "error": code,
-        "message": text,
-    });
-    (status, Json(body)).into_response()
+pub fn mobile_error(code: ErrorCode, err_code: u32, text: &str) -> Response {
+    (code.status(), Json(Failed::new(code, err_code, text))).into_response()
 }
 
 fn unauthorized() -> Response {
     mobile_error(
-        StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthorized,
         UNAUTHORIZED,
-        "unauthorized",
         "Invalid or missing authentication token",
     )
 }
 
 fn from_error(e: &MobileError) -> Response {
     match e {
-        MobileError::BadRequest(m) => {
-            mobile_error(StatusCode::BAD_REQUEST, BAD_REQUEST, "bad_request", m)
-        }
+        MobileError::BadRequest(m) => mobile_error(ErrorCode::BadRequest, BAD_REQUEST, m),
         MobileError::NotFound => unauthorized(),
-        MobileError::TooLarge(m) => {
-            mobile_error(StatusCode::PAYLOAD_TOO_LARGE, BAD_REQUEST, "too_large", m)
-        }
+        MobileError::TooLarge(m) => mobile_error(ErrorCode::TooLarge, BAD_REQUEST, m),
         MobileError::TooMany {
             message,
             retry_after,
         } => {
-            let mut r = mobile_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                SUCCESS_FALSE,
-                "too_many",
-                message,
-            );
+            let mut r = mobile_error(ErrorCode::TooMany, SUCCESS_FALSE, message);
             r.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after.as_secs().max(1)),
@@ -145,9 +133,8 @@ fn from_error(e: &MobileError) -> Response {
         _ => {
             tracing::error!(error = %e, "mobile session failure");
             mobile_error(
-                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
                 SUCCESS_FALSE,
-                "unavailable",
                 "The server cannot store sessions right now",
             )
         }
@@ -233,9 +220,8 @@ pub fn router() -> Router<AppState> {
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let Some(mobile) = state.mobile.clone() else {
         return mobile_error(
-            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
             BAD_REQUEST,
-            "not_found",
             "mobile apps are not enabled on this server",
         );
     };
@@ -252,7 +238,7 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         .map(|c| c.0.ip());
     let method = req.method().clone();
     match (method.as_str(), endpoint.as_str()) {
-        ("GET", "") => Json(json!({"ok": true})).into_response(),
+        ("GET", "") => done(None),
         ("POST", "$authenticate") => match json_body(req, state.config.max_body_bytes).await {
             Ok(body) => match mobile
                 .sessions
@@ -290,21 +276,19 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
                 };
             match (method.as_str(), endpoint.as_str()) {
                 ("POST", "$logout") => match mobile.sessions.logout(&who).await {
-                    Ok(()) => Json(json!({"ok": true})).into_response(),
+                    Ok(()) => done(None),
                     Err(e) => from_error(&e),
                 },
                 ("POST", "$userInfo") => {
                     match json_body_or_empty(req, state.config.max_body_bytes).await {
                         Ok(body) => match mobile.sessions.set_user_info(&who, &body).await {
-                            Ok(()) => Json(json!({"ok": true, "success": true})).into_response(),
+                            Ok(()) => done(Some(true)),
                             Err(e) => from_error(&e),
                         },
                         Err(r) => r,
                     }
                 }
-                ("GET", "$licensecheck") => {
-                    Json(json!({"ok": true, "success": true})).into_response()
-                }
+                ("GET", "$licensecheck") => done(Some(true)),
                 (_, "$logout" | "$userInfo" | "$licensecheck") => method_not_applicable(),
                 _ => forward(&mobile, &who, peer, state.config.trust_proxy_headers, req).await,
             }
@@ -314,9 +298,8 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
 
 fn method_not_applicable() -> Response {
     mobile_error(
-        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
         1910,
-        "method_not_allowed",
         "This method is not applicable to this request",
     )
 }
@@ -351,9 +334,8 @@ async fn json_body_where_empty_is(
         .await
         .map_err(|_| {
             mobile_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::BodyTooLarge,
                 BAD_REQUEST,
-                "body_too_large",
                 "The request body is too large",
             )
         })?;
@@ -362,25 +344,43 @@ async fn json_body_where_empty_is(
     }
     serde_json::from_slice(&bytes).map_err(|e| {
         mobile_error(
-            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidJson,
             MALFORMED,
-            "invalid_json",
             &format!("The request is mal formed: {e}"),
         )
     })
 }
 
+fn done(success: Option<bool>) -> Response {
+    Json(Done { ok: true, success }).into_response()
+}
+
 fn auth_answer(answer: AuthAnswer) -> Response {
-    match answer {
-        AuthAnswer::Accepted { id, token, status_text, user_info } => {
-            Json(json!({"id": id, "token": token, "statusText": status_text, "userInfo": user_info, "success": true})).into_response()
-        }
-        AuthAnswer::Pending { id, status_text } => Json(json!({"id": id, "statusText": status_text, "success": true})).into_response(),
+    let (id, token, status_text, user_info) = match answer {
+        AuthAnswer::Accepted {
+            id,
+            token,
+            status_text,
+            user_info,
+        } => (id, Some(token), status_text, Some(user_info)),
+        AuthAnswer::Pending { id, status_text } => (id, None, status_text, None),
         AuthAnswer::Refused { status_text } => {
-            let text = if status_text.is_empty() { "You are not allowed to connect." } else { &status_text };
-            mobile_error(StatusCode::UNAUTHORIZED, SUCCESS_FALSE, "refused", text)
+            let text = if status_text.is_empty() {
+                "You are not allowed to connect."
+            } else {
+                &status_text
+            };
+            return mobile_error(ErrorCode::Refused, SUCCESS_FALSE, text);
         }
-    }
+    };
+    Json(Authenticated {
+        id,
+        token,
+        status_text,
+        user_info,
+        success: true,
+    })
+    .into_response()
 }
 
 fn percent_decode(s: &str) -> String {
@@ -473,7 +473,7 @@ fn set_identity(
     let privileges = record.get_privileges().join(",");
     let user_info = serde_json::to_string(&who.user_info).unwrap_or_default();
     for (name, value) in [
-        ("x-session-id", record.id.to_string()),
+        ("x-session-id", record.id().to_string()),
         ("x-session-mobile-id", who.id.clone()),
         ("x-session-app", who.app_id.clone()),
         ("x-session-email", who.email.clone()),
@@ -499,20 +499,12 @@ async fn forward(
 ) -> Response {
     let Some(upstream) = &mobile.upstream else {
         return mobile_error(
-            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
             BAD_REQUEST,
-            "not_found",
             "No data service is configured for mobile apps",
         );
     };
-    let malformed = || {
-        mobile_error(
-            StatusCode::BAD_REQUEST,
-            1909,
-            "bad_request",
-            "The request URL is malformed",
-        )
-    };
+    let malformed = || mobile_error(ErrorCode::BadRequest, 1909, "The request URL is malformed");
     if has_dot_segments(req.uri().path()) {
         return malformed();
     }
@@ -524,9 +516,8 @@ async fn forward(
     let limit = mobile.forward.max_body_bytes;
     if announced.is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX)) {
         return mobile_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::BodyTooLarge,
             BAD_REQUEST,
-            "body_too_large",
             "The request body is too large",
         );
     }
@@ -537,9 +528,8 @@ async fn forward(
     if let Err(header) = set_identity(req.headers_mut(), who, peer, trust_proxy_headers) {
         tracing::warn!(session = %who.id, header, "not forwarded: the session's identity cannot be sent as a header");
         return mobile_error(
-            StatusCode::BAD_GATEWAY,
+            ErrorCode::IdentityUnsendable,
             SUCCESS_FALSE,
-            "identity_unsendable",
             "The session's identity cannot be passed to the data service",
         );
     }
@@ -549,16 +539,14 @@ async fn forward(
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "mobile upstream unreachable");
             mobile_error(
-                StatusCode::BAD_GATEWAY,
+                ErrorCode::UpstreamUnavailable,
                 SUCCESS_FALSE,
-                "upstream_unavailable",
                 "The data service is unavailable",
             )
         }
         Err(_) => mobile_error(
-            StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::UpstreamTimeout,
             SUCCESS_FALSE,
-            "upstream_timeout",
             "The data service did not answer in time",
         ),
     }

@@ -2,18 +2,17 @@
 
 pub mod admin;
 pub mod browser;
-pub mod console;
 pub mod mobile;
 pub mod remote;
 pub mod service;
 
-use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts};
-use serde_json::{Value, json};
+use sessiond::ApiError;
+use sessiond::error::ErrorCode;
 use sessiond_core::SessionId;
-use sessiond_store::Snapshot;
+use sessiond_core::protocol::ErrorCode as Remote;
 
-use crate::error::ApiError;
+use crate::desktop::{CallError, DropError};
 
 /// `axum::Json` whose rejections are [`ApiError`]s (JSON bodies).
 #[derive(FromRequest)]
@@ -29,12 +28,6 @@ pub struct ApiPath<T>(pub T);
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
-
-impl From<PathRejection> for ApiError {
-    fn from(r: PathRejection) -> Self {
-        ApiError::bad_request(r.body_text())
-    }
-}
 
 impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
     fn into_response(self) -> axum::response::Response {
@@ -66,18 +59,27 @@ pub fn parse_id(text: &str) -> Result<SessionId, ApiError> {
     text.parse().map_err(|_| ApiError::session_not_found())
 }
 
-/// The JSON view of a session: `{id, userName, isGuest, privileges, expirationDate,
-/// idleTimeout, info}`.
-pub fn session_json(s: &Snapshot, force_login: bool) -> Value {
-    let r = &s.record;
-    let web = r.kind == sessiond_core::SessionKind::Web;
-    json!({
-        "id": r.id.to_string(),
-        "userName": &*r.user_name,
-        "isGuest": r.is_guest(force_login),
-        "privileges": r.get_privileges(),
-        "expirationDate": s.expiration_date(),
-        "idleTimeout": web.then_some(r.idle_timeout),
-        "info": r.info(),
-    })
+/// A server-side function's error as the service API answers it.
+impl From<CallError> for ApiError {
+    fn from(e: CallError) -> Self {
+        let code = match e.code {
+            Remote::UnknownFunction => ErrorCode::UnknownProcedure,
+            Remote::InvalidParams => ErrorCode::InvalidParams,
+            Remote::StoreUnavailable => ErrorCode::StoreUnavailable,
+            Remote::SessionClosed => ErrorCode::SessionNotFound,
+            Remote::Internal => ErrorCode::Internal,
+            _ => ErrorCode::ProcedureFailed,
+        };
+        ApiError::new(code, e.message)
+    }
+}
+
+/// Dropping a session: the stored-procedures session cannot be dropped.
+impl From<DropError> for ApiError {
+    fn from(e: DropError) -> Self {
+        match e {
+            DropError::StoredProcedures => ApiError::new(ErrorCode::CannotDrop, e.to_string()),
+            DropError::Sessions(e) => e.into(),
+        }
+    }
 }

@@ -17,6 +17,7 @@ use axum::routing::get;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::Value;
+use sessiond::ApiError;
 use sessiond_core::protocol::{
     self, ClientMessage, CloseReason, ErrorCode, Hello, ServerMessage, parse_client,
 };
@@ -25,7 +26,6 @@ use tokio::time::Instant;
 
 use crate::app::AppState;
 use crate::desktop::{Attached, CallError, Control};
-use crate::error::ApiError;
 use crate::passwords::Refusal;
 use crate::users::{LoginError, Users};
 
@@ -38,12 +38,14 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn upgrade(State(state): State<AppState>, req: Request) -> Response {
-    let ip = crate::layer::client_ip(&req, state.config.trust_proxy_headers);
+    let ip = sessiond::layer::client_ip(&req, state.config.trust_proxy_headers);
     let (mut parts, _) = req.into_parts();
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(ws) => ws,
         Err(r) => {
-            return ApiError::new(r.status(), "websocket_required", r.body_text()).into_response();
+            return ApiError::new(sessiond::error::ErrorCode::WebsocketRequired, r.body_text())
+                .with_status(r.status())
+                .into_response();
         }
     };
     let limit = state.desktop.config().max_frame_bytes.saturating_mul(4);

@@ -14,15 +14,11 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sessiond_core::{Roles, SessionPolicy, SystemClock};
-use sessiond_mobile::{AuthHook, HookResult, IdMode, MobileConfig, MobileSessions};
-use sessiond_server::config::ServerConfig;
-use sessiond_server::console::Console;
-use sessiond_server::credentials::{AdminAuth, ApiKey, Credentials};
-use sessiond_server::desktop::{DesktopConfig, DesktopSessions};
-use sessiond_server::routes::mobile::MobileState;
-use sessiond_server::{AppState, run};
-use sessiond_store::{MemoryStore, Sessions};
+use sessiond_core::Roles;
+use sessiond_mobile::{AuthHook, HookResult};
+use sessiond_server::credentials::Credentials;
+use sessiond_server::desktop::DesktopSessions;
+use sessiond_store::Sessions;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 
@@ -73,44 +69,27 @@ fn listener_on(addr: SocketAddr) -> TcpListener {
 
 impl Server {
     async fn start(data: &Path, addr: Option<SocketAddr>) -> Self {
-        Credentials::ensure(data, Some("k"), Some(ADMIN)).unwrap();
-        let sessions = Sessions::new(
-            Arc::new(MemoryStore::new()),
-            Arc::new(Roles::parse(ROLES, "roles.json").unwrap()),
-            Arc::new(SystemClock),
-            SessionPolicy::default(),
+        let config = crate::node_config(
+            data,
+            "ConsoleTest",
+            "[remote]\nclient_builtins = [\"session.wait\"]",
         );
-        let mobile = Arc::new(MobileSessions::new(
-            MobileConfig {
-                ids: IdMode::Random,
-                localhost_accept: false,
-                ..MobileConfig::new(data.join("MobileApps"))
-            },
-            sessions.clone(),
-        ));
-        mobile.refresh().await.unwrap();
-        let config = DesktopConfig {
-            client_builtins: vec!["session.wait".into()],
-            ..DesktopConfig::default()
-        };
-        let desktop = DesktopSessions::builder(sessions.clone(), config).build();
-        let state = AppState {
-            sessions: sessions.clone(),
-            config: Arc::new(ServerConfig::new("ConsoleTest").unwrap()),
-            api_key: ApiKey::from_key("k"),
-            users_file: Some(data.join("users.json")),
-            admin: Arc::new(AdminAuth::new(data)),
-            passwords: Arc::default(),
-            mobile: Some(MobileState::new(mobile, Arc::new(Hook), None)),
-            console: Arc::new(Console::new(data)),
-            desktop: desktop.clone(),
-        };
+        let node = sessiond_server::Server::builder(config)
+            .roles(Roles::parse(ROLES, "roles.json").unwrap())
+            .secrets(Some("k".into()), Some(ADMIN.into()))
+            .login_hook(Arc::new(Hook))
+            .build()
+            .await
+            .unwrap();
+        let sessions = node.state().sessions.clone();
+        let desktop = node.state().desktop.clone();
         let listener = listener_on(addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()));
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(listener, state, async {
+        let task = tokio::spawn(node.serve(listener, async {
             let _ = stopped.await;
         }));
+        crate::until_up(&format!("http://{addr}")).await;
         Self {
             base: format!("http://{addr}"),
             addr,
@@ -243,7 +222,8 @@ impl Server {
         }
         let cookie = set.split(';').next().unwrap().to_string();
         let body: Value = resp.json().await.unwrap();
-        (cookie, body["csrf"].as_str().unwrap().to_string())
+        let answer: sessiond_server::contract::SignInAnswer = crate::exactly(&body);
+        (cookie, answer.csrf)
     }
 }
 
@@ -261,6 +241,178 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
+}
+
+/// The admin API answers what `/admin/api/openapi.json` says, on every route, for
+/// success and the documented errors (no credential, a console change without its
+/// CSRF token, unknown sessions and files).
+#[tokio::test]
+async fn every_admin_route_answers_what_its_openapi_document_says() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), None).await;
+    let mut c = crate::openapi::Contract::fetch(&server.url("/admin/api/openapi.json")).await;
+    let (id, _) = server.mobile_login(IOS).await;
+    let web: Value = server
+        .http
+        .get(server.url("/api/session"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let web = web["id"].as_str().unwrap().to_string();
+    let api = |path: &str| server.url(&format!("/admin/api{path}"));
+    let http = server.http.clone();
+    let admin = |method: Method, path: &str| http.request(method, api(path)).bearer_auth(ADMIN);
+    let file = "/mobile/apps/{folder}/sessions/{id}";
+    let here = format!("/mobile/apps/{FOLDER}/sessions/{id}");
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let cases: Vec<(Method, &str, String, Option<Value>, u16)> = vec![
+        (Method::GET, "/me", "/me".into(), None, 200),
+        (
+            Method::GET,
+            "/sessions",
+            "/sessions?kind=web&limit=10".into(),
+            None,
+            200,
+        ),
+        (
+            Method::GET,
+            "/sessions",
+            "/sessions?limit=0".into(),
+            None,
+            400,
+        ),
+        (
+            Method::GET,
+            "/sessions/{id}/storage",
+            format!("/sessions/{web}/storage"),
+            None,
+            200,
+        ),
+        (
+            Method::GET,
+            "/sessions/{id}/storage",
+            format!("/sessions/{unknown}/storage"),
+            None,
+            404,
+        ),
+        (
+            Method::GET,
+            "/mobile/apps",
+            "/mobile/apps".into(),
+            None,
+            200,
+        ),
+        (
+            Method::GET,
+            "/mobile/apps/{folder}/sessions",
+            format!("/mobile/apps/{FOLDER}/sessions"),
+            None,
+            200,
+        ),
+        (
+            Method::GET,
+            "/mobile/apps/{folder}/sessions",
+            "/mobile/apps/..%2Fx/sessions".into(),
+            None,
+            400,
+        ),
+        (Method::GET, file, here.clone(), None, 200),
+        (
+            Method::GET,
+            file,
+            format!("/mobile/apps/{FOLDER}/sessions/{unknown}"),
+            None,
+            404,
+        ),
+        (
+            Method::GET,
+            "/mobile/apps/{folder}/sessions/{id}/file",
+            format!("{here}/file"),
+            None,
+            200,
+        ),
+        (
+            Method::PUT,
+            "/mobile/apps/{folder}/sessions/{id}/status",
+            format!("{here}/status"),
+            Some(json!({"status": "pending"})),
+            200,
+        ),
+        (
+            Method::PUT,
+            "/mobile/apps/{folder}/sessions/{id}/status",
+            format!("{here}/status?apply=true"),
+            Some(json!({"status": "accepted"})),
+            200,
+        ),
+        (
+            Method::PUT,
+            "/mobile/apps/{folder}/sessions/{id}/status",
+            format!("{here}/status"),
+            Some(json!({"status": "maybe"})),
+            422,
+        ),
+        (
+            Method::PUT,
+            "/mobile/apps/{folder}/sessions/{id}/email",
+            format!("{here}/email"),
+            Some(json!({"email": "ann@example.com"})),
+            200,
+        ),
+        (
+            Method::POST,
+            "/mobile/push",
+            "/mobile/push".into(),
+            None,
+            200,
+        ),
+        (Method::GET, "/audit", "/audit?limit=5".into(), None, 200),
+        (Method::GET, "/events", "/events".into(), None, 200),
+        (
+            Method::DELETE,
+            "/sessions/{id}",
+            format!("/sessions/{web}"),
+            None,
+            200,
+        ),
+        (
+            Method::DELETE,
+            "/sessions/{id}",
+            format!("/sessions/{web}"),
+            None,
+            404,
+        ),
+        (
+            Method::DELETE,
+            "/users/{name}/sessions",
+            "/users/nobody/sessions".into(),
+            None,
+            200,
+        ),
+        (Method::DELETE, file, here.clone(), None, 200),
+        (Method::DELETE, file, here.clone(), None, 404),
+    ];
+    for (method, template, path, body, expected) in cases {
+        let mut req = admin(method.clone(), &path);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let (status, answer) = c.send(req, &method, template).await;
+        assert_eq!(status.as_u16(), expected, "{method} {path}: {answer}");
+    }
+    // No credential; a console session's change without its CSRF token.
+    let (status, _) = c.send(http.get(api("/me")), &Method::GET, "/me").await;
+    assert_eq!(status, 401);
+    let (cookie, _) = server.sign_in().await;
+    let no_csrf = http.post(api("/mobile/push")).header("cookie", cookie);
+    let (status, _) = c.send(no_csrf, &Method::POST, "/mobile/push").await;
+    assert_eq!(status, 403);
+    c.all_called();
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -284,6 +436,9 @@ async fn admin_api_needs_the_credential_and_the_page_has_a_strict_policy() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 401, "{method} {path}");
+        // Refusals are private too: never cached, never sniffed.
+        assert_eq!(resp.headers()["cache-control"], "no-store");
+        assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["error"], "unauthorized");
     }
@@ -452,7 +607,11 @@ async fn sign_in_is_limited_csrf_is_required_and_changes_are_audited() {
             .privilege_input(&json!({"userName": name}))
             .unwrap();
         s.sessions
-            .set_privileges(&snap.record.id, &input, sessiond_store::Requester::Backend)
+            .set_privileges(
+                &snap.record.id(),
+                &input,
+                sessiond_store::Requester::Backend,
+            )
             .await
             .unwrap();
     }
@@ -516,12 +675,11 @@ async fn sign_in_is_limited_csrf_is_required_and_changes_are_audited() {
         .await
         .unwrap();
     assert_eq!(out.status(), 200);
-    assert!(
-        out.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .contains("Max-Age=0")
-    );
+    let set_cookie = out.headers()["set-cookie"].clone();
+    let answer: sessiond_server::contract::SignOutAnswer =
+        crate::exactly(&out.json::<Value>().await.unwrap());
+    assert!(answer.signed_out);
+    assert!(set_cookie.to_str().unwrap().contains("Max-Age=0"));
     let after = s
         .http
         .get(s.url("/admin/api/me"))
@@ -974,7 +1132,11 @@ async fn console_end_to_end_in_chromium() {
                 .privilege_input(&json!({"userName": "ann", "privileges": ["sales"]}))
                 .unwrap();
             s.sessions
-                .set_privileges(&snap.record.id, &input, sessiond_store::Requester::Backend)
+                .set_privileges(
+                    &snap.record.id(),
+                    &input,
+                    sessiond_store::Requester::Backend,
+                )
                 .await
                 .unwrap();
         }
@@ -1177,12 +1339,16 @@ async fn console_screenshots() {
         input["userName"] = json!(user);
         let input = s.sessions.privilege_input(&input).unwrap();
         s.sessions
-            .set_privileges(&snap.record.id, &input, sessiond_store::Requester::Backend)
+            .set_privileges(
+                &snap.record.id(),
+                &input,
+                sessiond_store::Requester::Backend,
+            )
             .await
             .unwrap();
         let patch = json!({"cart": {"items": 3, "total": 129.9}, "lastPage": "/orders"});
         s.sessions
-            .update_storage(&snap.record.id, None, |m| {
+            .update_storage(&snap.record.id(), None, |m| {
                 sessiond_core::storage::merge_patch(m, &patch)
             })
             .await

@@ -9,17 +9,13 @@ use axum::routing::get;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sessiond_core::{ManualClock, PrivilegeInput, Roles, SessionPolicy, Timestamp};
-use sessiond_server::config::ServerConfig;
-use sessiond_server::console::Console;
-use sessiond_server::credentials::{AdminAuth, ApiKey};
-use sessiond_server::desktop::{DesktopConfig, DesktopSessions};
 use sessiond_server::users::Users;
-use sessiond_server::{AppState, CookieConfig, Session, SessionLayer, run};
+use sessiond_server::{CookieConfig, Session, SessionLayer};
 use sessiond_store::{MemoryStore, SessionStore, Sessions};
 use tokio::net::TcpListener;
 
-const KEY: &str = "test-api-key";
-const ROLES: &str = r#"{
+pub(crate) const KEY: &str = "test-api-key";
+pub(crate) const ROLES: &str = r#"{
   "privileges": [{"privilege": "a"}, {"privilege": "b"}, {"privilege": "p"},
                  {"privilege": "simple"}, {"privilege": "medium", "includes": ["simple"]}],
   "roles": [{"role": "Medium", "privileges": ["medium"]},
@@ -27,7 +23,7 @@ const ROLES: &str = r#"{
   "permissions": {"allowed": []}
 }"#;
 
-struct Server {
+pub(crate) struct Server {
     base: String,
     clock: ManualClock,
     http: reqwest::Client,
@@ -63,7 +59,7 @@ pub(crate) async fn serve_router(router: Router) -> String {
 }
 
 impl Server {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::over(Arc::new(MemoryStore::new())).await
     }
 
@@ -80,21 +76,18 @@ impl Server {
             vec!["a".into()],
         )
         .unwrap();
-        let sessions = sessions_over(store, &clock);
-        let state = AppState {
-            sessions: sessions.clone(),
-            config: Arc::new(ServerConfig::new("TestApp").unwrap()),
-            api_key: ApiKey::from_key(KEY),
-            users_file: Some(users),
-            admin: Arc::new(AdminAuth::new(dir.path())),
-            console: Arc::new(Console::new(dir.path())),
-            passwords: Arc::default(),
-            mobile: None,
-            desktop: DesktopSessions::builder(sessions.clone(), DesktopConfig::default()).build(),
-        };
+        let node = sessiond_server::Server::builder(crate::node_config(dir.path(), "TestApp", ""))
+            .store(store)
+            .roles(Roles::parse(ROLES, "roles.json").unwrap())
+            .clock(Arc::new(clock.clone()))
+            .secrets(Some(KEY.into()), None)
+            .without_mobile()
+            .build()
+            .await
+            .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(run(listener, state, std::future::pending()));
+        tokio::spawn(node.serve(listener, std::future::pending()));
         Self {
             base: format!("http://{addr}"),
             clock,
@@ -103,12 +96,16 @@ impl Server {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn http_client(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// GET /api/session with an optional cookie; returns (status, body, new cookie).
-    async fn own(&self, cookie: Option<&str>) -> (Value, Option<String>) {
+    pub(crate) async fn own(&self, cookie: Option<&str>) -> (Value, Option<String>) {
         let mut req = self.http.get(self.url("/api/session"));
         if let Some(c) = cookie {
             req = req.header("cookie", format!("4DSID_TestApp={c}"));
@@ -116,10 +113,12 @@ impl Server {
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), 200);
         let cookie = set_cookie(&resp);
-        (resp.json().await.unwrap(), cookie)
+        let body: Value = resp.json().await.unwrap();
+        crate::exactly::<sessiond_server::contract::SessionView>(&body);
+        (body, cookie)
     }
 
-    async fn service(
+    pub(crate) async fn service(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -593,6 +592,9 @@ async fn login_ends_the_pre_login_cookie_at_once_and_logout_ends_the_session() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert!(raw_set_cookie(&resp).contains("Max-Age=0"));
+    let out: sessiond_server::contract::LoggedOut =
+        crate::exactly(&resp.json::<Value>().await.unwrap());
+    assert!(out.logged_out);
     let (after, _) = s.own(Some(&new_cookie)).await;
     assert_ne!(after["id"], guest["id"]);
     assert_eq!(after["isGuest"], true);
@@ -907,7 +909,9 @@ async fn service_errors_are_json_and_change_nothing() {
         (StatusCode::NOT_FOUND, Some("session_not_found"))
     );
     let resp = s.http.get(s.url("/healthz")).send().await.unwrap();
-    assert_eq!(resp.json::<Value>().await.unwrap()["status"], "ok");
+    let health: sessiond_server::contract::Health =
+        crate::exactly(&resp.json::<Value>().await.unwrap());
+    assert_eq!(health.status, "ok");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,50 @@
 mod console;
 mod http;
 mod mobile;
+mod openapi;
 mod remote;
+
+/// `v` is exactly what `T` reads and writes back: no member missing, none added.
+/// Returns the typed value.
+pub(crate) fn exactly<T: serde::de::DeserializeOwned + serde::Serialize>(
+    v: &serde_json::Value,
+) -> T {
+    let typed: T = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}: {v}"));
+    assert_eq!(&serde_json::to_value(&typed).unwrap(), v);
+    typed
+}
+
+/// The validated settings of a test node: memory store, an ephemeral port, data in
+/// `data`, application `app_name`, and any further `sessiond.toml` lines.
+pub(crate) fn node_config(
+    data: &std::path::Path,
+    app_name: &str,
+    toml: &str,
+) -> sessiond_server::settings::NodeConfig {
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nstore = \"memory\"\napp_name = {app_name:?}\ndata = {:?}\n{toml}",
+        data.display().to_string()
+    );
+    sessiond_server::settings::Settings::parse(&text)
+        .unwrap()
+        .validate()
+        .unwrap()
+}
+
+/// Waits until the node at `base` (`http://host:port`) answers `/healthz`:
+/// [`sessiond_server::Server::serve`] loads the mobile sessions before it accepts.
+pub(crate) async fn until_up(base: &str) {
+    for _ in 0..500 {
+        if reqwest::get(format!("{base}/healthz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{base} did not come up");
+}
 
 /// Sends `method url` with `Authorization: Bearer <bearer>` and an optional JSON
 /// body; returns the status and the JSON answer (`Null` when there is none).

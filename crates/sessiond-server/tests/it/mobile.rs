@@ -11,18 +11,13 @@ use axum::routing::any;
 use parking_lot::Mutex;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sessiond_core::{ManualClock, PrivilegeInput, SessionPolicy, Timestamp};
-use sessiond_mobile::activation::{Activations, EmailConfig, MailTransport};
+use sessiond_core::{ManualClock, PrivilegeInput, Roles, SessionPolicy, Timestamp};
 use sessiond_mobile::{AuthHook, HookResult, IdMode, MobileConfig, MobileSessions, Relogin};
-use sessiond_server::config::ServerConfig;
-use sessiond_server::console::Console;
-use sessiond_server::credentials::{AdminAuth, ApiKey, Credentials};
-use sessiond_server::desktop::{DesktopConfig, DesktopSessions};
-use sessiond_server::routes::mobile::{ForwardLimits, MobileState};
-use sessiond_server::{AppState, run};
+use sessiond_server::contract::mobile::{Authenticated, Done, Failed};
 use sessiond_store::Sessions;
 use tokio::net::TcpListener;
 
+use crate::exactly;
 use crate::http::{serve_router, sessions};
 
 const IOS: &str = r#"{"email":"","send":"link","application":{"name":"Contact","id":"com.contactApp.Contact","version":"1"},"team":{"id":"UTT7VDX8W5"},"device":{"id":"0DC5132E-1EF4-407C-A832-5FE33D818AF3","description":"iPhone X","version":"11.3","os":"iOS","simulator":true},"language":{"id":"en_US","code":"en","region":"US"}}"#;
@@ -109,51 +104,43 @@ impl Harness {
         ids: IdMode,
         localhost_accept: bool,
         keep: Option<tempfile::TempDir>,
-        email: Option<EmailConfig>,
+        email_link_base: Option<&str>,
         relogin: Relogin,
     ) -> Self {
         let clock = ManualClock::new(Timestamp(1_800_000_000_000));
-        let sessions = sessions(&clock);
         let root = data.join("MobileApps");
-        Credentials::ensure(data, Some("k"), Some(ADMIN)).unwrap();
-        let mut mobile = MobileSessions::new(
-            MobileConfig {
-                ids,
-                localhost_accept,
-                relogin,
-                ..MobileConfig::new(root.clone())
-            },
-            sessions.clone(),
+        let ids = match ids {
+            IdMode::Random => "random",
+            IdMode::FourD => "4d",
+        };
+        let mut toml = format!(
+            "max_body_bytes = 65536\n[mobile]\nids = {ids:?}\nlocalhost_accept = {localhost_accept}\n\
+             relogin_hook = {}\nrelogin_new_token = {}\nupstream = {:?}\n\
+             upstream_timeout_ms = 1000\nupstream_max_body_bytes = 262144\n",
+            relogin.hook,
+            relogin.new_token,
+            echo_upstream().await.to_string(),
         );
-        if let Some(e) = email {
-            mobile = mobile.with_email(Activations::load(e).unwrap());
+        if let Some(base) = email_link_base {
+            let from = "Sessions <no-reply@example.com>";
+            toml = format!("{toml}[mobile.email]\nfrom = {from:?}\nlink_base = {base:?}\n");
         }
-        let mobile = Arc::new(mobile);
-        mobile.refresh().await.unwrap();
         let hook = Arc::new(TestHook::default());
         *hook.answer.lock() = HookResult::accept("Welcome");
-        let mut config = ServerConfig::new("TestApp").unwrap();
-        config.max_body_bytes = 64 * 1024;
-        let state = AppState {
-            sessions: sessions.clone(),
-            config: Arc::new(config),
-            api_key: ApiKey::from_key("k"),
-            users_file: None,
-            admin: Arc::new(AdminAuth::new(data)),
-            console: Arc::new(Console::new(data)),
-            passwords: Arc::default(),
-            mobile: Some(
-                MobileState::new(mobile.clone(), hook.clone(), Some(echo_upstream().await))
-                    .with_forward_limits(ForwardLimits {
-                        timeout: std::time::Duration::from_secs(1),
-                        max_body_bytes: 256 * 1024,
-                    }),
-            ),
-            desktop: DesktopSessions::builder(sessions.clone(), DesktopConfig::default()).build(),
-        };
+        let node = sessiond_server::Server::builder(crate::node_config(data, "TestApp", &toml))
+            .roles(Roles::parse(crate::http::ROLES, "roles.json").unwrap())
+            .clock(Arc::new(clock.clone()))
+            .secrets(Some("k".into()), Some(ADMIN.into()))
+            .login_hook(hook.clone())
+            .build()
+            .await
+            .unwrap();
+        let sessions = node.state().sessions.clone();
+        let mobile = node.state().mobile.as_ref().unwrap().sessions.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(run(listener, state, std::future::pending()));
+        tokio::spawn(node.serve(listener, std::future::pending()));
+        crate::until_up(&format!("http://{addr}")).await;
         Self {
             base: format!("http://{addr}"),
             root,
@@ -202,11 +189,54 @@ fn read_json(path: &Path) -> Value {
 }
 
 fn assert_mobile_error(v: &Value, err_code: u64) {
+    exactly::<Failed>(v);
     assert_eq!(v["success"], false);
     assert!(v["statusText"].is_string());
     assert_eq!(v["__ERRORS"][0]["errCode"], err_code, "{v}");
     assert_eq!(v["__ERROR"][0]["errCode"], err_code, "{v}");
     assert!(v["error"].is_string() && v["message"].is_string());
+}
+
+#[tokio::test]
+async fn every_mobile_answer_is_exactly_its_contract_type() {
+    let m = Harness::start(IdMode::Random, false).await;
+    let (st, v) = m.get("", None).await;
+    assert_eq!((st.as_u16(), exactly::<Done>(&v).success), (200, None));
+    let (st, v) = m.post("$authenticate", IOS, None).await;
+    let accepted = exactly::<Authenticated>(&v);
+    assert_eq!(st, 200);
+    let token = accepted.token.expect("an accepted login has a token");
+    assert!(accepted.user_info.is_some());
+    let (st, v) = m
+        .post("$verify", &json!({"token": token}).to_string(), None)
+        .await;
+    assert_eq!(
+        (st.as_u16(), exactly::<Authenticated>(&v).id),
+        (200, accepted.id)
+    );
+    let (st, v) = m.get("$licensecheck", Some(&token)).await;
+    assert_eq!(
+        (st.as_u16(), exactly::<Done>(&v).success),
+        (200, Some(true))
+    );
+    let (st, v) = m.post("$userInfo", r#"{"a": 1}"#, Some(&token)).await;
+    assert_eq!(
+        (st.as_u16(), exactly::<Done>(&v).success),
+        (200, Some(true))
+    );
+    let (st, v) = m.post("$logout", "", Some(&token)).await;
+    assert_eq!((st.as_u16(), exactly::<Done>(&v).success), (200, None));
+    let (st, v) = m.get("$licensecheck", Some(&token)).await;
+    assert_eq!(st, 401);
+    assert_mobile_error(&v, 1907);
+    *m.hook.answer.lock() = HookResult::verify("Check your mail");
+    let other = ios_login("0DC5132E-1EF4-407C-A832-5FE33D818AF9", "ann@example.com");
+    let (st, v) = m.post("$authenticate", &other, None).await;
+    let pending = exactly::<Authenticated>(&v);
+    assert_eq!(
+        (st.as_u16(), pending.token, pending.user_info),
+        (200, None, None)
+    );
 }
 
 #[tokio::test]
@@ -652,9 +682,9 @@ async fn restart_keeps_sessions_with_their_web_session_id_and_privileges() {
         .await
         .unwrap()
         .expect("still valid after a restart");
-    assert_eq!(who.web.record.id.to_string(), web_id);
+    assert_eq!(who.web.record.id().to_string(), web_id);
     assert_eq!(who.web.record.get_privileges(), ["a"]);
-    assert_eq!(&*who.web.record.user_name, "ann");
+    assert_eq!(who.web.record.user_name(), "ann");
 }
 
 #[tokio::test]
@@ -927,7 +957,7 @@ async fn admin_api_status_flip_push_and_delete_follow_the_data_answers() {
 #[tokio::test]
 async fn config_hook_lists_then_callout_then_default() {
     use sessiond_mobile::hook::{Decision, Matchers, Policy};
-    use sessiond_server::hook::{Callout, ConfigHook};
+    use sessiond_server::login_hook::{Callout, ConfigHook};
     use std::time::Duration;
     // The user's service: accepts @ok.com with privileges, pends @wait.com, refuses the rest; /slow never answers.
     let service = Router::new()
@@ -1029,21 +1059,12 @@ fn outbox_links(dir: &Path) -> Vec<String> {
 async fn email_validation_link_accepts_a_pending_android_session_once_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_path_buf();
-    let email = |base: &str| EmailConfig {
-        from: "Sessions <no-reply@example.com>".parse().unwrap(),
-        link_base: base.to_string(),
-        validity: std::time::Duration::from_secs(300),
-        transport: MailTransport::Outbox(data.join("outbox")),
-        state_file: data.join("mobile-activations.json"),
-        max_per_recipient: 3,
-        max_per_client: 10,
-    };
     let m = Harness::start_with(
         &data,
         IdMode::Random,
         false,
         None,
-        Some(email("http://sessions.example")),
+        Some("http://sessions.example"),
         Relogin {
             hook: false,
             new_token: false,
@@ -1081,7 +1102,7 @@ async fn email_validation_link_accepts_a_pending_android_session_once_and_surviv
         IdMode::Random,
         false,
         None,
-        Some(email("http://sessions.example")),
+        Some("http://sessions.example"),
         Relogin {
             hook: false,
             new_token: false,
@@ -1163,18 +1184,6 @@ fn ios_login(device: &str, email: &str) -> String {
         .replace("\"email\":\"\"", &format!("\"email\":{}", json!(email)))
 }
 
-fn email_harness_config(data: &Path) -> EmailConfig {
-    EmailConfig {
-        from: "Sessions <no-reply@example.com>".parse().unwrap(),
-        link_base: "http://sessions.example".into(),
-        validity: std::time::Duration::from_secs(300),
-        transport: MailTransport::Outbox(data.join("outbox")),
-        state_file: data.join("mobile-activations.json"),
-        max_per_recipient: 3,
-        max_per_client: 10,
-    }
-}
-
 async fn post_activation(m: &Harness, link: &str) -> StatusCode {
     let token = link.split("token=").nth(1).unwrap().trim();
     m.http
@@ -1196,7 +1205,7 @@ async fn an_email_link_validates_only_the_address_it_was_sent_to() {
         IdMode::Random,
         false,
         None,
-        Some(email_harness_config(&data)),
+        Some("http://sessions.example"),
         Relogin::default(),
     )
     .await;
@@ -1268,7 +1277,7 @@ async fn validation_mails_are_limited_per_address() {
         IdMode::Random,
         false,
         None,
-        Some(email_harness_config(&data)),
+        Some("http://sessions.example"),
         Relogin::default(),
     )
     .await;

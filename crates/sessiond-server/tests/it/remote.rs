@@ -12,13 +12,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sessiond_client::{ClientConfig, RemoteClient};
 use sessiond_core::protocol::{CloseReason, ErrorCode};
-use sessiond_core::{ManualClock, PrivilegeInput, Timestamp};
-use sessiond_server::config::ServerConfig;
-use sessiond_server::console::Console;
-use sessiond_server::credentials::{AdminAuth, ApiKey};
-use sessiond_server::desktop::{CallError, DesktopConfig, DesktopSessions};
+use sessiond_core::{ManualClock, PrivilegeInput, Roles, Timestamp};
+use sessiond_server::Session;
+use sessiond_server::desktop::{CallError, DesktopBuilder, DesktopConfig, DesktopSessions};
 use sessiond_server::users::Users;
-use sessiond_server::{AppState, Session, run};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -78,67 +75,67 @@ impl Remote {
         for name in ["ann", "bob", "refused"] {
             Users::add(&users, name, &format!("{name}-password"), vec![], vec![]).unwrap();
         }
-        let sessions = crate::http::sessions(&clock);
         let hooks: Arc<Mutex<Vec<String>>> = Arc::default();
         let (h1, h2, h3, h4) = (hooks.clone(), hooks.clone(), hooks.clone(), hooks.clone());
-        let desktop = DesktopSessions::builder(sessions.clone(), config)
-            .function("matrix", matrix)
-            .procedure("matrix", matrix)
-            .procedure("restore", |params| async move {
-                // Session.restore() in a desktop session: False (4D), the OTP untouched.
-                let token = params["token"].as_str().unwrap_or_default().to_string();
-                Ok(Session::current().unwrap().restore(&token).await?.into())
-            })
-            .function("boom", |_| async {
-                panic!("a bug in an application function")
-            })
-            .on_open(move || {
-                let hooks = h1.clone();
-                async move {
-                    record(&hooks, "open");
-                    if Session::current().unwrap().user_name() == "refused" {
-                        return Err(CallError::failed("not today"));
+        let mut node_config = crate::node_config(dir.path(), "TestApp", "");
+        node_config.remote = config;
+        let register = move |b: DesktopBuilder| {
+            b.function("matrix", matrix)
+                .procedure("matrix", matrix)
+                .procedure("restore", |params| async move {
+                    // Session.restore() in a desktop session: False (4D), the OTP untouched.
+                    let token = params["token"].as_str().unwrap_or_default().to_string();
+                    Ok(Session::current().unwrap().restore(&token).await?.into())
+                })
+                .function("boom", |_| async {
+                    panic!("a bug in an application function")
+                })
+                .on_open(move || {
+                    let hooks = h1.clone();
+                    async move {
+                        record(&hooks, "open");
+                        if Session::current().unwrap().user_name() == "refused" {
+                            return Err(CallError::failed("not today"));
+                        }
+                        Ok(())
                     }
-                    Ok(())
-                }
-            })
-            .on_close(move || {
-                let hooks = h2.clone();
-                async move {
-                    record(&hooks, "close");
-                    Ok(())
-                }
-            })
-            .on_startup(move || {
-                let hooks = h3.clone();
-                async move {
-                    record(&hooks, "startup");
-                    Ok(())
-                }
-            })
-            .on_shutdown(move || {
-                let hooks = h4.clone();
-                async move {
-                    record(&hooks, "shutdown");
-                    Ok(())
-                }
-            })
-            .build();
-        let state = AppState {
-            sessions,
-            config: Arc::new(ServerConfig::new("TestApp").unwrap()),
-            api_key: ApiKey::from_key(KEY),
-            users_file: Some(users),
-            admin: Arc::new(AdminAuth::new(dir.path())),
-            passwords: Arc::default(),
-            mobile: None,
-            desktop: desktop.clone(),
-            console: Arc::new(Console::new(dir.path())),
+                })
+                .on_close(move || {
+                    let hooks = h2.clone();
+                    async move {
+                        record(&hooks, "close");
+                        Ok(())
+                    }
+                })
+                .on_startup(move || {
+                    let hooks = h3.clone();
+                    async move {
+                        record(&hooks, "startup");
+                        Ok(())
+                    }
+                })
+                .on_shutdown(move || {
+                    let hooks = h4.clone();
+                    async move {
+                        record(&hooks, "shutdown");
+                        Ok(())
+                    }
+                })
         };
+        let node = sessiond_server::Server::builder(node_config)
+            .roles(Roles::parse(crate::http::ROLES, "roles.json").unwrap())
+            .clock(Arc::new(clock.clone()))
+            .secrets(Some(KEY.into()), None)
+            .without_mobile()
+            .functions(register)
+            .build()
+            .await
+            .unwrap();
+        let desktop = node.state().desktop.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(run(listener, state, async {
+        let server = tokio::spawn(node.serve(listener, async {
             let _ = stop.await;
         }));
         let this = Self {
@@ -992,7 +989,7 @@ async fn start_removes_desktop_sessions_an_earlier_run_left_in_the_store() {
             None,
             Some(DesktopInfo::default()),
         );
-        left.push(sessions.insert(record).await.unwrap().record.id);
+        left.push(sessions.insert(record).await.unwrap().record.id());
     }
     let (web, _) = sessions.create_web(None).await.unwrap();
     // The next run has another node name; the store is not shared, so it owns all.
@@ -1003,7 +1000,7 @@ async fn start_removes_desktop_sessions_an_earlier_run_left_in_the_store() {
         assert!(sessions.get(id).await.unwrap().is_none(), "{id} removed");
     }
     assert!(
-        sessions.get(&web.record.id).await.unwrap().is_some(),
+        sessions.get(&web.record.id()).await.unwrap().is_some(),
         "web sessions stay"
     );
     let sp = desktop.stored_procedures_session().await.unwrap();

@@ -181,7 +181,7 @@ mod tests {
         let store = FaultyStore::new(Arc::new(MemoryStore::new()));
         let t0 = Timestamp(1_000_000);
         let r = SessionRecord::new_web(t0, &SessionPolicy::default(), None);
-        let id = r.id;
+        let id = r.id();
         store.fail_calls(1, 2, Fault::Fail);
         assert!(store.get(&id, t0).await.unwrap().is_none(), "call 1 passes");
         let err = store.insert(r.clone(), t0).await.unwrap_err();

@@ -63,7 +63,7 @@ macro_rules! conformance_tests {
 pub async fn create_then_load(store: Store) {
     let mut r = web();
     storage::merge_patch(r.storage_mut(), &json!({"k": "v"})).unwrap();
-    let id = r.id;
+    let id = r.id();
     store.insert(r.clone(), T0).await.unwrap();
     let got = store.get(&id, T0).await.unwrap().expect("stored");
     assert_eq!(*got.record, r);
@@ -80,12 +80,12 @@ pub async fn create_then_load(store: Store) {
 /// `touch` moves the idle deadline and leaves the record (and its version) alone.
 pub async fn touch_extends_idle_without_rewriting(store: Store) {
     let r = web();
-    let id = r.id;
+    let id = r.id();
     store.insert(r, T0).await.unwrap();
     let later = T0.plus(Duration::from_secs(50 * 60));
     let touched = store.touch(&id, later).await.unwrap().unwrap();
     assert_eq!(touched.last_activity, later);
-    assert_eq!(touched.record.version, 1);
+    assert_eq!(touched.record.version(), 1);
     let past_first_deadline = T0.plus(HOUR).plus(Duration::from_secs(1));
     assert!(
         store.get(&id, past_first_deadline).await.unwrap().is_some(),
@@ -97,7 +97,7 @@ pub async fn touch_extends_idle_without_rewriting(store: Store) {
 /// A session idle past its timeout is gone, before and after a purge.
 pub async fn idle_expiry(store: Store) {
     let r = web();
-    let id = r.id;
+    let id = r.id();
     store.insert(r, T0).await.unwrap();
     let almost = T0.plus(Duration::from_millis(3_599_999));
     assert!(store.get(&id, almost).await.unwrap().is_some());
@@ -119,8 +119,8 @@ pub async fn absolute_deadline(store: Store) {
         ..SessionPolicy::default()
     };
     let mut r = SessionRecord::new_web(T0, &policy, None);
-    r.idle_timeout = 120;
-    let id = r.id;
+    r.set_idle_timeout(120, &policy).unwrap();
+    let id = r.id();
     store.insert(r, T0).await.unwrap();
     store
         .touch(&id, T0.plus(Duration::from_secs(80 * 60)))
@@ -139,7 +139,7 @@ pub async fn absolute_deadline(store: Store) {
 /// 64 concurrent writers × 100 increments of one counter → exactly 6,400.
 pub async fn concurrent_updates_lose_nothing(store: Store) {
     let r = web();
-    let id = r.id;
+    let id = r.id();
     store.insert(r, T0).await.unwrap();
     let mut tasks = Vec::new();
     for _ in 0..64 {
@@ -160,31 +160,37 @@ pub async fn concurrent_updates_lose_nothing(store: Store) {
         t.await.unwrap();
     }
     let got = store.get(&id, T0).await.unwrap().unwrap();
-    assert_eq!(got.record.storage["n"], json!(6400));
-    assert_eq!(got.record.version, 6401);
+    assert_eq!(got.record.storage()["n"], json!(6400));
+    assert_eq!(got.record.version(), 6401);
 }
 
 /// A stale compare-and-swap writes nothing.
 pub async fn compare_and_swap_detects_conflicts(store: Store) {
     let r = web();
-    let id = r.id;
+    let id = r.id();
     store.insert(r.clone(), T0).await.unwrap();
     let mut a = r.clone();
-    a.version = 2;
-    a.user_name = "a".into();
+    a.set_version(2);
+    a.set_user_name("a");
     assert!(matches!(
         store.compare_and_swap(a, 1, T0).await.unwrap(),
         Cas::Swapped(_)
     ));
     let mut b = r;
-    b.version = 2;
-    b.user_name = "b".into();
+    b.set_version(2);
+    b.set_user_name("b");
     assert!(matches!(
         store.compare_and_swap(b, 1, T0).await.unwrap(),
         Cas::Conflict
     ));
     assert_eq!(
-        &*store.get(&id, T0).await.unwrap().unwrap().record.user_name,
+        store
+            .get(&id, T0)
+            .await
+            .unwrap()
+            .unwrap()
+            .record
+            .user_name(),
         "a"
     );
 }
@@ -192,10 +198,10 @@ pub async fn compare_and_swap_detects_conflicts(store: Store) {
 /// A change that fails leaves the session as it was.
 pub async fn rejected_update_writes_nothing(store: Store) {
     let r = web();
-    let id = r.id;
+    let id = r.id();
     store.insert(r.clone(), T0).await.unwrap();
     let mut f = |rec: &mut SessionRecord| {
-        rec.user_name = "changed".into();
+        rec.set_user_name("changed");
         Err(CoreError::InvalidStorage("no".into()))
     };
     assert!(matches!(
@@ -214,8 +220,8 @@ pub async fn rejected_update_writes_nothing(store: Store) {
 /// Lowering the idle timeout brings expiry (and its purge) forward.
 pub async fn shorter_idle_timeout_expires_sooner(store: Store) {
     let mut r = web();
-    r.idle_timeout = 120;
-    let id = r.id;
+    r.set_idle_timeout(120, &SessionPolicy::default()).unwrap();
+    let id = r.id();
     store.insert(r, T0).await.unwrap();
     let mut f = |rec: &mut SessionRecord| {
         rec.set_idle_timeout(60, &SessionPolicy::default())
@@ -267,7 +273,7 @@ pub async fn otp_expires(store: Store) {
 /// `remove` deletes at once.
 pub async fn remove_deletes(store: Store) {
     let r = web();
-    let id = r.id;
+    let id = r.id();
     store.insert(r, T0).await.unwrap();
     assert!(store.remove(&id).await.unwrap());
     assert!(!store.remove(&id).await.unwrap());
@@ -279,7 +285,7 @@ pub async fn list_shows_live_sessions(store: Store) {
     let mut ids = Vec::new();
     for i in 0..10u64 {
         let r = web();
-        ids.push(r.id);
+        ids.push(r.id());
         store
             .insert(r, T0.plus(Duration::from_secs(i * 60)))
             .await
@@ -290,7 +296,7 @@ pub async fn list_shows_live_sessions(store: Store) {
         .await
         .unwrap()
         .into_iter()
-        .map(|s| s.record.id)
+        .map(|s| s.record.id())
         .collect();
     listed.sort();
     let mut want = ids[1..].to_vec();

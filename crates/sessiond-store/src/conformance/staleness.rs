@@ -1,7 +1,6 @@
 //! How stale two nodes sharing one store can be: the measurement behind the near-cache's
 //! bound, shared by its test and by `sessiond-bench` (R3).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sessiond_core::{Clock as _, SessionPolicy, SessionRecord, SystemClock};
@@ -30,13 +29,20 @@ impl Staleness {
 /// read every 0.1 ms until it refuses the old rights. Panics if that takes 2 s.
 pub async fn measure(a: &dyn SessionStore, b: &dyn SessionStore, trials: usize) -> Staleness {
     let policy = SessionPolicy::default();
+    let roles =
+        sessiond_core::Roles::parse(r#"{"privileges":[{"privilege":"WebAdmin"}]}"#, "roles.json")
+            .expect("valid roles");
     let mut waits = Vec::with_capacity(trials);
     let mut stale_at_once = 0;
     for trial in 0..trials {
         let now = SystemClock.now();
         let mut r = SessionRecord::new_web(now, &policy, None);
-        r.privileges = vec![Arc::from("WebAdmin")].into();
-        let id = r.id;
+        let input = sessiond_core::PrivilegeInput {
+            privileges: vec!["WebAdmin".into()],
+            ..sessiond_core::PrivilegeInput::default()
+        };
+        r.set_privileges(&roles, &input, &policy);
+        let id = r.id();
         a.insert(r, now).await.expect("insert on A");
         let cached = b.get(&id, now).await.expect("read on B");
         assert!(cached.is_some(), "B reads the new session");
@@ -45,7 +51,7 @@ pub async fn measure(a: &dyn SessionStore, b: &dyn SessionStore, trials: usize) 
             a.remove(&id).await.expect("drop on A");
         } else {
             let mut lower = |r: &mut SessionRecord| {
-                r.privileges = Box::default();
+                r.clear_privileges(&policy);
                 Ok(())
             };
             a.update(&id, now, &mut lower).await.expect("lowering on A");
@@ -55,7 +61,7 @@ pub async fn measure(a: &dyn SessionStore, b: &dyn SessionStore, trials: usize) 
         loop {
             let old = match b.get(&id, now).await.expect("read on B") {
                 None => !drop,
-                Some(s) => !s.record.privileges.is_empty(),
+                Some(s) => !s.record.privileges().is_empty(),
             };
             if !old {
                 break;

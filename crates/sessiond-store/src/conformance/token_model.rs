@@ -257,7 +257,7 @@ impl World {
         let mut m = Model::new(SessionKind::Web, whole_seconds(self.now()));
         m.stored = false;
         m.live.push(token.hash());
-        self.models.insert(snapshot.record.id, m);
+        self.models.insert(snapshot.record.id(), m);
         token
     }
 
@@ -265,7 +265,7 @@ impl World {
         let otp = self.sessions.create_otp(&session, None).await.unwrap();
         let otp = otp.expect("web and remote sessions make OTPs").to_string();
         let (snapshot, cookie) = self.sessions.restore_otp(&otp).await.unwrap().unwrap();
-        assert_eq!(snapshot.record.id, session);
+        assert_eq!(snapshot.record.id(), session);
         let now = self.now();
         let m = self.models.get_mut(&session).unwrap();
         m.issue(cookie.hash(), now);
@@ -345,7 +345,7 @@ impl World {
                     None,
                     Some(DesktopInfo::default()),
                 );
-                let id = self.sessions.insert(record).await.unwrap().record.id;
+                let id = self.sessions.insert(record).await.unwrap().record.id();
                 self.models.insert(id, Model::new(SessionKind::Remote, now));
                 self.desktops.push(id);
             }
@@ -455,8 +455,8 @@ impl World {
                     privileges, m.privileges,
                     "step {step}: client {c} privileges"
                 );
-                assert_eq!(&*r.user_name, m.user, "step {step}: client {c} userName");
-                assert!(r.tokens.live() <= CAP && r.tokens.slots().len() <= 2 * CAP);
+                assert_eq!(r.user_name(), m.user, "step {step}: client {c} userName");
+                assert!(r.tokens().live() <= CAP && r.tokens().slots().len() <= 2 * CAP);
             }
         }
     }

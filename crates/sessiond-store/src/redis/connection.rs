@@ -12,7 +12,7 @@ use super::near_cache::NearCacheConfig;
 use crate::store::StoreError;
 
 /// How to reach Redis.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port/db` (`rediss://` for TLS) for one Redis, or
     /// `redis+cluster://[user:password@]host:port,host:port,…` (`rediss+cluster://`)
@@ -41,6 +41,18 @@ impl RedisConfig {
         self
     }
 
+    /// The URL with its credentials, if any, replaced by `***` (for logs and
+    /// `sessiond config check`).
+    pub fn redacted_url(&self) -> String {
+        match self.url.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_, hosts)) => format!("{scheme}://***@{hosts}"),
+                None => self.url.clone(),
+            },
+            None => "(not a URL)".into(),
+        }
+    }
+
     /// Checks the URL and the bounds.
     pub fn validate(&self) -> Result<(), String> {
         if self.timeout.is_zero() || self.timeout > Duration::from_secs(60) {
@@ -48,6 +60,17 @@ impl RedisConfig {
         }
         self.near_cache.validate()?;
         Target::parse(&self.url).map(|_| ())
+    }
+}
+
+/// Shows the URL without its credentials.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.redacted_url())
+            .field("timeout", &self.timeout)
+            .field("near_cache", &self.near_cache)
+            .finish()
     }
 }
 
@@ -292,6 +315,22 @@ mod tests {
             "http://h",
         ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_never_show_in_the_redacted_url_or_debug_output() {
+        for (url, shown) in [
+            ("redis://:s3cret@h:6379/0", "redis://***@h:6379/0"),
+            (
+                "rediss+cluster://user:s3cret@a:1,b:2",
+                "rediss+cluster://***@a:1,b:2",
+            ),
+            ("redis://h:6379/0", "redis://h:6379/0"),
+        ] {
+            let config = RedisConfig::new(url);
+            assert_eq!(config.redacted_url(), shown);
+            assert!(!format!("{config:?}").contains("s3cret"));
         }
     }
 }

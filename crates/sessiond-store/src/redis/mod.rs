@@ -52,11 +52,11 @@ fn otp_key(hash: &TokenHash) -> String {
 
 /// The deadline parameters stored beside the record, in ms (0 = none).
 fn limits(record: &SessionRecord) -> (u64, u64) {
-    let idle = match record.kind {
-        sessiond_core::SessionKind::Web => u64::from(record.idle_timeout) * 60_000,
+    let idle = match record.kind() {
+        sessiond_core::SessionKind::Web => u64::from(record.idle_timeout()) * 60_000,
         _ => 0,
     };
-    (idle, record.hard_deadline.map_or(0, |t| t.0))
+    (idle, record.hard_deadline().map_or(0, |t| t.0))
 }
 
 /// Lua helpers shared by the scripts: the deadline from `la`, `idle`, `hard`.
@@ -304,14 +304,14 @@ impl RedisStore {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn insert(&self, record: SessionRecord, now: Timestamp) -> Result<Snapshot, StoreError> {
-        let id = record.id;
+        let id = record.id();
         let write = async {
             let (idle, hard) = limits(&record);
             let rec = serde_json::to_vec(&record).expect("a record serializes");
             let mut conn = self.conn.clone();
             let mut inv = self.insert.key(key(&id));
             inv.arg(rec)
-                .arg(record.version)
+                .arg(record.version())
                 .arg(now.0)
                 .arg(idle)
                 .arg(hard)
@@ -363,7 +363,7 @@ impl SessionStore for RedisStore {
         expected_version: u64,
         now: Timestamp,
     ) -> Result<Cas, StoreError> {
-        let id = record.id;
+        let id = record.id();
         let mut outcome = Cas::Conflict;
         let write = async {
             let (idle, hard) = limits(&record);
@@ -372,7 +372,7 @@ impl SessionStore for RedisStore {
             let mut inv = self.cas.key(key(&id));
             inv.arg(expected_version)
                 .arg(rec)
-                .arg(record.version)
+                .arg(record.version())
                 .arg(now.0)
                 .arg(idle)
                 .arg(hard)

@@ -137,7 +137,7 @@ impl NearCache {
 
     /// Keeps what was read (or written) at `epoch`, unless an invalidation came since.
     pub fn fill(&self, epoch: u64, snapshot: &Snapshot) {
-        let id = snapshot.record.id;
+        let id = snapshot.record.id();
         let mut map = self.map.lock();
         if self.stripe(&id).load(Ordering::Acquire) != epoch || !self.usable() {
             return;
@@ -180,7 +180,7 @@ impl NearCache {
         self.stripe(&id).fetch_add(1, Ordering::AcqRel);
         let keep = match (map.get(&id), newer) {
             (Some(s), Some((version, la))) => {
-                s.record.version >= version && s.last_activity.0 >= la
+                s.record.version() >= version && s.last_activity.0 >= la
             }
             _ => false,
         };
@@ -205,7 +205,7 @@ impl NearCache {
 
 /// Whether `a` is a newer copy than `b` (a later version, or the same one touched later).
 fn newer(a: &Snapshot, b: &Snapshot) -> bool {
-    (a.record.version, a.last_activity) > (b.record.version, b.last_activity)
+    (a.record.version(), a.last_activity) > (b.record.version(), b.last_activity)
 }
 
 /// The near-cache and its listener thread, which stops when this is dropped.
@@ -336,12 +336,17 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sessiond_core::{SessionPolicy, SessionRecord, Timestamp};
+    use sessiond_core::{SessionKind, SessionPolicy, SessionRecord, Timestamp};
 
     fn snapshot(version: u64, la: u64) -> Snapshot {
-        let mut record = SessionRecord::new_web(Timestamp(0), &SessionPolicy::default(), None);
-        record.id = SessionId::from_bytes([7; 16]);
-        record.version = version;
+        snapshot_of(SessionId::from_bytes([7; 16]), version, la)
+    }
+
+    fn snapshot_of(id: SessionId, version: u64, la: u64) -> Snapshot {
+        let policy = SessionPolicy::default();
+        let mut record =
+            SessionRecord::with_id(id, SessionKind::Web, Timestamp(0), &policy, None, None);
+        record.set_version(version);
         Snapshot {
             record: Arc::new(record),
             last_activity: Timestamp(la),
@@ -363,7 +368,7 @@ mod tests {
     fn an_invalidation_drops_only_older_copies() {
         let cache = live_cache(10);
         let s = snapshot(3, 1000);
-        let id = s.record.id;
+        let id = s.record.id();
         cache.fill(cache.epoch(&id), &s);
         cache.invalidate(&format!("{id} other 3 1000"));
         assert!(cache.get(&id).is_some(), "the same version stays");
@@ -378,20 +383,20 @@ mod tests {
     fn a_node_ignores_its_own_messages_and_never_fills_over_a_newer_copy() {
         let cache = live_cache(10);
         let (old, new) = (snapshot(3, 1000), snapshot(4, 1000));
-        let id = old.record.id;
+        let id = old.record.id();
         let epoch = cache.epoch(&id);
         // This node's own write of version 4, echoed while an older read was in flight.
         cache.invalidate(&format!("{id} {} 4 1000", cache.tag));
         cache.fill(epoch, &new);
         cache.fill(epoch, &old);
-        assert_eq!(cache.get(&id).unwrap().record.version, 4);
+        assert_eq!(cache.get(&id).unwrap().record.version(), 4);
     }
 
     #[test]
     fn a_read_that_raced_an_invalidation_is_not_kept() {
         let cache = live_cache(10);
         let s = snapshot(3, 1000);
-        let id = s.record.id;
+        let id = s.record.id();
         let epoch = cache.epoch(&id);
         cache.invalidate(&format!("{id} other 4 1000"));
         cache.fill(epoch, &s);
@@ -401,7 +406,7 @@ mod tests {
     #[test]
     fn nothing_is_served_past_the_staleness_bound_or_after_a_loss() {
         let s = snapshot(1, 1);
-        let id = s.record.id;
+        let id = s.record.id();
         let cache = live_cache(10);
         cache.fill(cache.epoch(&id), &s);
         assert!(cache.get(&id).is_some());
@@ -427,9 +432,8 @@ mod tests {
     fn the_cache_holds_at_most_its_capacity() {
         let cache = live_cache(2);
         for i in 0..5u8 {
-            let mut s = snapshot(1, 1);
-            Arc::make_mut(&mut s.record).id = SessionId::from_bytes([i; 16]);
-            cache.fill(cache.epoch(&s.record.id), &s);
+            let s = snapshot_of(SessionId::from_bytes([i; 16]), 1, 1);
+            cache.fill(cache.epoch(&s.record.id()), &s);
         }
         assert_eq!(cache.map.lock().len(), 2);
     }

@@ -1,13 +1,13 @@
 //! 4D sessions in an axum app: `SessionLayer` on the router, the `Session` extractor.
-//! Run it with `cargo run -p sessiond-server --example embed`, then
+//! Run it with `cargo run -p sessiond --example embed`, then
 //! `curl -c jar -b jar http://127.0.0.1:3000/hello`.
 
 use std::sync::Arc;
 
 use axum::{Router, routing::get};
-use sessiond_core::{Roles, SessionPolicy, SystemClock};
-use sessiond_server::{CookieConfig, Session, SessionLayer};
-use sessiond_store::{MemoryStore, Sessions};
+use sessiond::{
+    CookieConfig, MemoryStore, Roles, Session, SessionLayer, SessionPolicy, Sessions, SystemClock,
+};
 
 async fn hello(session: Session) -> String {
     // Use(Session.storage) … End use: atomic, never loses a concurrent write.

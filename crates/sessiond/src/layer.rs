@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
+use cookie::Cookie;
 use http::{HeaderValue, Request, header};
 use sessiond_core::CookieToken;
 use sessiond_store::{Resolved, Sessions};
@@ -32,42 +33,35 @@ struct Shared {
     sessions: Sessions,
     cookie: CookieConfig,
     trust_proxy_headers: bool,
-    /// `; HttpOnly; SameSite=…; Path=/[; Domain=…]`, built once.
-    attributes: String,
 }
 
 impl Shared {
-    fn new(sessions: Sessions, cookie: CookieConfig, trust_proxy_headers: bool) -> Self {
-        let same_site = match cookie.same_site {
-            SameSite::Strict => "Strict",
-            SameSite::Lax => "Lax",
-            SameSite::None => "None",
-        };
-        let mut attributes = format!("; HttpOnly; SameSite={same_site}; Path=/");
-        if let Some(domain) = &cookie.domain {
-            attributes.push_str("; Domain=");
-            attributes.push_str(domain);
-        }
-        Self {
-            sessions,
-            cookie,
-            trust_proxy_headers,
-            attributes,
-        }
-    }
-
-    /// The `Set-Cookie` value for a change, if any.
+    /// The `Set-Cookie` value for a change, if any: `HttpOnly`, `SameSite`,
+    /// `Path=/`, `Domain` when configured, `Secure` when `secure`.
     fn set_cookie(&self, change: CookieChange, secure: bool) -> Option<HeaderValue> {
-        let secure = if secure { "; Secure" } else { "" };
-        let (name, attrs) = (&self.cookie.name, &self.attributes);
-        let value = match change {
+        let (value, removal) = match change {
             CookieChange::Keep => return None,
-            CookieChange::Set(token) => format!("{name}={}{attrs}{secure}", token.encode()),
-            CookieChange::Remove => {
-                format!("{name}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT{attrs}{secure}")
-            }
+            CookieChange::Set(token) => (token.encode(), false),
+            CookieChange::Remove => (String::new(), true),
         };
-        HeaderValue::from_str(&value).ok()
+        let mut cookie = Cookie::build((self.cookie.name.as_str(), value))
+            .http_only(true)
+            .same_site(match self.cookie.same_site {
+                SameSite::Strict => cookie::SameSite::Strict,
+                SameSite::Lax => cookie::SameSite::Lax,
+                SameSite::None => cookie::SameSite::None,
+            })
+            .path("/")
+            // Explicit either way: the crate would add `Secure` to `SameSite=None`.
+            .secure(secure);
+        if let Some(domain) = &self.cookie.domain {
+            cookie = cookie.domain(domain.as_str());
+        }
+        let mut cookie = cookie.build();
+        if removal {
+            cookie.make_removal();
+        }
+        HeaderValue::from_str(&cookie.to_string()).ok()
     }
 }
 
@@ -78,9 +72,7 @@ impl Shared {
 /// ```
 /// use std::sync::Arc;
 /// use axum::{Router, routing::get};
-/// use sessiond_core::{Roles, SessionPolicy, SystemClock};
-/// use sessiond_server::{CookieConfig, Session, SessionLayer};
-/// use sessiond_store::{MemoryStore, Sessions};
+/// use sessiond::{CookieConfig, MemoryStore, Roles, Session, SessionLayer, SessionPolicy, Sessions, SystemClock};
 ///
 /// let sessions = Sessions::new(Arc::new(MemoryStore::new()), Arc::new(Roles::default()), Arc::new(SystemClock), SessionPolicy::default());
 /// let app: Router = Router::new()
@@ -93,19 +85,22 @@ pub struct SessionLayer(Arc<Shared>);
 impl SessionLayer {
     /// A layer over `sessions` with cookie settings `cookie`.
     pub fn new(sessions: Sessions, cookie: CookieConfig) -> Self {
-        Self(Arc::new(Shared::new(sessions, cookie, false)))
+        Self(Arc::new(Shared {
+            sessions,
+            cookie,
+            trust_proxy_headers: false,
+        }))
     }
 
     /// Believe `X-Forwarded-For` / `X-Forwarded-Proto` (only behind a reverse proxy
     /// that sets them).
     #[must_use]
     pub fn trust_proxy_headers(self, yes: bool) -> Self {
-        let s = &self.0;
-        Self(Arc::new(Shared::new(
-            s.sessions.clone(),
-            s.cookie.clone(),
-            yes,
-        )))
+        Self(Arc::new(Shared {
+            sessions: self.0.sessions.clone(),
+            cookie: self.0.cookie.clone(),
+            trust_proxy_headers: yes,
+        }))
     }
 }
 
@@ -191,7 +186,7 @@ async fn open(
                 hash,
                 refreshed,
             } => {
-                Arc::make_mut(&mut snapshot.record).ip = ip;
+                Arc::make_mut(&mut snapshot.record).set_ip(ip);
                 let session = Session::unstored(sessions.clone(), snapshot, hash);
                 if let Some(ticket) = refreshed {
                     session.set_cookie(CookieChange::Set(ticket));
@@ -214,17 +209,18 @@ async fn open(
     Ok(session)
 }
 
-/// The value of cookie `name` in a request's `Cookie` headers (`None` when absent or
-/// empty).
-pub(crate) fn cookie_value<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+/// The value of cookie `name` in a request's `Cookie` headers, surrounding double
+/// quotes removed (`None` when absent or empty).
+pub fn cookie_value<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .and_then(|c| c.value_raw())
+        .map(|v| v.trim_matches('"'))
         .filter(|v| !v.is_empty())
 }
 
@@ -237,7 +233,7 @@ fn otp_param(req: &Request<Body>) -> Option<String> {
 
 /// The client's address: the socket peer, or — only when trusted — the last
 /// address of `X-Forwarded-For` (the one the proxy added).
-pub(crate) fn client_ip(req: &Request<Body>, trust_proxy_headers: bool) -> Option<IpAddr> {
+pub fn client_ip(req: &Request<Body>, trust_proxy_headers: bool) -> Option<IpAddr> {
     if trust_proxy_headers {
         let forwarded = req
             .headers()
@@ -257,11 +253,7 @@ pub(crate) fn client_ip(req: &Request<Body>, trust_proxy_headers: bool) -> Optio
 }
 
 /// Whether a cookie set in answer to `req` carries `Secure`.
-pub(crate) fn cookie_is_secure(
-    mode: SecureMode,
-    req: &Request<Body>,
-    trust_proxy_headers: bool,
-) -> bool {
+pub fn cookie_is_secure(mode: SecureMode, req: &Request<Body>, trust_proxy_headers: bool) -> bool {
     match mode {
         SecureMode::Always => true,
         SecureMode::Never => false,

@@ -59,7 +59,7 @@ struct Inner {
 ///
 /// ```no_run
 /// use axum::{Router, routing::get};
-/// use sessiond_server::Session;
+/// use sessiond::Session;
 ///
 /// async fn visits(session: Session) -> String {
 ///     let n = session
@@ -155,17 +155,17 @@ impl Session {
 
     /// `Session.id`.
     pub fn id(&self) -> SessionId {
-        self.with(|s| s.snapshot.record.id)
+        self.with(|s| s.snapshot.record.id())
     }
 
     /// The kind of session.
     pub fn kind(&self) -> SessionKind {
-        self.with(|s| s.snapshot.record.kind)
+        self.with(|s| s.snapshot.record.kind())
     }
 
     /// `Session.userName`.
     pub fn user_name(&self) -> String {
-        self.with(|s| s.snapshot.record.user_name.to_string())
+        self.with(|s| s.snapshot.record.user_name().to_string())
     }
 
     /// `Session.isGuest()`.
@@ -187,7 +187,8 @@ impl Session {
     /// `Session.idleTimeout` in minutes (web sessions only).
     pub fn idle_timeout(&self) -> Option<u32> {
         self.with(|s| {
-            (s.snapshot.record.kind == SessionKind::Web).then_some(s.snapshot.record.idle_timeout)
+            (s.snapshot.record.kind() == SessionKind::Web)
+                .then_some(s.snapshot.record.idle_timeout())
         })
     }
 
@@ -213,7 +214,7 @@ impl Session {
             .get(&self.id())
             .await?
             .ok_or(SessionsError::NotFound)?;
-        let storage = snapshot.record.storage.clone();
+        let storage = snapshot.record.storage().clone();
         self.adopt(snapshot);
         Ok(storage)
     }
@@ -236,7 +237,7 @@ impl Session {
 
     async fn change_privileges(&self, set: Option<&PrivilegeInput>) -> Result<bool, SessionsError> {
         self.before_change();
-        let (id, token) = self.with(|s| (s.snapshot.record.id, s.token));
+        let (id, token) = self.with(|s| (s.snapshot.record.id(), s.token));
         let requester = if token.is_some() {
             Requester::Cookie
         } else {
@@ -286,7 +287,7 @@ impl Session {
             .sessions
             .set_idle_timeout(&self.id(), minutes)
             .await?;
-        let value = snapshot.record.idle_timeout;
+        let value = snapshot.record.idle_timeout();
         self.adopt(snapshot);
         Ok(value)
     }
@@ -341,7 +342,7 @@ impl Session {
     /// client shares through an OTP goes on without it (only its token ends). The
     /// response removes the cookie.
     pub async fn end(&self) -> Result<bool, SessionsError> {
-        let (id, token) = self.with(|s| (s.snapshot.record.id, s.token));
+        let (id, token) = self.with(|s| (s.snapshot.record.id(), s.token));
         let existed = self.0.sessions.logout(&id, token.as_ref()).await?;
         self.0.state.lock().cookie = CookieChange::Remove;
         Ok(existed)

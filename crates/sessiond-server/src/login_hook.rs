@@ -8,9 +8,6 @@ use async_trait::async_trait;
 use axum::body::Body;
 use http::{Request, header};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value};
 use sessiond_core::{PrivilegeInput, SessionPolicy};
 use sessiond_mobile::hook::{AuthHook, HookResult, Policy};
@@ -21,7 +18,7 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// The user's authentication service.
 #[derive(Debug, Clone)]
 pub struct Callout {
-    /// Where the `$mobileInfo` JSON is POSTed.
+    /// Where the `$mobileInfo` JSON is POSTed (`http://` or `https://`).
     pub url: http::Uri,
     /// How long to wait for the answer.
     pub timeout: Duration,
@@ -33,7 +30,7 @@ pub struct ConfigHook {
     callout: Option<Callout>,
     /// How the callout's `privileges` are parsed (the `[sessions]` policy).
     sessions: SessionPolicy,
-    client: Client<HttpConnector, Body>,
+    client: crate::outbound::Client,
 }
 
 impl std::fmt::Debug for ConfigHook {
@@ -60,14 +57,22 @@ struct Answer {
 
 impl ConfigHook {
     /// A hook from the config; the callout's `privileges` are read under `sessions`
-    /// (the server's session policy), like every other `setPrivileges` argument.
+    /// (the server's session policy), like every other `setPrivileges` argument. The
+    /// callout trusts the Mozilla roots ([`with_client`](Self::with_client) for more).
     pub fn new(policy: Policy, callout: Option<Callout>, sessions: SessionPolicy) -> Self {
         Self {
             policy,
             callout,
             sessions,
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: crate::outbound::client(&[]),
         }
+    }
+
+    /// The same, calling out with `client` (one that trusts an internal CA).
+    #[must_use]
+    pub fn with_client(mut self, client: crate::outbound::Client) -> Self {
+        self.client = client;
+        self
     }
 
     async fn call(&self, callout: &Callout, info: &Value) -> Result<HookResult, String> {
