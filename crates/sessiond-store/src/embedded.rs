@@ -53,6 +53,7 @@ use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use sessiond_core::{OtpRecord, SessionId, SessionRecord, Timestamp, TokenHash};
 
+use crate::ack::{Ack, Acks, Wait};
 use crate::memory::MemoryStore;
 use crate::store::{
     Cas, MAX_CAS_RETRIES, SessionStore, Snapshot, StoreError, Update, UpdateFn, backoff,
@@ -64,9 +65,13 @@ const OTPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("otps");
 /// The tables as the write-ahead log names them (their index in `write_rows`).
 const LOG_SESSIONS: u8 = 0;
 const LOG_OTPS: u8 = 1;
-/// A checkpoint is due after this long, or this much log.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-const CHECKPOINT_BYTES: u64 = 16 << 20;
+/// A checkpoint is due after this long, or this much log. Each costs a redb commit
+/// that rewrites every B-tree page a logged row falls in, so rarer checkpoints cost
+/// less per write (a page takes many rows); the log's size bounds the time the next
+/// open takes to apply it (well under a second for 64 MiB) and the memory the rows
+/// waiting for the checkpoint take.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
+const CHECKPOINT_BYTES: u64 = 64 << 20;
 /// Records that could not be read at open: key → the bytes as found.
 const QUARANTINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("quarantine");
 
@@ -108,8 +113,8 @@ fn fault(path: &Path, e: impl Into<redb::Error>) -> StoreError {
 
 /// A write, as the writer thread applies it.
 enum Op {
-    Insert(SessionRecord, Timestamp),
-    Cas(SessionRecord, u64, Timestamp),
+    Insert(Arc<SessionRecord>, Timestamp),
+    Cas(Arc<SessionRecord>, u64, Timestamp),
     Remove(SessionId),
     InsertOtp(OtpRecord),
     TakeOtp(TokenHash, Timestamp),
@@ -145,7 +150,7 @@ struct Counters {
 
 struct Job {
     op: Op,
-    reply: tokio::sync::oneshot::Sender<Result<Done, StoreError>>,
+    reply: Ack<Result<Done, StoreError>>,
 }
 
 struct Inner {
@@ -158,6 +163,8 @@ struct Inner {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     counters: Arc<Counters>,
+    /// The writer's answers: one cross-thread wake-up per group.
+    acks: Arc<Acks>,
     /// Held while an update reads the version to build on and submits its write (no
     /// I/O is awaited under it).
     chains: Box<[tokio::sync::Mutex<()>]>,
@@ -256,7 +263,7 @@ fn recover(path: &Path) -> Result<(Database, Wal), StoreError> {
         source: Some(Box::new(e)),
     };
     let changes = Wal::read(path).map_err(io)?;
-    let mut wal = Wal::open(path).map_err(io)?;
+    let wal = Wal::open(path).map_err(io)?;
     if !changes.is_empty() {
         let rows = changes
             .iter()
@@ -266,9 +273,6 @@ fn recover(path: &Path) -> Result<(Database, Wal), StoreError> {
             changes = changes.len(),
             "applied the write-ahead log of the session database"
         );
-    }
-    if wal.len() > 0 {
-        wal.clear().map_err(io)?;
     }
     Ok((db, wal))
 }
@@ -284,7 +288,9 @@ impl EmbeddedStore {
         load(&db, path, &mirror, now)?;
         let (jobs, queue) = mpsc::channel();
         let counters = Arc::new(Counters::default());
+        let acks = Arc::new(Acks::default());
         let writer = Writer {
+            acks: acks.clone(),
             path: path.to_path_buf(),
             db: Some((db, wal)),
             checkpoint: std::time::Instant::now(),
@@ -306,6 +312,7 @@ impl EmbeddedStore {
             jobs: Mutex::new(Some(jobs)),
             writer: Mutex::new(Some(handle)),
             counters,
+            acks,
             chains: (0..CHAINS).map(|_| tokio::sync::Mutex::new(())).collect(),
             pending: Mutex::new(HashMap::new()),
         })))
@@ -338,11 +345,8 @@ impl EmbeddedStore {
     }
 
     /// Queues `op` for the writer thread; [`EmbeddedStore::answer`] waits for its commit.
-    fn submit(
-        &self,
-        op: Op,
-    ) -> Result<tokio::sync::oneshot::Receiver<Result<Done, StoreError>>, StoreError> {
-        let (reply, done) = tokio::sync::oneshot::channel();
+    fn submit(&self, op: Op) -> Result<Wait<Result<Done, StoreError>>, StoreError> {
+        let (reply, done) = crate::ack::slot(&self.0.acks);
         let sent = self
             .0
             .jobs
@@ -359,10 +363,8 @@ impl EmbeddedStore {
         }
     }
 
-    async fn answer(
-        done: tokio::sync::oneshot::Receiver<Result<Done, StoreError>>,
-    ) -> Result<Done, StoreError> {
-        done.await.map_err(|_| StoreError::Unavailable {
+    async fn answer(done: Wait<Result<Done, StoreError>>) -> Result<Done, StoreError> {
+        done.await.ok_or_else(|| StoreError::Unavailable {
             message: "the store's writer stopped".into(),
             source: None,
         })?
@@ -388,11 +390,12 @@ impl EmbeddedStore {
             Build::Done(outcome) => return Ok(outcome),
         };
         let version = next.version();
+        let next = Arc::new(next);
         let done = self.submit(Op::Cas(next.clone(), version.saturating_sub(1), now))?;
         self.0.pending.lock().insert(
             *id,
             Snapshot {
-                record: Arc::new(next),
+                record: next,
                 last_activity: now,
             },
         );
@@ -543,6 +546,7 @@ struct Writer {
     pending: HashMap<(u8, Vec<u8>), Option<Vec<u8>>>,
     mirror: MemoryStore,
     counters: Arc<Counters>,
+    acks: Arc<Acks>,
 }
 
 /// The writes of one group, not yet committed: what they changed, for the later
@@ -557,7 +561,22 @@ struct Group {
 
 impl Writer {
     fn run(mut self, queue: &mpsc::Receiver<Job>) {
-        while let Ok(first) = queue.recv() {
+        loop {
+            let next = if self.acks.pending() {
+                queue.recv_timeout(Acks::STRAGGLERS)
+            } else {
+                queue
+                    .recv()
+                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+            };
+            let first = match next {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.acks.deliver();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             // Let the threads that submit writes run before the group closes: on a
             // busy core they are runnable right now (a wake-up does not preempt them),
             // and their writes join this group and its one sync instead of each
@@ -571,9 +590,12 @@ impl Writer {
                 }
             }
             let results = self.commit_group(jobs.iter().map(|j| &j.op));
-            for (job, result) in jobs.into_iter().zip(results) {
-                let _ = job.reply.send(result);
-            }
+            let wakers = jobs
+                .into_iter()
+                .zip(results)
+                .filter_map(|(job, result)| job.reply.answer(result))
+                .collect();
+            self.acks.wake(wakers);
             let due = self.db.as_ref().is_some_and(|(_, wal)| {
                 wal.len() > 0
                     && (wal.len() >= CHECKPOINT_BYTES
@@ -584,6 +606,7 @@ impl Writer {
             }
         }
         // Closing: the database takes everything, the log starts empty next time.
+        self.acks.deliver();
         self.checkpoint();
     }
 
@@ -594,19 +617,17 @@ impl Writer {
         let Some((db, wal)) = self.db.as_mut() else {
             return;
         };
-        let pending = std::mem::take(&mut self.pending);
-        let rows = pending
+        let mut rows: Vec<_> = std::mem::take(&mut self.pending).into_iter().collect();
+        // In key order: each page of the B-tree is visited once, in file order.
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let rows = rows
             .iter()
             .map(|((t, k), v)| (*t, k.as_slice(), v.as_deref()));
-        let written = write_rows(db, &self.path, rows);
-        let result = written.and_then(|()| {
-            wal.clear().map_err(|e| StoreError::Unavailable {
-                message: format!("{}: {e}", Wal::path(&self.path).display()),
-                source: Some(Box::new(e)),
-            })
-        });
-        match result {
-            Ok(()) => self.checkpoint = std::time::Instant::now(),
+        match write_rows(db, &self.path, rows) {
+            Ok(()) => {
+                wal.clear();
+                self.checkpoint = std::time::Instant::now();
+            }
             Err(e) => {
                 tracing::error!(error = %e, "a checkpoint of the session database failed; it is reopened from the log before the next write");
                 self.db = None;
@@ -691,9 +712,9 @@ impl Writer {
                 }
                 group
                     .rows
-                    .put(LOG_SESSIONS, record.id().as_bytes(), &encode(record, *now));
+                    .put(LOG_SESSIONS, record.id().as_bytes(), encode(record, *now));
                 let s = Snapshot {
-                    record: Arc::new(record.clone()),
+                    record: record.clone(),
                     last_activity: *now,
                 };
                 group.sessions.insert(record.id(), Some(s.clone()));
@@ -710,10 +731,10 @@ impl Writer {
                 group.rows.put(
                     LOG_SESSIONS,
                     record.id().as_bytes(),
-                    &encode(record, last_activity),
+                    encode(record, last_activity),
                 );
                 let s = Snapshot {
-                    record: Arc::new(record.clone()),
+                    record: record.clone(),
                     last_activity,
                 };
                 group.sessions.insert(record.id(), Some(s.clone()));
@@ -731,7 +752,7 @@ impl Writer {
             }
             Op::InsertOtp(otp) => {
                 let bytes = serde_json::to_vec(otp).expect("an OTP serializes");
-                group.rows.put(LOG_OTPS, &otp.hash.0, &bytes);
+                group.rows.put(LOG_OTPS, &otp.hash.0, bytes);
                 group.otps.insert(otp.hash, Some(otp.clone()));
                 Done::Nothing
             }
@@ -759,7 +780,7 @@ impl Writer {
                         group.rows.put(
                             LOG_SESSIONS,
                             id.as_bytes(),
-                            &encode(&s.record, s.last_activity),
+                            encode(&s.record, s.last_activity),
                         );
                     }
                 }
@@ -775,9 +796,7 @@ impl Writer {
     fn publish(&self, group: Group) {
         for (id, change) in group.sessions {
             match change {
-                Some(s) => self
-                    .mirror
-                    .replace_now(Arc::unwrap_or_clone(s.record), s.last_activity),
+                Some(s) => self.mirror.replace_now(s.record, s.last_activity),
                 None => {
                     self.mirror.remove_now(&id);
                 }
@@ -798,7 +817,7 @@ impl Writer {
 impl SessionStore for EmbeddedStore {
     async fn insert(&self, record: SessionRecord, now: Timestamp) -> Result<Snapshot, StoreError> {
         let id = record.id();
-        match self.write(Op::Insert(record, now)).await? {
+        match self.write(Op::Insert(Arc::new(record), now)).await? {
             Done::Snapshot(s) => Ok(s),
             _ => Err(StoreError::Duplicate(id)),
         }

@@ -54,7 +54,10 @@ fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
     open_private(&options, path)
 }
 
-fn open_private(options: &std::fs::OpenOptions, path: &Path) -> std::io::Result<std::fs::File> {
+pub(crate) fn open_private(
+    options: &std::fs::OpenOptions,
+    path: &Path,
+) -> std::io::Result<std::fs::File> {
     #[cfg(unix)]
     let options = {
         use std::os::unix::fs::OpenOptionsExt;

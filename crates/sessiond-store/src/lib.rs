@@ -3,7 +3,7 @@
 //! | module | what lives there |
 //! |---|---|
 //! | [`store`] | the [`SessionStore`] trait every backend implements, [`Snapshot`], [`StoreError`] |
-//! | `embedded` | (feature `embedded`) `EmbeddedStore`: a redb file mirrored in memory; survives restarts and `kill -9` |
+//! | `embedded` | (feature `embedded`) `EmbeddedStore`: a redb file mirrored in memory; survives restarts and `kill -9`; its write-ahead log (`wal`) and its writer's answers, one wake-up per group (`ack`) |
 //! | [`fs`] | private, atomic file writes (temp, fsync, rename, fsync of the folder) |
 //! | [`guests`] | [`guests::UnstoredGuests`]: guest sessions not stored yet, by id |
 //! | [`memory`] | [`MemoryStore`]: sharded in-process maps, lazy deadline index |
@@ -11,6 +11,8 @@
 //! | [`sessions`] | [`Sessions`]: create, resolve a cookie, privileges and the token rules (docs/tokens.md), atomic storage updates, OTPs, activity, the reaper |
 //! | `conformance` | (feature `conformance`) `conformance_tests!`, one suite for every store; `FaultyStore`, staleness, test Redis servers and clusters |
 
+#[cfg(feature = "embedded")]
+mod ack;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod fs;

@@ -202,7 +202,7 @@ impl MemoryStore {
     /// Puts a committed session, replacing whatever the id held (the embedded store's
     /// writer, after a commit).
     #[cfg(feature = "embedded")]
-    pub(crate) fn replace_now(&self, record: SessionRecord, last_activity: Timestamp) {
+    pub(crate) fn replace_now(&self, record: Arc<SessionRecord>, last_activity: Timestamp) {
         let id = record.id();
         let deadline = record.deadline(last_activity);
         let mut shard = self.shard(&id).lock();
@@ -212,13 +212,13 @@ impl MemoryStore {
         {
             Slot::Occupied(mut o) => {
                 let e = o.get_mut();
-                e.record = Arc::new(record);
+                e.record = record;
                 e.last_activity = e.last_activity.max(last_activity);
                 self.reschedule_if_earlier(id, e);
             }
             Slot::Vacant(v) => {
                 v.insert(Entry {
-                    record: Arc::new(record),
+                    record,
                     last_activity,
                     scheduled: deadline.map_or(0, |d| d.0),
                 });

@@ -1,19 +1,35 @@
 //! The embedded store's write-ahead log: each group of writes is appended as one
 //! frame and made durable with one `fdatasync` before its writers are acknowledged;
 //! a checkpoint writes what the log holds to the database in one synced commit and
-//! lets the log start over. At open, the
-//! frames still in the log are applied again, in order: every change is a whole row
-//! put or deleted, so applying one twice changes nothing.
+//! lets the log start over. At open, the frames still in the log are applied again,
+//! in order: every change is a whole row put or deleted, so applying one twice
+//! changes nothing.
 //!
-//! A frame is `magic (4) | payload length (u32 LE) | payload | CRC-32 of the payload
-//! (u32 LE)`. A frame cut short by a crash, or damaged, ends the log: it was never
-//! acknowledged (its writers wait for the sync that follows the whole frame).
+//! A frame is `magic (4) | payload length (u32 LE) | generation (u64 LE) | payload |
+//! CRC-32 of the generation and payload (u32 LE)`. The log is written from the start
+//! of its file; each time it starts over it takes a new random generation and
+//! overwrites the file in place, so the log is the frames from the start that carry
+//! the first frame's generation. What follows them — zeros, or frames of earlier
+//! generations — is not part of it, and neither is a frame cut short by a crash or
+//! damaged: it was never acknowledged (its writers wait for the sync that follows
+//! the whole frame). Starting over writes nothing: until a frame of the new
+//! generation is synced, the old log is still the log, and applying it again over
+//! the checkpoint that holds it changes nothing.
+//!
+//! The file is never shrunk, and it grows by zero-filled steps: overwriting blocks
+//! that already exist lets each sync flush data alone, without a journal commit for
+//! a new size or new blocks.
 
 use std::fs::File;
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 4] = b"SWAL";
+/// Bytes of a frame around its payload.
+const FRAMING: usize = 20;
+/// The file grows by at least this much at a time.
+const GROW: u64 = 4 << 20;
 
 /// The row changes of one group, in order.
 #[derive(Default)]
@@ -21,8 +37,8 @@ pub(crate) struct Changes(Vec<Change>);
 
 impl Changes {
     /// `table[key] = value`.
-    pub(crate) fn put(&mut self, table: u8, key: &[u8], value: &[u8]) {
-        self.0.push((table, key.to_vec(), Some(value.to_vec())));
+    pub(crate) fn put(&mut self, table: u8, key: &[u8], value: Vec<u8>) {
+        self.0.push((table, key.to_vec(), Some(value)));
     }
 
     /// `table[key]` removed.
@@ -94,8 +110,12 @@ fn decode(mut p: &[u8]) -> Option<Vec<Change>> {
 /// The log file beside the database (`<database>.wal`, private).
 pub(crate) struct Wal {
     file: File,
-    /// Bytes written since the log was last emptied.
-    len: u64,
+    /// The generation of the frames of the current log.
+    generation: u64,
+    /// The end of the log: where the next frame goes.
+    end: u64,
+    /// The file's size (what lies between `end` and it is not part of the log).
+    size: u64,
 }
 
 impl Wal {
@@ -106,15 +126,22 @@ impl Wal {
         PathBuf::from(p)
     }
 
-    /// Opens (or creates) the log of the database at `db`, to append.
+    /// Opens (or creates) the log of the database at `db`, empty: call it once what
+    /// [`Wal::read`] returned is in the database.
     pub(crate) fn open(db: &Path) -> std::io::Result<Self> {
-        let file = crate::fs::open_private_append(&Self::path(db))?;
-        let len = file.metadata()?.len();
-        Ok(Self { file, len })
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true);
+        let file = crate::fs::open_private(&options, &Self::path(db))?;
+        let size = file.metadata()?.len();
+        Ok(Self {
+            file,
+            generation: new_generation(),
+            end: 0,
+            size,
+        })
     }
 
-    /// The changes of every whole, intact frame of the log of `db`, in order (none
-    /// when there is no log).
+    /// The changes of the log of `db`, in order (none when there is no log).
     pub(crate) fn read(db: &Path) -> std::io::Result<Vec<Change>> {
         let mut bytes = Vec::new();
         match File::open(Self::path(db)) {
@@ -124,14 +151,20 @@ impl Wal {
         };
         let mut rest = bytes.as_slice();
         let mut out = Vec::new();
-        while let Some((changes, tail)) = frame(rest) {
+        let mut generation = None;
+        while let Some((g, changes, tail)) = frame(rest) {
+            if *generation.get_or_insert(g) != g {
+                break;
+            }
             out.extend(changes);
             rest = tail;
         }
-        if !rest.is_empty() {
+        let torn = generation.is_some_and(|g| {
+            rest.starts_with(MAGIC) && rest.get(8..16) == Some(g.to_le_bytes().as_slice())
+        });
+        if torn {
             tracing::warn!(
-                bytes = rest.len(),
-                "the end of the write-ahead log is incomplete (a write cut short by a crash, never acknowledged): ignored"
+                "the write-ahead log ends with an incomplete frame (a write cut short by a crash, never acknowledged): ignored"
             );
         }
         Ok(out)
@@ -141,46 +174,68 @@ impl Wal {
     pub(crate) fn append(&mut self, changes: &Changes) -> std::io::Result<()> {
         let payload = &changes.encode();
         let len = u32::try_from(payload.len()).map_err(std::io::Error::other)?;
-        let mut frame = Vec::with_capacity(payload.len() + 12);
+        let mut frame = Vec::with_capacity(payload.len() + FRAMING);
         frame.extend_from_slice(MAGIC);
         frame.extend_from_slice(&len.to_le_bytes());
+        frame.extend_from_slice(&self.generation.to_le_bytes());
         frame.extend_from_slice(payload);
-        frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        self.file.write_all(&frame)?;
+        frame.extend_from_slice(&checksum(self.generation, payload).to_le_bytes());
+        let end = self.end + frame.len() as u64;
+        if end > self.size {
+            // Zeros first, so that the next frames overwrite blocks that exist.
+            let size = end.max(self.size + GROW);
+            let zeros = vec![0; usize::try_from(size - self.size).map_err(std::io::Error::other)?];
+            self.file.write_all_at(&zeros, self.size)?;
+            self.size = size;
+        }
+        self.file.write_all_at(&frame, self.end)?;
         self.file.sync_data()?;
-        self.len += frame.len() as u64;
+        self.end = end;
         Ok(())
     }
 
     /// Bytes in the log.
     pub(crate) fn len(&self) -> u64 {
-        self.len
+        self.end
     }
 
-    /// Empties the log (after a synced commit of the database holds everything in it).
-    pub(crate) fn clear(&mut self) -> std::io::Result<()> {
-        self.file.set_len(0)?;
-        self.file.sync_data()?;
-        self.len = 0;
-        Ok(())
+    /// Starts the log over (once a synced commit of the database holds everything in
+    /// it): the next frame is written at the start of the file, in a new generation.
+    pub(crate) fn clear(&mut self) {
+        self.generation = new_generation();
+        self.end = 0;
     }
 }
 
-/// The changes of the frame at the start of `bytes`, and what follows it; `None` at
-/// the end of the log or at a frame that is cut short or damaged.
-fn frame(bytes: &[u8]) -> Option<(Vec<Change>, &[u8])> {
+/// A random generation: no frame of an earlier log carries it.
+fn new_generation() -> u64 {
+    u64::from_le_bytes(sessiond_core::id::random_bytes())
+}
+
+fn checksum(generation: u64, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&generation.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+/// The generation and changes of the frame at the start of `bytes`, and what follows
+/// it; `None` at zeros or at a frame that is cut short or damaged.
+fn frame(bytes: &[u8]) -> Option<(u64, Vec<Change>, &[u8])> {
     let (magic, rest) = bytes.split_at_checked(4)?;
     if magic != MAGIC {
         return None;
     }
     let (len, rest) = rest.split_at_checked(4)?;
     let len = usize::try_from(u32::from_le_bytes(len.try_into().ok()?)).ok()?;
+    let (generation, rest) = rest.split_at_checked(8)?;
+    let generation = u64::from_le_bytes(generation.try_into().ok()?);
     let (payload, rest) = rest.split_at_checked(len)?;
     let (crc, rest) = rest.split_at_checked(4)?;
-    if crc32fast::hash(payload).to_le_bytes() != crc {
+    if checksum(generation, payload).to_le_bytes() != crc {
         return None;
     }
-    Some((decode(payload)?, rest))
+    Some((generation, decode(payload)?, rest))
 }
 
 #[cfg(test)]
@@ -189,7 +244,7 @@ mod tests {
 
     fn group(n: u8) -> Changes {
         let mut c = Changes::default();
-        c.put(0, &[n; 16], format!("record {n}").as_bytes());
+        c.put(0, &[n; 16], format!("record {n}").into_bytes());
         c.delete(1, &[n; 32]);
         c
     }
@@ -208,9 +263,15 @@ mod tests {
         assert_eq!(all[0], (0, vec![0; 16], Some(b"record 0".to_vec())));
         assert_eq!(all[5], (1, vec![2; 32], None));
         let full = std::fs::read(Wal::path(&db)).unwrap();
-        // Any cut inside the last frame drops that frame only.
-        let third = full.len() - (full.len() / 3);
-        for cut in third..full.len() {
+        assert!(
+            full.len() as u64 >= GROW,
+            "the file grows by zero-filled steps"
+        );
+        // Any cut inside the last frame drops that frame only (the three are the
+        // same size).
+        let used = usize::try_from(wal.len()).unwrap();
+        let third = used - (used / 3);
+        for cut in third..used {
             std::fs::write(Wal::path(&db), &full[..cut]).unwrap();
             assert_eq!(Wal::read(&db).unwrap().len(), 4, "cut at {cut}");
         }
@@ -219,12 +280,42 @@ mod tests {
         damaged[third - 3] ^= 1;
         std::fs::write(Wal::path(&db), &damaged).unwrap();
         assert_eq!(Wal::read(&db).unwrap().len(), 2);
-        // Emptied, it starts over.
-        std::fs::write(Wal::path(&db), &full).unwrap();
+    }
+
+    #[test]
+    fn a_log_started_over_is_overwritten_in_place_and_ends_at_its_own_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("sessions.redb");
         let mut wal = Wal::open(&db).unwrap();
-        assert_eq!(wal.len(), full.len() as u64);
-        wal.clear().unwrap();
+        for n in 0..3 {
+            wal.append(&group(n)).unwrap();
+        }
+        let size = std::fs::metadata(Wal::path(&db)).unwrap().len();
+        wal.clear();
+        assert_eq!(wal.len(), 0);
+        // Until a frame of the new log is synced, the old one is still read (applying
+        // it again over the checkpoint that holds it changes nothing).
+        assert_eq!(Wal::read(&db).unwrap().len(), 6);
         wal.append(&group(9)).unwrap();
-        assert_eq!(Wal::read(&db).unwrap()[0].1, vec![9; 16]);
+        let all = Wal::read(&db).unwrap();
+        assert_eq!(
+            all.len(),
+            2,
+            "the old frames after it are not part of the log"
+        );
+        assert_eq!(all[0].1, vec![9; 16]);
+        assert_eq!(
+            std::fs::metadata(Wal::path(&db)).unwrap().len(),
+            size,
+            "overwritten in place"
+        );
+        // Reopened (a restart), the log starts over in another generation.
+        drop(wal);
+        let mut wal = Wal::open(&db).unwrap();
+        assert_eq!(Wal::read(&db).unwrap().len(), 2);
+        wal.append(&group(7)).unwrap();
+        let all = Wal::read(&db).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].1, vec![7; 16]);
     }
 }
