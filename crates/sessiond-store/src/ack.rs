@@ -29,14 +29,16 @@ impl Acks {
     pub(crate) const STRAGGLERS: Duration = Duration::from_millis(10);
 
     /// Wakes the waiters of one group: the first from this thread, the others through
-    /// whichever waiter finishes first.
+    /// whichever waiter finishes first. Wake-ups an earlier group left and no waiter
+    /// delivered yet are delivered now: a waiter that does not run delays the others by
+    /// one group at most (or by [`Acks::STRAGGLERS`] when no group follows).
     pub(crate) fn wake(&self, wakers: Vec<Waker>) {
         let mut wakers = wakers.into_iter();
-        let Some(first) = wakers.next() else {
-            return;
-        };
-        self.0.lock().extend(wakers);
-        first.wake();
+        let first = wakers.next();
+        let late = std::mem::replace(&mut *self.0.lock(), wakers.collect());
+        for w in late.into_iter().chain(first) {
+            w.wake();
+        }
     }
 
     /// Whether wake-ups are waiting for delivery.
@@ -188,12 +190,21 @@ mod tests {
             }
         }
         let count = Arc::new(Count(AtomicUsize::new(0)));
+        let woken = || count.0.load(Ordering::Relaxed);
         let acks = Acks::default();
         acks.wake(vec![Waker::from(count.clone()); 3]);
-        assert_eq!(count.0.load(Ordering::Relaxed), 1, "the first, directly");
+        assert_eq!(woken(), 1, "the first, directly");
         assert!(acks.pending());
         acks.deliver();
-        assert_eq!(count.0.load(Ordering::Relaxed), 3);
+        assert_eq!(woken(), 3, "the others, when no waiter delivered them");
         assert!(!acks.pending());
+        // A group whose followers no waiter delivered: the next group delivers them.
+        acks.wake(vec![Waker::from(count.clone()); 3]);
+        acks.wake(vec![Waker::from(count.clone()); 2]);
+        assert_eq!(woken(), 3 + 1 + 2 + 1);
+        assert!(
+            acks.pending(),
+            "the second group's follower waits for its waiter"
+        );
     }
 }

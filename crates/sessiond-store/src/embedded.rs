@@ -8,10 +8,10 @@
 //! Durability comes from a write-ahead log beside the file (`sessions.redb.wal`): a
 //! group's row changes are appended to it and synced with one `fdatasync` (about a
 //! tenth of a durable redb commit) before its writers are acknowledged; the mirror
-//! serves them from then on. About every second (or 16 MiB of log) a checkpoint
-//! writes the rows logged since the last one (the latest value of each) to the
-//! database in one synced commit, and the log starts over. Opening the store (and
-//! reopening it after an I/O error) applies what the log still holds.
+//! serves them from then on. Every 64 MiB of log (or 30 s) a checkpoint writes the
+//! rows logged since the last one (the latest value of each) to the database in one
+//! synced commit, and the log starts over. Opening the store (and reopening it after
+//! an I/O error) applies what the log still holds.
 //!
 //! Layout: every session and OTP lives in the file and the log; a [`MemoryStore`]
 //! mirror answers reads at memory speed and only ever holds durable state.
@@ -20,7 +20,8 @@
 //! **commits them in groups**: the writes that arrive while a group is being logged join
 //! the next one (one log frame, one sync), each checked against the state the
 //! earlier writes of its group leave (so compare-and-set stays exact), and each caller
-//! is acknowledged only after the log's sync. The server therefore writes at the disk's
+//! is acknowledged only after the log's sync — with one cross-thread wake-up per
+//! group (module `ack`). The server therefore writes at the disk's
 //! sync rate times the group size instead of one commit per write. Updates of one
 //! session are chained rather than queued: each applies its change to the version the
 //! previous one submitted (committed or still in flight) and is submitted at once, so

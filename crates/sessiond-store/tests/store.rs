@@ -683,6 +683,51 @@ async fn embedded_crash_between_checkpoints_is_recovered_from_the_log() {
     assert!(alone.get(&gone, t0).await.unwrap().is_none(), "deleted");
 }
 
+/// The writer wakes one waiter per group, which wakes the others: a waiter whose task
+/// never runs again (its runtime blocked or gone) must not hold up the rest. Here half
+/// the writes are polled once and then abandoned by a runtime that never wakes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_writes_complete_when_other_waiters_of_their_group_never_run() {
+    use sessiond_store::EmbeddedStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        EmbeddedStore::open(&dir.path().join("sessions.redb"), Timestamp(1_000_000)).unwrap();
+    let t0 = Timestamp(1_000_000);
+    let mut stuck = Vec::new();
+    let mut live = Vec::new();
+    let mut noop = std::task::Context::from_waker(std::task::Waker::noop());
+    for _ in 0..200 {
+        let s = store.clone();
+        let mut f: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
+            Box::pin(async move {
+                let r = SessionRecord::new_web(t0, &SessionPolicy::default(), None);
+                s.insert(r, t0).await.map(|_| ())
+            });
+        // Submitted, with a waker that wakes nothing: a task that will never run.
+        if f.as_mut().poll(&mut noop).is_pending() {
+            stuck.push(f);
+        }
+        let s = store.clone();
+        live.push(tokio::spawn(async move {
+            let r = SessionRecord::new_web(t0, &SessionPolicy::default(), None);
+            s.insert(r, t0).await.map(|_| ())
+        }));
+    }
+    for t in live {
+        tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("a write held up by a waiter that never runs")
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(
+        store.list(t0).await.unwrap().len(),
+        400,
+        "the abandoned writes too"
+    );
+    drop(stuck);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_concurrent_updates_of_one_session_share_fsyncs_and_lose_nothing() {
     use sessiond_store::EmbeddedStore;
