@@ -76,6 +76,23 @@ const CHECKPOINT_BYTES: u64 = 64 << 20;
 /// Records that could not be read at open: key → the bytes as found.
 const QUARANTINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("quarantine");
 
+/// The key of a session's row: its creation time (milliseconds, big-endian), then its
+/// id. New sessions' rows land at the end of the B-tree, next to each other, so a
+/// checkpoint rewrites few pages for them (keyed by id alone, they would fall all over
+/// the tree and a checkpoint would rewrite most of its pages). A record's creation time
+/// never changes; a row keeps the key it was created under.
+fn row_key(id: &SessionId, created: Timestamp) -> [u8; 24] {
+    let mut key = [0; 24];
+    key[..8].copy_from_slice(&created.0.to_be_bytes());
+    key[8..].copy_from_slice(id.as_bytes());
+    key
+}
+
+/// The session id in a row's key (earlier files keyed rows by the id alone).
+fn key_id(key: &[u8]) -> &[u8] {
+    key.get(8..).filter(|id| id.len() == 16).unwrap_or(key)
+}
+
 /// Most writes committed together.
 const MAX_GROUP: usize = 4096;
 
@@ -464,6 +481,9 @@ fn load(
     let mut expired_sessions = Vec::new();
     let mut expired_otps = Vec::new();
     let mut unreadable: Vec<(Vec<u8>, Vec<u8>, bool)> = Vec::new();
+    // Rows under another key than their record's (files written before rows were
+    // keyed by creation time): old key, new key, value.
+    let mut rekeyed: Vec<(Vec<u8>, [u8; 24], Vec<u8>)> = Vec::new();
     let txn = db.begin_write().map_err(|e| fault(path, e))?;
     {
         let sessions = txn.open_table(SESSIONS).map_err(|e| corrupt(&e))?;
@@ -474,11 +494,26 @@ fn load(
                     expired_sessions.push(key.value().to_vec());
                 }
                 Ok(stored) => {
-                    mirror.put(stored.record, stored.last_activity, now)?;
+                    let id = stored.record.id();
+                    let wanted = row_key(&id, stored.record.created());
+                    match mirror.put(stored.record, stored.last_activity, now) {
+                        Ok(_) if key.value() != wanted => {
+                            rekeyed.push((key.value().to_vec(), wanted, value.value().to_vec()));
+                        }
+                        Ok(_) => {}
+                        Err(StoreError::Duplicate(_)) => {
+                            tracing::error!(
+                                session = %id,
+                                "a second record of one session was moved to the quarantine table"
+                            );
+                            unreadable.push((key.value().to_vec(), value.value().to_vec(), true));
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 Err(e) => {
                     tracing::error!(
-                        session = %sessiond_core::id::to_hex(key.value()),
+                        session = %sessiond_core::id::to_hex(key_id(key.value())),
                         error = %e,
                         "an unreadable session record was moved to the quarantine table"
                     );
@@ -522,6 +557,15 @@ fn load(
             let qkey = [&[tag], key.as_slice()].concat();
             quarantine
                 .insert(qkey.as_slice(), value.as_slice())
+                .map_err(|e| fault(path, e))?;
+        }
+        // After the quarantine: a second record may sit under the key a row moves to.
+        for (old, new, value) in &rekeyed {
+            sessions
+                .remove(old.as_slice())
+                .map_err(|e| fault(path, e))?;
+            sessions
+                .insert(new.as_slice(), value.as_slice())
                 .map_err(|e| fault(path, e))?;
         }
     }
@@ -703,17 +747,33 @@ impl Writer {
         }
     }
 
+    /// The creation time of the session stored under `id` (live or not purged yet) as
+    /// the group leaves it so far: what its row's key holds.
+    fn stored_created(&self, group: &Group, id: &SessionId) -> Option<Timestamp> {
+        match group.sessions.get(id) {
+            Some(s) => s.as_ref().map(|s| s.record.created()),
+            None => self.mirror.created_now(id),
+        }
+    }
+
     /// Checks one write against the state the group leaves so far and records what it
     /// changes (for the group's later writes, the mirror and the log).
     fn apply(&self, op: &Op, group: &mut Group) -> Done {
         match op {
             Op::Insert(record, now) => {
-                if self.current(group, &record.id(), *now).is_some() {
+                let id = record.id();
+                if self.current(group, &id, *now).is_some() {
                     return Done::Duplicate;
                 }
-                group
-                    .rows
-                    .put(LOG_SESSIONS, record.id().as_bytes(), encode(record, *now));
+                let key = row_key(&id, record.created());
+                // An expired session not purged yet, created at another time, has
+                // another row.
+                if let Some(old) = self.stored_created(group, &id)
+                    && old != record.created()
+                {
+                    group.rows.delete(LOG_SESSIONS, &row_key(&id, old));
+                }
+                group.rows.put(LOG_SESSIONS, &key, encode(record, *now));
                 let s = Snapshot {
                     record: record.clone(),
                     last_activity: *now,
@@ -729,9 +789,11 @@ impl Writer {
                     return Done::Cas(Cas::Conflict);
                 }
                 let last_activity = current.last_activity.max(*now);
+                // The row keeps the key it was created under, whatever the new record
+                // says.
                 group.rows.put(
                     LOG_SESSIONS,
-                    record.id().as_bytes(),
+                    &row_key(&record.id(), current.record.created()),
                     encode(record, last_activity),
                 );
                 let s = Snapshot {
@@ -743,13 +805,12 @@ impl Writer {
             }
             Op::Remove(id) => {
                 // Stored, live or not yet purged.
-                let existed = match group.sessions.get(id) {
-                    Some(s) => s.is_some(),
-                    None => self.mirror.contains_now(id),
-                };
-                group.rows.delete(LOG_SESSIONS, id.as_bytes());
+                let stored = self.stored_created(group, id);
+                if let Some(created) = stored {
+                    group.rows.delete(LOG_SESSIONS, &row_key(id, created));
+                }
                 group.sessions.insert(*id, None);
-                Done::Removed(existed)
+                Done::Removed(stored.is_some())
             }
             Op::InsertOtp(otp) => {
                 let bytes = serde_json::to_vec(otp).expect("an OTP serializes");
@@ -773,14 +834,14 @@ impl Writer {
             }
             Op::Purge(now, dirty) => {
                 let (sessions, otps) = self.mirror.purge_now(*now);
-                for id in &sessions {
-                    group.rows.delete(LOG_SESSIONS, id.as_bytes());
+                for (id, created) in &sessions {
+                    group.rows.delete(LOG_SESSIONS, &row_key(id, *created));
                 }
                 for id in dirty.keys() {
                     if let Some(s) = self.current(group, id, *now) {
                         group.rows.put(
                             LOG_SESSIONS,
-                            id.as_bytes(),
+                            &row_key(id, s.record.created()),
                             encode(&s.record, s.last_activity),
                         );
                     }

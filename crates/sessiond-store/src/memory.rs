@@ -266,10 +266,10 @@ impl MemoryStore {
         Cas::Swapped(entry.snapshot())
     }
 
-    /// Whether the session is held, live or not yet purged.
+    /// The creation time of the session held under `id`, live or not yet purged.
     #[cfg(feature = "embedded")]
-    pub(crate) fn contains_now(&self, id: &SessionId) -> bool {
-        self.shard(id).lock().get(id).is_some()
+    pub(crate) fn created_now(&self, id: &SessionId) -> Option<Timestamp> {
+        self.shard(id).lock().get(id).map(|e| e.record.created())
     }
 
     pub(crate) fn remove_now(&self, id: &SessionId) -> bool {
@@ -314,9 +314,12 @@ impl MemoryStore {
         self.0.otps.lock().remove(hash)
     }
 
-    /// Frees what came due; returns the ids of the sessions removed and the hashes of
-    /// the OTPs removed.
-    pub(crate) fn purge_now(&self, now: Timestamp) -> (Vec<SessionId>, Vec<TokenHash>) {
+    /// Frees what came due; returns the sessions removed (id and creation time) and
+    /// the hashes of the OTPs removed.
+    pub(crate) fn purge_now(
+        &self,
+        now: Timestamp,
+    ) -> (Vec<(SessionId, Timestamp)>, Vec<TokenHash>) {
         let mut removed = Vec::new();
         loop {
             let due = {
@@ -336,8 +339,8 @@ impl MemoryStore {
             }
             match entry.record.deadline(entry.last_activity) {
                 Some(d) if d <= now => {
+                    removed.push((id, entry.record.created()));
                     shard.remove(&id);
-                    removed.push(id);
                 }
                 Some(d) => {
                     entry.scheduled = d.0;

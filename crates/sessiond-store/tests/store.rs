@@ -213,6 +213,81 @@ async fn embedded_open_quarantines_an_unreadable_record_and_starts_with_the_rest
     assert_eq!(store.list(t0).await.unwrap().len(), 1);
 }
 
+/// Rows are keyed by creation time then id, so new sessions land together at the end
+/// of the B-tree. A file from before (rows keyed by the id alone) opens with every
+/// session and is re-keyed; a second record of one session, under another key, is
+/// moved to the quarantine table instead of stopping the start.
+#[tokio::test]
+async fn embedded_open_rekeys_rows_keyed_by_id_and_quarantines_a_second_record() {
+    use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
+    use serde_json::json;
+    use sessiond_store::EmbeddedStore;
+    const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
+    let rows = |path: &std::path::Path| -> Vec<(Vec<u8>, Vec<u8>)> {
+        let db = redb::Database::create(path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let t = txn.open_table(SESSIONS).unwrap();
+        t.iter()
+            .unwrap()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                (k.value().to_vec(), v.value().to_vec())
+            })
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Timestamp(1_000_000);
+    let written = dir.path().join("written.redb");
+    let mut ids = Vec::new();
+    {
+        let store = EmbeddedStore::open(&written, t0).unwrap();
+        for n in 0..3 {
+            let mut r = SessionRecord::new_web(
+                Timestamp(t0.0 - 1_000 * n),
+                &SessionPolicy::default(),
+                None,
+            );
+            r.storage_mut().insert("n".into(), json!(n));
+            ids.push(r.id());
+            store.insert(r, t0).await.unwrap();
+        }
+    }
+    let new_layout = rows(&written);
+    assert!(new_layout.iter().all(|(k, _)| k.len() == 24));
+    assert!(
+        new_layout.windows(2).all(|w| w[0].0[..8] <= w[1].0[..8]),
+        "in order of creation"
+    );
+    // The same sessions keyed by id alone, and one of them twice.
+    let old = dir.path().join("old.redb");
+    {
+        let db = redb::Database::create(&old).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(SESSIONS).unwrap();
+            for (k, v) in &new_layout {
+                t.insert(&k[8..], v.as_slice()).unwrap();
+            }
+            t.insert(new_layout[0].0.as_slice(), new_layout[0].1.as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    {
+        let store = EmbeddedStore::open(&old, t0).unwrap();
+        for (n, id) in ids.iter().enumerate() {
+            let s = store.get(id, t0).await.unwrap().expect("every session");
+            assert_eq!(s.record.storage()["n"], json!(n));
+        }
+    }
+    assert_eq!(EmbeddedStore::quarantined(&old).unwrap(), 1);
+    let mut rekeyed = rows(&old);
+    rekeyed.sort();
+    let mut want = new_layout.clone();
+    want.sort();
+    assert_eq!(rekeyed, want, "re-keyed as a new file would be");
+}
+
 #[tokio::test]
 async fn embedded_file_in_use_is_reported_as_in_use_not_corrupt() {
     let dir = tempfile::tempdir().unwrap();
