@@ -14,7 +14,9 @@
 //! an I/O error) applies what the log still holds.
 //!
 //! Layout: every session and OTP lives in the file and the log; a [`MemoryStore`]
-//! mirror answers reads at memory speed and only ever holds durable state.
+//! mirror answers reads at memory speed and only ever holds durable state. Session
+//! rows are keyed by creation time, then id (see `row_key`): new sessions are
+//! appended at the end of the B-tree instead of scattered across it.
 //!
 //! Writes — create, privileges, storage, delete, OTPs — go to one writer thread, which
 //! **commits them in groups**: the writes that arrive while a group is being logged join
