@@ -698,6 +698,58 @@ async fn embedded_concurrent_writes_share_fsyncs_and_each_is_acknowledged_durabl
     }
 }
 
+/// The log is overwritten in place after each checkpoint: a crash image holds the new
+/// log's frames, then what is left of the older log's. Only the new ones are applied.
+/// Here the new log's frames are the same sizes as the old log's first ones, so the
+/// old log's next frame starts right where the new log ends: applied, it would bring
+/// an old value back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_crash_applies_only_the_current_log_not_older_frames_after_it() {
+    use serde_json::json;
+    use sessiond_core::storage;
+    use sessiond_store::EmbeddedStore;
+    let set = |n: i64| {
+        move |r: &mut SessionRecord| storage::merge_patch(r.storage_mut(), &json!({ "n": n }))
+    };
+    let new = || SessionRecord::new_web(Timestamp(1_000_000), &SessionPolicy::default(), None);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.redb");
+    let t0 = Timestamp(1_000_000);
+    let x = new();
+    let x_id = x.id();
+    {
+        // One frame per write: insert, insert, n = 1, n = 3.
+        let store = EmbeddedStore::open(&path, t0).unwrap();
+        store.insert(x, t0).await.unwrap();
+        store.insert(new(), t0).await.unwrap();
+        store.update(&x_id, t0, &mut set(1)).await.unwrap();
+        store.update(&x_id, t0, &mut set(3)).await.unwrap();
+    } // closed: checkpointed (n = 3); the file still holds these frames
+    let store = EmbeddedStore::open(&path, t0).unwrap();
+    // Frames of the same sizes as the first three above: insert, insert, n = 2.
+    store.insert(new(), t0).await.unwrap();
+    store.insert(new(), t0).await.unwrap();
+    store.update(&x_id, t0, &mut set(2)).await.unwrap();
+    // The crash: the files as they are now.
+    let crashed = tempfile::tempdir().unwrap();
+    let copy = crashed.path().join("sessions.redb");
+    std::fs::copy(&path, &copy).unwrap();
+    std::fs::copy(
+        dir.path().join("sessions.redb.wal"),
+        crashed.path().join("sessions.redb.wal"),
+    )
+    .unwrap();
+    drop(store);
+    let store = EmbeddedStore::open(&copy, t0).unwrap();
+    let s = store.get(&x_id, t0).await.unwrap().expect("kept");
+    assert_eq!(
+        s.record.storage()["n"],
+        2,
+        "the older log's n = 3 is not applied"
+    );
+    assert_eq!(store.list(t0).await.unwrap().len(), 4);
+}
+
 /// A crash between checkpoints: the database file holds only its last synced commit,
 /// the write-ahead log the groups acknowledged since. The files copied while the store
 /// runs are what a crash leaves; opening them gives back every acknowledged write,
