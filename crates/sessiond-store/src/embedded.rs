@@ -61,7 +61,7 @@ use crate::memory::MemoryStore;
 use crate::store::{
     Cas, MAX_CAS_RETRIES, SessionStore, Snapshot, StoreError, Update, UpdateFn, backoff,
 };
-use crate::wal::{Changes, Wal};
+use crate::wal::{Changes, Span, Wal};
 
 const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
 const OTPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("otps");
@@ -588,9 +588,11 @@ struct Writer {
     db: Option<(Database, Wal)>,
     /// When the database last held everything (a synced commit).
     checkpoint: std::time::Instant,
-    /// The rows logged since the last checkpoint, the latest value of each: what the
-    /// next checkpoint writes to the database.
-    pending: HashMap<(u8, Vec<u8>), Option<Vec<u8>>>,
+    /// The rows logged since the last checkpoint, with where the latest value of each
+    /// lies in the log (`None`: deleted): what the next checkpoint writes to the
+    /// database, reading the values back from the log. Holding the values here too
+    /// would allocate (and give back) up to a log's worth of memory per checkpoint.
+    pending: HashMap<(u8, Vec<u8>), Option<Span>>,
     mirror: MemoryStore,
     counters: Arc<Counters>,
     acks: Arc<Acks>,
@@ -667,10 +669,32 @@ impl Writer {
         let mut rows: Vec<_> = std::mem::take(&mut self.pending).into_iter().collect();
         // In key order: each page of the B-tree is visited once, in file order.
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let rows = rows
-            .iter()
-            .map(|((t, k), v)| (*t, k.as_slice(), v.as_deref()));
-        match write_rows(db, &self.path, rows) {
+        let path = &self.path;
+        let written = wal
+            .contents()
+            .map_err(|e| StoreError::Unavailable {
+                message: format!("{}: {e}", Wal::path(path).display()),
+                source: Some(Box::new(e)),
+            })
+            .and_then(|log| {
+                let values = rows
+                    .iter()
+                    .map(|((t, k), span)| {
+                        let value = match span {
+                            Some(s) => Some(s.of(&log).ok_or_else(|| {
+                                StoreError::Corrupt(format!(
+                                    "{}: a logged value lies past its end",
+                                    Wal::path(path).display()
+                                ))
+                            })?),
+                            None => None,
+                        };
+                        Ok((*t, k.as_slice(), value))
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                write_rows(db, path, values.into_iter())
+            });
+        match written {
             Ok(()) => {
                 wal.clear();
                 self.checkpoint = std::time::Instant::now();
@@ -718,22 +742,29 @@ impl Writer {
         let mut group = Group::default();
         let answers: Vec<Done> = ops.map(|op| self.apply(op, &mut group)).collect();
         let (_, wal) = self.db.as_mut().expect("opened above");
-        if !group.rows.is_empty()
-            && let Err(e) = wal.append(&group.rows)
-        {
-            // The log may end with part of this frame: reopening cuts it off.
-            let e = StoreError::Unavailable {
-                message: format!("{}: {e}", Wal::path(&self.path).display()),
-                source: Some(Box::new(e)),
-            };
-            tracing::error!(error = %e, "a group could not be logged: its writes are refused; the database is reopened before the next one");
-            self.db = None;
-            return all_failed(&e);
-        }
+        let rows = std::mem::take(&mut group.rows);
+        let logged = if rows.is_empty() {
+            Ok(Vec::new())
+        } else {
+            wal.append(rows)
+        };
+        let logged = match logged {
+            Ok(logged) => logged,
+            Err(e) => {
+                // The log may end with part of this frame: reopening cuts it off.
+                let e = StoreError::Unavailable {
+                    message: format!("{}: {e}", Wal::path(&self.path).display()),
+                    source: Some(Box::new(e)),
+                };
+                tracing::error!(error = %e, "a group could not be logged: its writes are refused; the database is reopened before the next one");
+                self.db = None;
+                return all_failed(&e);
+            }
+        };
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
         self.counters.writes.fetch_add(n as u64, Ordering::Relaxed);
-        for (table, key, value) in group.rows.take() {
-            self.pending.insert((table, key), value);
+        for (table, key, span) in logged {
+            self.pending.insert((table, key), span);
         }
         self.publish(group);
         answers.into_iter().map(Ok).collect()

@@ -50,34 +50,46 @@ impl Changes {
         self.0.is_empty()
     }
 
-    /// The changes, emptying this.
-    pub(crate) fn take(&mut self) -> Vec<Change> {
-        std::mem::take(&mut self.0)
-    }
-
     /// The frame payload: per change, the table (one byte), the key (length-prefixed),
-    /// then `1` and the value (length-prefixed) for a put or `0` for a delete.
-    fn encode(&self) -> Vec<u8> {
-        fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+    /// then `1` and the value (length-prefixed) for a put or `0` for a delete. Also,
+    /// per change, where a put's value lies in the payload.
+    fn encode(&self) -> (Vec<u8>, Vec<Option<(usize, u32)>>) {
+        fn bytes(out: &mut Vec<u8>, b: &[u8]) -> u32 {
             let len = u32::try_from(b.len()).expect("a row is far below 4 GiB");
             out.extend_from_slice(&len.to_le_bytes());
             out.extend_from_slice(b);
+            len
         }
         let mut out = Vec::new();
+        let mut spans = Vec::with_capacity(self.0.len());
         for (table, key, value) in &self.0 {
             out.push(*table);
             bytes(&mut out, key);
-            match value {
-                Some(v) => {
-                    out.push(1);
-                    bytes(&mut out, v);
-                }
-                None => out.push(0),
-            }
+            out.push(u8::from(value.is_some()));
+            spans.push(value.as_ref().map(|v| (out.len() + 4, bytes(&mut out, v))));
         }
-        out
+        (out, spans)
     }
 }
+
+/// Where a put's value lies in the log file, until the log starts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    at: u64,
+    len: u32,
+}
+
+impl Span {
+    /// The value in `log` (what [`Wal::contents`] read); `None` if it lies outside.
+    pub(crate) fn of(self, log: &[u8]) -> Option<&[u8]> {
+        let at = usize::try_from(self.at).ok()?;
+        log.get(at..)?.get(..usize::try_from(self.len).ok()?)
+    }
+}
+
+/// One change as logged: table, key, and where the value of a put lies in the log
+/// (`None`: a delete).
+pub(crate) type Logged = (u8, Vec<u8>, Option<Span>);
 
 /// One decoded change: table, key, the value of a put (`None`: a delete).
 pub(crate) type Change = (u8, Vec<u8>, Option<Vec<u8>>);
@@ -171,8 +183,11 @@ impl Wal {
     }
 
     /// Appends one frame and syncs it: when this returns, the changes survive a crash.
-    pub(crate) fn append(&mut self, changes: &Changes) -> std::io::Result<()> {
-        let payload = &changes.encode();
+    /// Returns them with where each put's value lies in the log.
+    pub(crate) fn append(&mut self, changes: Changes) -> std::io::Result<Vec<Logged>> {
+        let (payload, spans) = changes.encode();
+        let payload = &payload;
+        let payload_at = self.end + 16;
         let len = u32::try_from(payload.len()).map_err(std::io::Error::other)?;
         let mut frame = Vec::with_capacity(payload.len() + FRAMING);
         frame.extend_from_slice(MAGIC);
@@ -191,7 +206,25 @@ impl Wal {
         self.file.write_all_at(&frame, self.end)?;
         self.file.sync_data()?;
         self.end = end;
-        Ok(())
+        Ok(changes
+            .0
+            .into_iter()
+            .zip(spans)
+            .map(|((table, key, _), span)| {
+                let span = span.map(|(at, len)| Span {
+                    at: payload_at + at as u64,
+                    len,
+                });
+                (table, key, span)
+            })
+            .collect())
+    }
+
+    /// The log as written so far: where [`Span`]s point.
+    pub(crate) fn contents(&self) -> std::io::Result<Vec<u8>> {
+        let mut log = vec![0; usize::try_from(self.end).map_err(std::io::Error::other)?];
+        self.file.read_exact_at(&mut log, 0)?;
+        Ok(log)
     }
 
     /// Bytes in the log.
@@ -256,11 +289,23 @@ mod tests {
         assert!(Wal::read(&db).unwrap().is_empty(), "no log yet");
         let mut wal = Wal::open(&db).unwrap();
         for n in 0..3 {
-            wal.append(&group(n)).unwrap();
+            wal.append(group(n)).unwrap();
         }
         let all = Wal::read(&db).unwrap();
         assert_eq!(all.len(), 6);
         assert_eq!(all[0], (0, vec![0; 16], Some(b"record 0".to_vec())));
+        // Each put's span points at its value in the log.
+        let logged = wal.append(group(3)).unwrap();
+        let log = wal.contents().unwrap();
+        assert_eq!(logged[0].2.unwrap().of(&log), Some(b"record 3".as_slice()));
+        assert_eq!(
+            (logged[1].0, &logged[1].1, logged[1].2),
+            (1, &vec![3; 32], None)
+        );
+        let mut wal = Wal::open(&db).unwrap();
+        for n in 0..3 {
+            wal.append(group(n)).unwrap();
+        }
         assert_eq!(all[5], (1, vec![2; 32], None));
         let full = std::fs::read(Wal::path(&db)).unwrap();
         assert!(
@@ -288,7 +333,7 @@ mod tests {
         let db = dir.path().join("sessions.redb");
         let mut wal = Wal::open(&db).unwrap();
         for n in 0..3 {
-            wal.append(&group(n)).unwrap();
+            wal.append(group(n)).unwrap();
         }
         let size = std::fs::metadata(Wal::path(&db)).unwrap().len();
         wal.clear();
@@ -296,7 +341,7 @@ mod tests {
         // Until a frame of the new log is synced, the old one is still read (applying
         // it again over the checkpoint that holds it changes nothing).
         assert_eq!(Wal::read(&db).unwrap().len(), 6);
-        wal.append(&group(9)).unwrap();
+        wal.append(group(9)).unwrap();
         let all = Wal::read(&db).unwrap();
         assert_eq!(
             all.len(),
@@ -313,7 +358,7 @@ mod tests {
         drop(wal);
         let mut wal = Wal::open(&db).unwrap();
         assert_eq!(Wal::read(&db).unwrap().len(), 2);
-        wal.append(&group(7)).unwrap();
+        wal.append(group(7)).unwrap();
         let all = Wal::read(&db).unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].1, vec![7; 16]);
