@@ -135,7 +135,7 @@ pub(crate) async fn app_router(data: &Path, hang: bool) -> anyhow::Result<Router
 }
 
 /// What `--refresh-files` prints (one JSON line).
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RefreshResult {
     /// Session files (each with its sidecar `<id>.sessiond.json`).
     pub files: u64,
@@ -157,6 +157,13 @@ pub(crate) struct RefreshResult {
     pub again_ms: Vec<f64>,
     /// Process CPU time during each of those, ms.
     pub again_cpu_ms: Vec<f64>,
+    /// Files whose metadata each of those took (0 when the folders are watched).
+    #[serde(default)]
+    pub again_examined: Vec<usize>,
+    /// The same second refresh with the folders not watched (`watch = false`: one
+    /// `stat` per file), on an instance loaded the same way, ms, per rep.
+    #[serde(default)]
+    pub unwatched_ms: Vec<f64>,
     /// The floor, per rep right after the refresh above: listing the same folders and
     /// taking the metadata of each session file (`read_dir` + `DirEntry::metadata`,
     /// nothing else), ms.
@@ -328,17 +335,7 @@ async fn refresh_run(data: &Path, n: u64, reps: usize) -> anyhow::Result<Refresh
         write_secs,
         file_bytes: file_bytes as f64 / written as f64,
         sidecar_bytes: sidecar_bytes as f64 / written as f64,
-        load_ms: Vec::new(),
-        load_cpu_ms: Vec::new(),
-        again_ms: Vec::new(),
-        again_cpu_ms: Vec::new(),
-        stat_floor_ms: Vec::new(),
-        loaded: Vec::new(),
-        unchanged: Vec::new(),
-        skipped: Vec::new(),
-        errors: 0,
-        rss_bytes_per_session: f64::NAN,
-        tokens_authorize: false,
+        ..RefreshResult::default()
     };
     for rep in 0..reps {
         eprintln!("M3: refresh rep {}/{reps}", rep + 1);
@@ -368,6 +365,7 @@ async fn refresh_run(data: &Path, n: u64, reps: usize) -> anyhow::Result<Refresh
         let again = m.refresh().await?;
         r.again_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
         r.again_cpu_ms.push(cpu_ms(cpu0));
+        r.again_examined.push(again.examined);
         let t0 = Instant::now();
         let stats = stat_every_file(&data.join("MobileApps"))?;
         r.stat_floor_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
@@ -382,8 +380,31 @@ async fn refresh_run(data: &Path, n: u64, reps: usize) -> anyhow::Result<Refresh
             }
             r.tokens_authorize = ok;
         }
+        drop(m);
+        r.unwatched_ms
+            .push(unwatched_again_ms(data, &config, n).await?);
     }
     Ok(r)
+}
+
+/// The second refresh of an instance loaded with `watch = false`, ms.
+async fn unwatched_again_ms(data: &Path, config: &ServerConfig, n: u64) -> anyhow::Result<f64> {
+    let unwatched = MobileConfig {
+        watch: false,
+        ..mobile_config(data)
+    };
+    let m = MobileSessions::new(unwatched, sessions(config));
+    m.refresh().await?;
+    let t0 = Instant::now();
+    let again = m.refresh().await?;
+    let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    anyhow::ensure!(
+        again.examined as u64 == n && again.skipped as u64 == n,
+        "unwatched, the second refresh looked at {} and skipped {} of {n} files",
+        again.examined,
+        again.skipped
+    );
+    Ok(ms)
 }
 
 /// The least a refresh that checks every file must do: list each app folder and take

@@ -147,8 +147,8 @@ fn report_push(edit: &MobileEdit, what: &str) {
 
 fn print_refresh(r: &RefreshReport) {
     println!(
-        "loaded {}, updated {}, unchanged {} ({} not read), evicted {}",
-        r.loaded, r.updated, r.unchanged, r.skipped, r.evicted
+        "loaded {}, updated {}, unchanged {} ({} not read), evicted {}; {} files looked at",
+        r.loaded, r.updated, r.unchanged, r.skipped, r.evicted, r.examined
     );
     for e in &r.errors {
         println!("  mobi {}: {}: {}", e.code, e.file, e.message);

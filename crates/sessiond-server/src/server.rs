@@ -335,6 +335,7 @@ fn mobile_sessions(config: &NodeConfig, sessions: Sessions) -> Result<MobileSess
         localhost_accept: config.mobile.localhost_accept,
         relogin: config.mobile.relogin,
         limits: config.mobile.limits,
+        watch: config.mobile.watch,
         ..MobileConfig::new(config.data.join("MobileApps"))
     };
     let mut mobile = MobileSessions::new(mobile_config, sessions);

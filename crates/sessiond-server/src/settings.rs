@@ -109,6 +109,7 @@ struct MobileSection {
     max_file_bytes: Option<usize>,
     new_devices_per_minute: Option<u32>,
     max_sessions_per_app: Option<usize>,
+    watch: Option<bool>,
     upstream_timeout_ms: Option<u64>,
     upstream_max_body_bytes: Option<usize>,
     tls_ca_file: Option<PathBuf>,
@@ -166,6 +167,8 @@ pub struct MobileSettings {
     pub relogin: sessiond_mobile::apps::Relogin,
     /// What an anonymous login may cost.
     pub limits: sessiond_mobile::apps::MobileLimits,
+    /// A refresh looks only at the files with an event since the last one.
+    pub watch: bool,
     /// Limits of forwarded requests.
     pub forward: crate::routes::mobile::ForwardLimits,
     /// Certificates trusted beside the Mozilla roots by the callout and the upstream
@@ -557,6 +560,7 @@ fn mobile(m: MobileSection) -> Result<MobileSettings, SettingsError> {
         },
         upstream,
         localhost_accept: m.localhost_accept.unwrap_or(false),
+        watch: m.watch.unwrap_or(true),
         callout,
         email: m.email.map(email).transpose()?,
         relogin,

@@ -14,12 +14,14 @@
 //! | `login` | `$authenticate` (hook, e-mail validation, per-address limits), a token's authorization, `$logout`, `$userInfo`, the validation link |
 //! | `files` | writing a session file and its sidecar, deleting them, the web session each mobile session owns |
 //! | `refresh` | Push: reading `MobileApps`, skipping unchanged files, reloading one session |
+//! | `watch` | inotify on `MobileApps`: which files had an event since the last refresh |
 //! | `admin` | the management tools: app and session listings, reading, editing and deleting a file |
 
 mod admin;
 mod files;
 mod login;
 mod refresh;
+mod watch;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -34,7 +36,7 @@ use sessiond_store::{Sessions, SessionsError, Snapshot};
 use crate::activation::Activations;
 use crate::file::{SessionFile, check_path_part, is_session_file_name};
 use crate::token::IdMode;
-use refresh::Seen;
+use refresh::Last;
 
 pub use admin::{AppSummary, SessionSummary};
 
@@ -52,6 +54,10 @@ pub struct MobileConfig {
     pub relogin: Relogin,
     /// What an anonymous login may cost.
     pub limits: MobileLimits,
+    /// Watch the folders (inotify, on a local file system) so that a refresh looks
+    /// only at the files that had an event since the last one; off, a refresh takes
+    /// the metadata of every file. Default: on.
+    pub watch: bool,
 }
 
 impl MobileConfig {
@@ -63,6 +69,7 @@ impl MobileConfig {
             localhost_accept: false,
             relogin: Relogin::default(),
             limits: MobileLimits::default(),
+            watch: true,
         }
     }
 }
@@ -215,8 +222,12 @@ pub struct RefreshReport {
     /// Sessions whose file did not change.
     pub unchanged: usize,
     /// Of those, the files not even read: same size, modification and change times and
-    /// inode (and the same for the sidecar) as at the previous refresh.
+    /// inode (and the same for the sidecar) as at the previous refresh, or, with the
+    /// folders watched, no event since then.
     pub skipped: usize,
+    /// Files whose metadata was taken: every session file, or, with the folders
+    /// watched, only those that had an event.
+    pub examined: usize,
     /// Sessions removed from memory (file deleted or invalid).
     pub evicted: usize,
     /// Files that could not be used.
@@ -318,9 +329,9 @@ pub struct MobileSessions {
     new_devices: parking_lot::Mutex<(Timestamp, HashMap<Option<IpAddr>, u32>)>,
     activations: Option<Activations>,
     changes: tokio::sync::broadcast::Sender<MobileChange>,
-    /// The files' fingerprints at the last refresh (valid files only). Used only under
-    /// the gate's write lock, by one refresh at a time.
-    seen: parking_lot::Mutex<Seen>,
+    /// What the last refresh saw: the files' fingerprints, the watch of the folders.
+    /// Used only under the gate's write lock, by one refresh at a time.
+    last: parking_lot::Mutex<Last>,
 }
 
 /// A change of the mobile sessions made on this node.
@@ -366,7 +377,7 @@ impl MobileSessions {
                 .collect(),
             gate: tokio::sync::RwLock::new(()),
             new_devices: parking_lot::Mutex::new((Timestamp(0), HashMap::new())),
-            seen: parking_lot::Mutex::default(),
+            last: parking_lot::Mutex::default(),
             activations: None,
             changes: tokio::sync::broadcast::channel(1024).0,
         }

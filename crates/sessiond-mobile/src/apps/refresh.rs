@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+use super::watch::{Changed, Watch};
 use super::{
     Entry, Index, Key, MobileChange, MobileError, MobileSessions, RefreshError, RefreshReport,
     sidecar_path,
@@ -51,6 +52,18 @@ impl Fingerprint {
 /// read from the folder, without building a key), with a mark used during a scan.
 pub(super) type Seen = HashMap<String, HashMap<String, (Fingerprint, bool)>>;
 
+/// What a refresh leaves for the next one. Used only under the gate's write lock, by
+/// one refresh at a time.
+#[derive(Default)]
+pub(super) struct Last {
+    seen: Seen,
+    /// Files to read at the next refresh whatever happens to them: invalid, or
+    /// written in the last two seconds.
+    again: Vec<Key>,
+    /// The watch of the folders since the last refresh, if any.
+    watch: Option<Watch>,
+}
+
 impl RefreshError {
     pub(super) fn of(key: &Key, e: &FileError) -> Self {
         Self {
@@ -90,11 +103,27 @@ pub(super) struct Scan {
     /// The fingerprint of every valid file, skipped or read (except those written in
     /// the last two seconds, which are read again next time).
     pub(super) seen: Seen,
-    /// How many files were skipped (their fingerprint is the one in the last `seen`).
+    /// How many files were skipped (their fingerprint is the one in the last `seen`,
+    /// or, watched, they had no event).
     pub(super) skipped: usize,
+    /// How many files' metadata was taken.
+    pub(super) examined: usize,
+    /// Files to read again next time.
+    again: Vec<Key>,
+    /// The watch, kept for the next refresh.
+    watch: Option<Watch>,
 }
 
 impl Scan {
+    /// What the next refresh starts from.
+    fn into_last(self) -> Last {
+        Last {
+            seen: self.seen,
+            again: self.again,
+            watch: self.watch,
+        }
+    }
+
     fn read_keys(&self) -> HashSet<&Key> {
         self.read.iter().map(|(key, _)| key).collect()
     }
@@ -106,81 +135,245 @@ impl Scan {
     }
 }
 
-/// Every session file under `root`; those whose fingerprint is the one in `seen` are
-/// not read. `seen` is updated in place (one lookup per file) and moved into the
-/// result.
-pub(super) fn scan(root: &Path, mut seen: Seen) -> std::io::Result<Scan> {
-    let mut scan = Scan::default();
-    let dirs = match std::fs::read_dir(root) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(scan),
-        Err(e) => return Err(e),
+/// Which files a scan looks at.
+enum Scope {
+    /// Every file of every folder.
+    All,
+    /// Only the files that had an event (see [`Changed`]); other files are skipped.
+    Changed(Changed),
+}
+
+/// The session files under `root` that `last` says to look at; those whose
+/// fingerprint is the one in `last.seen` are not read. With `watch` on, the folders
+/// are watched (anew when events may have been lost), and a file with no event since
+/// the last refresh is skipped without looking at it.
+pub(super) fn scan_since(root: &Path, last: Last, watch: bool) -> std::io::Result<Scan> {
+    let Last {
+        seen,
+        again,
+        watch: mut watching,
+    } = last;
+    let changed = match watching.as_mut().map(Watch::drain) {
+        Some(Ok(changed)) => changed,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "reading MobileApps events failed: checking every file");
+            None
+        }
+        None => None,
     };
+    let scope = if let Some(mut changed) = changed {
+        for (folder, name) in again {
+            if let Some(names) = changed
+                .entry(folder)
+                .or_insert_with(|| Some(HashSet::new()))
+            {
+                names.insert(name);
+            }
+        }
+        Scope::Changed(changed)
+    } else {
+        // Watched from before the listing on: no change is missed in between.
+        watching = if watch {
+            Watch::new(root).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot watch MobileApps: every refresh checks every file");
+                None
+            })
+        } else {
+            None
+        };
+        Scope::All
+    };
+    let mut scan = scan(root, seen, &scope, watching.as_mut())?;
+    scan.watch = watching;
+    Ok(scan)
+}
+
+/// The session files under `root` in `scope`; `seen` is updated in place (one lookup
+/// per file) and moved into the result.
+fn scan(
+    root: &Path,
+    mut seen: Seen,
+    scope: &Scope,
+    mut watch: Option<&mut Watch>,
+) -> std::io::Result<Scan> {
+    let mut scan = Scan::default();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX));
-    let mut folders = HashSet::new();
-    for dir in dirs {
-        let dir = dir?;
-        if !dir.file_type()?.is_dir() {
-            continue;
-        }
-        let Ok(folder) = dir.file_name().into_string() else {
-            continue;
-        };
-        let dir = dir.path();
-        let here = seen.entry(folder.clone()).or_default();
-        for file in std::fs::read_dir(&dir)? {
-            let file = file?;
-            let name = file.file_name();
-            let Some(name) = name.to_str() else {
-                continue;
-            };
-            if !is_session_file_name(name) || !file.file_type()?.is_file() {
-                continue; // manifest.json, AuthKey_*.p8, sidecars…: not sessions
-            }
-            // Relative to the open folder: no walk of the whole path. A file removed
-            // since the listing (a logout on another node) is simply gone.
-            let print = match file.metadata() {
-                Ok(meta) => Fingerprint::of(&meta),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+    match scope {
+        Scope::All => {
+            let dirs = match std::fs::read_dir(root) {
+                Ok(d) => d,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(scan),
                 Err(e) => return Err(e),
             };
-            if let Some((last, found)) = here.get_mut(name)
-                && *last == print
-            {
-                *found = true;
-                scan.skipped += 1;
-                continue;
-            }
-            let key = (folder.clone(), name.to_string());
-            let entry = match read_entry(&dir, &key.0, &key.1) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                read => read?,
-            };
-            match entry {
-                // Keep the fingerprint taken before reading: a write since then
-                // changes it, and the file is read again next time.
-                Ok(entry) if !print.is_recent(now) => {
-                    here.insert(key.1.clone(), (print, true));
-                    scan.read.push((key, entry));
+            let mut folders = HashSet::new();
+            for dir in dirs {
+                let dir = dir?;
+                if !dir.file_type()?.is_dir() {
+                    continue;
                 }
-                Ok(entry) => scan.read.push((key, entry)),
-                Err(e) => scan.errors.push(RefreshError::of(&key, &e)),
+                let Ok(folder) = dir.file_name().into_string() else {
+                    continue;
+                };
+                let here = seen.entry(folder.clone()).or_default();
+                list_folder(
+                    &dir.path(),
+                    &folder,
+                    here,
+                    watch.as_deref_mut(),
+                    &mut scan,
+                    now,
+                )?;
+                folders.insert(folder);
             }
+            seen.retain(|folder, files| folders.contains(folder) && !files.is_empty());
         }
-        // What was not found (or not kept) this time goes; the marks are reset.
-        here.retain(|_, (_, found)| std::mem::take(found));
-        folders.insert(folder);
+        Scope::Changed(changed) => {
+            scan.skipped = (seen.iter())
+                .filter(|(folder, _)| !changed.contains_key(*folder))
+                .map(|(_, files)| files.len())
+                .sum();
+            for (folder, names) in changed {
+                let dir = root.join(folder);
+                let here = seen.entry(folder.clone()).or_default();
+                match names {
+                    None => list_folder(&dir, folder, here, watch.as_deref_mut(), &mut scan, now)?,
+                    Some(names) => {
+                        let unchanged = here.keys().filter(|n| !names.contains(*n)).count();
+                        scan.skipped += unchanged;
+                        for name in names {
+                            if !is_session_file_name(name) {
+                                continue; // sidecars, temporary files…
+                            }
+                            let meta = match std::fs::symlink_metadata(dir.join(name)) {
+                                Ok(meta) if meta.is_file() => Some(meta),
+                                Ok(_) => None,
+                                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                                Err(e) => return Err(e),
+                            };
+                            match meta {
+                                Some(meta) => {
+                                    examine(
+                                        &dir, folder, name, &meta, here, false, &mut scan, now,
+                                    )?;
+                                }
+                                None => drop(here.remove(name)),
+                            }
+                        }
+                    }
+                }
+            }
+            seen.retain(|_, files| !files.is_empty());
+        }
     }
-    seen.retain(|folder, files| !files.is_empty() && folders.contains(folder));
     scan.seen = seen;
     Ok(scan)
 }
 
+/// Lists app folder `folder` (at `dir`) and looks at each of its session files;
+/// watched from before the listing. A folder gone, or not a folder, has no session.
+fn list_folder(
+    dir: &Path,
+    folder: &str,
+    here: &mut HashMap<String, (Fingerprint, bool)>,
+    watch: Option<&mut Watch>,
+    scan: &mut Scan,
+    now: i128,
+) -> std::io::Result<()> {
+    if let Some(watch) = watch {
+        watch.folder(dir, folder);
+    }
+    let files = match std::fs::read_dir(dir) {
+        Ok(files) => files,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            here.clear();
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    for file in files {
+        let file = file?;
+        let name = file.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if !is_session_file_name(name) || !file.file_type()?.is_file() {
+            continue; // manifest.json, AuthKey_*.p8, sidecars…: not sessions
+        }
+        // Relative to the open folder: no walk of the whole path. A file removed
+        // since the listing (a logout on another node) is simply gone.
+        let meta = match file.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        examine(dir, folder, name, &meta, here, true, scan, now)?;
+    }
+    // What was not found (or not kept) this time goes; the marks are reset.
+    here.retain(|_, (_, found)| std::mem::take(found));
+    Ok(())
+}
+
+/// Skips session file `name` if its fingerprint is the one in `here`, else reads it.
+/// `mark`: the folder is being listed, and what is not marked goes at its end.
+#[allow(clippy::too_many_arguments)]
+fn examine(
+    dir: &Path,
+    folder: &str,
+    name: &str,
+    meta: &std::fs::Metadata,
+    here: &mut HashMap<String, (Fingerprint, bool)>,
+    mark: bool,
+    scan: &mut Scan,
+    now: i128,
+) -> std::io::Result<()> {
+    scan.examined += 1;
+    let print = Fingerprint::of(meta);
+    if let Some((last, found)) = here.get_mut(name)
+        && *last == print
+    {
+        *found = mark;
+        scan.skipped += 1;
+        return Ok(());
+    }
+    let key = (folder.to_string(), name.to_string());
+    let entry = match read_entry(dir, &key.0, &key.1) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            here.remove(name);
+            return Ok(());
+        }
+        read => read?,
+    };
+    match entry {
+        // Keep the fingerprint taken before reading: a write since then
+        // changes it, and the file is read again next time.
+        Ok(entry) if !print.is_recent(now) => {
+            here.insert(key.1.clone(), (print, mark));
+            scan.read.push((key, entry));
+        }
+        Ok(entry) => {
+            here.remove(name);
+            scan.again.push(key.clone());
+            scan.read.push((key, entry));
+        }
+        Err(e) => {
+            here.remove(name);
+            scan.errors.push(RefreshError::of(&key, &e));
+            scan.again.push(key);
+        }
+    }
+    Ok(())
+}
+
 /// Every valid session file under `root`, read.
 pub(super) fn read_all(root: &Path) -> std::io::Result<Vec<(Key, Entry)>> {
-    Ok(scan(root, Seen::new())?.read)
+    Ok(scan(root, Seen::new(), &Scope::All, None)?.read)
 }
 
 /// What putting a file's entry in the index did.
@@ -260,14 +453,15 @@ impl MobileSessions {
         // Waits for device writes in progress (never for a callout), and holds new
         // ones until the index is updated.
         let _gate = self.gate.write().await;
-        let root = self.config.root.clone();
-        let last = std::mem::take(&mut *self.seen.lock());
-        let mut scan = tokio::task::spawn_blocking(move || scan(&root, last))
+        let (root, watch) = (self.config.root.clone(), self.config.watch);
+        let last = std::mem::take(&mut *self.last.lock());
+        let mut scan = tokio::task::spawn_blocking(move || scan_since(&root, last, watch))
             .await
             .map_err(std::io::Error::other)??;
         let mut report = RefreshReport {
             skipped: scan.skipped,
             unchanged: scan.skipped,
+            examined: scan.examined,
             ..RefreshReport::default()
         };
         let mut evicted_web = Vec::new();
@@ -322,12 +516,13 @@ impl MobileSessions {
                     Err(e) => {
                         scan.errors.push(RefreshError::of(&key, &e));
                         scan.seen.get_mut(&key.0).map(|f| f.remove(&key.1));
+                        scan.again.push(key);
                     }
                 }
             }
         }
-        report.errors = scan.errors;
-        *self.seen.lock() = scan.seen;
+        report.errors = std::mem::take(&mut scan.errors);
+        *self.last.lock() = scan.into_last();
         for id in evicted_web {
             self.sessions.remove(&id).await?;
         }
@@ -349,10 +544,16 @@ mod tests {
     use serde_json::json;
     use sessiond_store::Sessions;
 
+    use std::os::unix::fs::FileExt as _;
+
     use super::*;
     use crate::{AuthAnswer, MobileConfig, Policy};
 
     async fn three_sessions() -> (tempfile::TempDir, MobileSessions, Vec<Key>) {
+        three_sessions_watched(true).await
+    }
+
+    async fn three_sessions_watched(watch: bool) -> (tempfile::TempDir, MobileSessions, Vec<Key>) {
         let dir = tempfile::tempdir().unwrap();
         let sessions = Sessions::new(
             Arc::new(sessiond_store::MemoryStore::new()),
@@ -360,7 +561,11 @@ mod tests {
             Arc::new(sessiond_core::SystemClock),
             sessiond_core::SessionPolicy::default(),
         );
-        let m = MobileSessions::new(MobileConfig::new(dir.path().join("MobileApps")), sessions);
+        let config = MobileConfig {
+            watch,
+            ..MobileConfig::new(dir.path().join("MobileApps"))
+        };
+        let m = MobileSessions::new(config, sessions);
         let mut keys = Vec::new();
         for device in ["A", "B", "C"] {
             let body = json!({
@@ -444,5 +649,161 @@ mod tests {
         assert_eq!(index.entries.len(), 1);
         assert!(index.entries.contains_key(&keys[2]));
         assert_eq!(index.in_folder(&keys[2].0), 1);
+    }
+
+    /// Sets the modification time of every file of `folder` an hour back: files written
+    /// in the last 2 s are read at every refresh.
+    fn age(folder: &Path) {
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for entry in std::fs::read_dir(folder).unwrap() {
+            let file = std::fs::File::options()
+                .write(true)
+                .open(entry.unwrap().path());
+            file.unwrap().set_modified(hour_ago).unwrap();
+        }
+    }
+
+    fn counts(r: &RefreshReport) -> (usize, usize, usize, usize, usize, usize) {
+        (
+            r.loaded,
+            r.updated,
+            r.unchanged,
+            r.skipped,
+            r.evicted,
+            r.examined,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_watched_refresh_looks_only_at_files_with_an_event() {
+        let (dir, m, keys) = three_sessions().await;
+        let folder = dir.path().join("MobileApps").join(&keys[0].0);
+        age(&folder);
+        let first = m.refresh().await.unwrap();
+        assert_eq!(counts(&first), (0, 0, 3, 0, 0, 3), "{first:?}");
+        let quiet = m.refresh().await.unwrap();
+        assert_eq!(
+            counts(&quiet),
+            (0, 0, 3, 3, 0, 0),
+            "nothing examined: {quiet:?}"
+        );
+        // Edited in place (no rename, same length), then aged again.
+        let path = folder.join(&keys[0].1);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let edited = text.replace(r#""accepted""#, r#""pending" "#);
+        assert_ne!(text, edited);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .write_all_at(edited.as_bytes(), 0)
+            .unwrap();
+        age(&folder);
+        let report = m.refresh().await.unwrap();
+        // Every file was aged (an event each, and a new change time): all three
+        // looked at and read, one changed.
+        assert_eq!(counts(&report), (0, 1, 2, 0, 0, 3), "{report:?}");
+        assert_eq!(m.refresh().await.unwrap().examined, 0);
+        // Removed: evicted. Renamed out of its name: evicted. A new app folder with a
+        // session (in memory since its login): listed.
+        std::fs::remove_file(folder.join(&keys[1].1)).unwrap();
+        std::fs::rename(folder.join(&keys[2].1), folder.join("kept-aside")).unwrap();
+        let body = json!({
+            "email": "",
+            "application": {"id": "com.example.Other", "name": "Other"},
+            "team": {"id": "TEAM123456"},
+            "device": {"id": "D", "description": "iPhone", "os": "iOS"},
+        });
+        let peer = Some("127.0.0.1".parse().unwrap());
+        m.authenticate(&body, peer, &Policy::default())
+            .await
+            .unwrap();
+        let report = m.refresh().await.unwrap();
+        assert_eq!(counts(&report), (0, 0, 2, 1, 2, 1), "{report:?}");
+        assert_eq!(m.len(), 2);
+        // A whole app folder removed: its sessions are evicted.
+        std::fs::remove_dir_all(&folder).unwrap();
+        let report = m.refresh().await.unwrap();
+        assert_eq!((report.evicted, m.len()), (1, 1), "{report:?}");
+    }
+
+    #[tokio::test]
+    async fn a_renamed_app_folder_is_listed_under_its_new_name() {
+        let (dir, m, keys) = three_sessions().await;
+        let root = dir.path().join("MobileApps");
+        age(&root.join(&keys[0].0));
+        m.refresh().await.unwrap();
+        std::fs::rename(
+            root.join(&keys[0].0),
+            root.join("TEAM123456.com.example.Moved"),
+        )
+        .unwrap();
+        let report = m.refresh().await.unwrap();
+        // Files under another app's folder are invalid there (spec: location check).
+        assert_eq!((report.evicted, report.errors.len()), (3, 3), "{report:?}");
+        // Renamed back: watched under its name again, an in-place edit is seen.
+        std::fs::rename(
+            root.join("TEAM123456.com.example.Moved"),
+            root.join(&keys[0].0),
+        )
+        .unwrap();
+        let report = m.refresh().await.unwrap();
+        assert_eq!((report.loaded, report.errors.len()), (3, 0), "{report:?}");
+        age(&root.join(&keys[0].0));
+        m.refresh().await.unwrap();
+        std::fs::write(root.join(&keys[0].0).join(&keys[0].1), b"{not json").unwrap();
+        let report = m.refresh().await.unwrap();
+        assert_eq!((report.evicted, report.examined), (1, 1), "{report:?}");
+    }
+
+    #[tokio::test]
+    async fn an_invalid_file_is_reported_at_every_watched_refresh() {
+        let (dir, m, keys) = three_sessions().await;
+        let folder = dir.path().join("MobileApps").join(&keys[0].0);
+        std::fs::write(folder.join(&keys[0].1), b"{not json").unwrap();
+        age(&folder);
+        for _ in 0..3 {
+            let report = m.refresh().await.unwrap();
+            assert_eq!(report.errors.len(), 1, "{report:?}");
+        }
+        assert_eq!(m.refresh().await.unwrap().examined, 1);
+    }
+
+    #[tokio::test]
+    async fn unwatched_refreshes_look_at_every_file() {
+        let (dir, m, keys) = three_sessions_watched(false).await;
+        age(&dir.path().join("MobileApps").join(&keys[0].0));
+        for _ in 0..3 {
+            let report = m.refresh().await.unwrap();
+            assert_eq!(report.examined, 3, "{report:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn lost_events_make_the_next_refresh_check_every_file() {
+        let (dir, m, keys) = three_sessions().await;
+        let folder = dir.path().join("MobileApps").join(&keys[0].0);
+        age(&folder);
+        m.refresh().await.unwrap();
+        // More events than the kernel queues (consecutive identical events merge:
+        // the files take turns).
+        let queued: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+            .map_or(16384, |s| s.trim().parse().unwrap());
+        let files: Vec<_> = (keys.iter())
+            .map(|k| {
+                std::fs::File::options()
+                    .write(true)
+                    .open(folder.join(&k.1))
+                    .unwrap()
+            })
+            .collect();
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for i in 0..queued + 10 {
+            files[i % 3].set_modified(hour_ago).unwrap();
+        }
+        let report = m.refresh().await.unwrap();
+        assert_eq!((report.examined, report.unchanged), (3, 3), "{report:?}");
+        // Watched again from there.
+        assert_eq!(m.refresh().await.unwrap().examined, 0);
     }
 }

@@ -1,0 +1,199 @@
+//! Watching `MobileApps` (Linux inotify), so that a refresh looks only at the files
+//! that had an event since the last one instead of taking the metadata of every file.
+//!
+//! The kernel queues an event during the system call that changes a file, so every
+//! change that returned before a refresh starts is in the queue the refresh drains
+//! first. What is watched: the root (app folders created, removed, renamed) and each
+//! app folder (files created, written, truncated, touched, renamed, removed). When
+//! events may have been lost (queue overflow, a watch that could not be added, the
+//! root replaced), the next refresh scans everything and watches anew.
+//!
+//! Not seen, so watching is used only on local file systems (a folder shared over a
+//! network file system changes on other hosts without local events): writes through
+//! a shared memory mapping and through a hard link in another folder.
+
+use std::collections::{HashMap, HashSet};
+
+#[cfg(target_os = "linux")]
+pub(super) use linux::Watch;
+#[cfg(not(target_os = "linux"))]
+pub(super) use other::Watch;
+
+/// What changed since the last drain: app folder → the names that had an event, or
+/// `None` when the whole folder must be listed again (new, removed, renamed). Folders
+/// not listed did not change.
+pub(super) type Changed = HashMap<String, Option<HashSet<String>>>;
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::collections::{HashMap, HashSet};
+    use std::os::fd::OwnedFd;
+    use std::path::Path;
+
+    use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
+
+    use super::Changed;
+
+    /// An inotify instance watching one `MobileApps` folder and its app folders.
+    pub(in crate::apps) struct Watch {
+        fd: OwnedFd,
+        root: i32,
+        /// Watch descriptor → app folder name.
+        folders: HashMap<i32, String>,
+        /// A folder's watch could not be added: its events would be missed.
+        broken: bool,
+    }
+
+    /// `statfs` magic numbers of the local file systems watched.
+    const LOCAL_FILE_SYSTEMS: [i64; 8] = [
+        0xEF53,      // ext2/3/4
+        0x5846_5342, // xfs
+        0x9123_683E, // btrfs
+        0x0102_1994, // tmpfs
+        0x8584_58F6, // ramfs
+        0x794C_7630, // overlayfs
+        0x2FC1_2FC1, // zfs
+        0xF2F5_2010, // f2fs
+    ];
+
+    fn is_local(root: &Path) -> std::io::Result<bool> {
+        #[allow(clippy::useless_conversion)] // `f_type`'s width depends on the target
+        let kind = i64::from(rustix::fs::statfs(root)?.f_type);
+        Ok(LOCAL_FILE_SYSTEMS.contains(&kind))
+    }
+
+    impl Watch {
+        /// Watches `root` (before it is listed); `Ok(None)` where it cannot be trusted
+        /// (a file system that is not local) or does not exist yet.
+        pub(in crate::apps) fn new(root: &Path) -> std::io::Result<Option<Self>> {
+            match is_local(root) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            let fd = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC)?;
+            let root = inotify::add_watch(
+                &fd,
+                root,
+                WatchFlags::CREATE
+                    | WatchFlags::DELETE
+                    | WatchFlags::MOVED_FROM
+                    | WatchFlags::MOVED_TO
+                    | WatchFlags::DELETE_SELF
+                    | WatchFlags::MOVE_SELF
+                    | WatchFlags::ONLYDIR,
+            )?;
+            Ok(Some(Self {
+                fd,
+                root,
+                folders: HashMap::new(),
+                broken: false,
+            }))
+        }
+
+        /// Watches app folder `folder` at `dir`, before it is listed. A failure (the
+        /// user's inotify watches used up) makes the next drain report lost events.
+        pub(in crate::apps) fn folder(&mut self, dir: &Path, folder: &str) {
+            let added = inotify::add_watch(
+                &self.fd,
+                dir,
+                WatchFlags::CREATE
+                    | WatchFlags::MODIFY
+                    | WatchFlags::ATTRIB
+                    | WatchFlags::CLOSE_WRITE
+                    | WatchFlags::MOVED_FROM
+                    | WatchFlags::MOVED_TO
+                    | WatchFlags::DELETE
+                    | WatchFlags::DELETE_SELF
+                    | WatchFlags::MOVE_SELF
+                    | WatchFlags::ONLYDIR,
+            );
+            match added {
+                Ok(wd) => drop(self.folders.insert(wd, folder.to_string())),
+                // Gone or not a folder since it was listed: the listing says so.
+                Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => {}
+                Err(e) => {
+                    tracing::warn!(folder, error = %e, "cannot watch a MobileApps folder: the next refresh checks every file");
+                    self.broken = true;
+                }
+            }
+        }
+
+        /// The changes queued since the last drain, or `None` when some may have been
+        /// lost: then scan everything, with a new `Watch`.
+        pub(in crate::apps) fn drain(&mut self) -> std::io::Result<Option<Changed>> {
+            let mut changed = Changed::new();
+            let mut buf = vec![std::mem::MaybeUninit::uninit(); 64 << 10];
+            let mut events = inotify::Reader::new(&self.fd, &mut buf);
+            loop {
+                let event = match events.next() {
+                    Ok(event) => event,
+                    Err(rustix::io::Errno::WOULDBLOCK) => break,
+                    Err(e) => return Err(e.into()),
+                };
+                let flags = event.events();
+                if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
+                    return Ok(None);
+                }
+                let name = event.file_name().and_then(|n| n.to_str().ok());
+                if event.wd() == self.root {
+                    match name {
+                        Some(folder) => drop(changed.insert(folder.to_string(), None)),
+                        // The root itself was removed, renamed or unmounted.
+                        None => return Ok(None),
+                    }
+                    continue;
+                }
+                let Some(folder) = self.folders.get(&event.wd()).cloned() else {
+                    continue; // a watch already removed
+                };
+                if let Some(name) = name {
+                    // Unless the whole folder is listed again anyway.
+                    if let Some(names) = changed
+                        .entry(folder)
+                        .or_insert_with(|| Some(HashSet::new()))
+                    {
+                        names.insert(name.to_string());
+                    }
+                } else {
+                    // The folder itself: removed, renamed (the watch would follow it
+                    // under its new name), or its watch gone. Listed again, and watched
+                    // anew under its name if it is still there.
+                    if flags.contains(ReadFlags::MOVE_SELF) {
+                        let _ = inotify::remove_watch(&self.fd, event.wd());
+                    }
+                    if flags.intersects(ReadFlags::MOVE_SELF | ReadFlags::IGNORED) {
+                        self.folders.remove(&event.wd());
+                    }
+                    changed.insert(folder, None);
+                }
+            }
+            Ok((!self.broken).then_some(changed))
+        }
+    }
+}
+
+/// Elsewhere, every refresh takes the metadata of every file.
+#[cfg(not(target_os = "linux"))]
+mod other {
+    use std::path::Path;
+
+    use super::Changed;
+
+    pub(in crate::apps) enum Watch {}
+
+    impl Watch {
+        pub(in crate::apps) fn new(_: &Path) -> std::io::Result<Option<Self>> {
+            Ok(None)
+        }
+
+        pub(in crate::apps) fn folder(&mut self, _: &Path, _: &str) {
+            match *self {}
+        }
+
+        pub(in crate::apps) fn drain(&mut self) -> std::io::Result<Option<Changed>> {
+            match *self {}
+        }
+    }
+}
