@@ -117,6 +117,7 @@ impl MobileSessions {
         })
         .await
         .map_err(std::io::Error::other)??;
+        self.absorb_events();
         Ok(found)
     }
 
@@ -132,6 +133,7 @@ impl MobileSessions {
         })
         .await
         .map_err(std::io::Error::other)??;
+        self.absorb_events();
         Ok(())
     }
 

@@ -153,14 +153,7 @@ pub(super) fn scan_since(root: &Path, last: Last, watch: bool) -> std::io::Resul
         again,
         watch: mut watching,
     } = last;
-    let changed = match watching.as_mut().map(Watch::drain) {
-        Some(Ok(changed)) => changed,
-        Some(Err(e)) => {
-            tracing::warn!(error = %e, "reading MobileApps events failed: checking every file");
-            None
-        }
-        None => None,
-    };
+    let changed = watching.as_mut().and_then(Watch::drain);
     let scope = if let Some(mut changed) = changed {
         for (folder, name) in again {
             if let Some(names) = changed
@@ -415,6 +408,15 @@ impl RefreshReport {
 }
 
 impl MobileSessions {
+    /// Moves the events of the watched folders into the watch's pending changes: after
+    /// each of sessiond's own writes, so that logins between two refreshes do not
+    /// overflow the kernel's queue. Quick: one non-blocking read.
+    pub(super) fn absorb_events(&self) {
+        if let Some(watch) = self.last.lock().watch.as_mut() {
+            watch.absorb();
+        }
+    }
+
     /// MOBILE APP REFRESH SESSIONS: reads every session file; modified files update
     /// their session, new ones are loaded, deleted or invalid ones are evicted, and
     /// each unusable file is reported with its `mobi` error. Other nodes are told
@@ -805,5 +807,34 @@ mod tests {
         assert_eq!((report.examined, report.unchanged), (3, 3), "{report:?}");
         // Watched again from there.
         assert_eq!(m.refresh().await.unwrap().examined, 0);
+    }
+
+    #[tokio::test]
+    async fn events_absorbed_between_refreshes_never_overflow_the_queue() {
+        let (dir, m, keys) = three_sessions().await;
+        let folder = dir.path().join("MobileApps").join(&keys[0].0);
+        age(&folder);
+        m.refresh().await.unwrap();
+        // Twice the kernel's queue in events on two of the files, absorbed as
+        // sessiond's own writes absorb them.
+        let queued: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+            .map_or(16384, |s| s.trim().parse().unwrap());
+        let files: Vec<_> = (keys[..2].iter())
+            .map(|k| {
+                std::fs::File::options()
+                    .write(true)
+                    .open(folder.join(&k.1))
+                    .unwrap()
+            })
+            .collect();
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for i in 0..2 * queued {
+            files[i % 2].set_modified(hour_ago).unwrap();
+            if i % 1000 == 0 {
+                m.absorb_events();
+            }
+        }
+        let report = m.refresh().await.unwrap();
+        assert_eq!((report.examined, report.unchanged), (2, 3), "{report:?}");
     }
 }

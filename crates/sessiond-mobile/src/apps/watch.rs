@@ -33,6 +33,10 @@ mod linux {
     use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 
     use super::Changed;
+    use crate::file::is_session_file_name;
+
+    /// File names pending before a refresh beyond which it checks every file instead.
+    const MAX_PENDING: usize = 100_000;
 
     /// An inotify instance watching one `MobileApps` folder and its app folders.
     pub(in crate::apps) struct Watch {
@@ -42,6 +46,12 @@ mod linux {
         folders: HashMap<i32, String>,
         /// A folder's watch could not be added: its events would be missed.
         broken: bool,
+        /// Events read from the kernel's queue and not yet drained.
+        pending: Changed,
+        /// How many file names `pending` holds.
+        names: usize,
+        /// Events were lost (queue overflow, too many pending, the root gone).
+        lost: bool,
     }
 
     /// `statfs` magic numbers of the local file systems watched.
@@ -89,6 +99,9 @@ mod linux {
                 root,
                 folders: HashMap::new(),
                 broken: false,
+                pending: Changed::new(),
+                names: 0,
+                lost: false,
             }))
         }
 
@@ -120,28 +133,43 @@ mod linux {
             }
         }
 
-        /// The changes queued since the last drain, or `None` when some may have been
-        /// lost: then scan everything, with a new `Watch`.
-        pub(in crate::apps) fn drain(&mut self) -> std::io::Result<Option<Changed>> {
-            let mut changed = Changed::new();
-            let mut buf = vec![std::mem::MaybeUninit::uninit(); 64 << 10];
+        /// Moves the events the kernel queued into the pending changes, so that its
+        /// queue does not overflow between refreshes (called after each of sessiond's
+        /// own writes, and by [`Watch::drain`]).
+        pub(in crate::apps) fn absorb(&mut self) {
+            if self.lost {
+                return; // the next refresh checks everything: nothing to keep
+            }
+            if let Err(e) = self.read_events() {
+                tracing::warn!(error = %e, "reading MobileApps events failed: the next refresh checks every file");
+                self.lost = true;
+            }
+            if self.lost {
+                self.pending = Changed::new();
+                self.names = 0;
+            }
+        }
+
+        fn read_events(&mut self) -> std::io::Result<()> {
+            let mut buf = vec![std::mem::MaybeUninit::uninit(); 16 << 10];
             let mut events = inotify::Reader::new(&self.fd, &mut buf);
             loop {
                 let event = match events.next() {
                     Ok(event) => event,
-                    Err(rustix::io::Errno::WOULDBLOCK) => break,
+                    Err(rustix::io::Errno::WOULDBLOCK) => return Ok(()),
                     Err(e) => return Err(e.into()),
                 };
                 let flags = event.events();
-                if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
-                    return Ok(None);
-                }
                 let name = event.file_name().and_then(|n| n.to_str().ok());
+                if flags.contains(ReadFlags::QUEUE_OVERFLOW) || self.names > MAX_PENDING {
+                    self.lost = true;
+                    return Ok(());
+                }
                 if event.wd() == self.root {
                     match name {
-                        Some(folder) => drop(changed.insert(folder.to_string(), None)),
+                        Some(folder) => drop(self.pending.insert(folder.to_string(), None)),
                         // The root itself was removed, renamed or unmounted.
-                        None => return Ok(None),
+                        None => self.lost = true,
                     }
                     continue;
                 }
@@ -149,12 +177,15 @@ mod linux {
                     continue; // a watch already removed
                 };
                 if let Some(name) = name {
+                    if !is_session_file_name(name) {
+                        continue; // sidecars, temporary files of atomic writes…
+                    }
                     // Unless the whole folder is listed again anyway.
-                    if let Some(names) = changed
-                        .entry(folder)
-                        .or_insert_with(|| Some(HashSet::new()))
+                    let entry = self.pending.entry(folder);
+                    if let Some(names) = entry.or_insert_with(|| Some(HashSet::new()))
+                        && names.insert(name.to_string())
                     {
-                        names.insert(name.to_string());
+                        self.names += 1;
                     }
                 } else {
                     // The folder itself: removed, renamed (the watch would follow it
@@ -166,10 +197,20 @@ mod linux {
                     if flags.intersects(ReadFlags::MOVE_SELF | ReadFlags::IGNORED) {
                         self.folders.remove(&event.wd());
                     }
-                    changed.insert(folder, None);
+                    self.pending.insert(folder, None);
                 }
             }
-            Ok((!self.broken).then_some(changed))
+        }
+
+        /// The changes since the last drain, or `None` when some may have been lost:
+        /// then scan everything, with a new `Watch`.
+        pub(in crate::apps) fn drain(&mut self) -> Option<Changed> {
+            self.absorb();
+            if self.lost || self.broken {
+                return None;
+            }
+            self.names = 0;
+            Some(std::mem::take(&mut self.pending))
         }
     }
 }
@@ -192,7 +233,11 @@ mod other {
             match *self {}
         }
 
-        pub(in crate::apps) fn drain(&mut self) -> std::io::Result<Option<Changed>> {
+        pub(in crate::apps) fn absorb(&mut self) {
+            match *self {}
+        }
+
+        pub(in crate::apps) fn drain(&mut self) -> Option<Changed> {
             match *self {}
         }
     }
