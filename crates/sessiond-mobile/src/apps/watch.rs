@@ -160,7 +160,13 @@ mod linux {
                     Err(e) => return Err(e.into()),
                 };
                 let flags = event.events();
-                let name = event.file_name().and_then(|n| n.to_str().ok());
+                // Names that are not UTF-8 are neither app folders nor session files
+                // (a listing skips them too).
+                let name = match event.file_name().map(|n| n.to_str()) {
+                    Some(Ok(name)) => Some(name),
+                    Some(Err(_)) => continue,
+                    None => None,
+                };
                 if flags.contains(ReadFlags::QUEUE_OVERFLOW) || self.names > MAX_PENDING {
                     self.lost = true;
                     return Ok(());
