@@ -227,6 +227,7 @@ pub struct RefreshReport {
     pub skipped: usize,
     /// Files whose metadata was taken: every session file, or, with the folders
     /// watched, only those that had an event.
+    #[serde(default)]
     pub examined: usize,
     /// Sessions removed from memory (file deleted or invalid).
     pub evicted: usize,

@@ -242,7 +242,15 @@ fn scan(
                             let meta = match std::fs::symlink_metadata(dir.join(name)) {
                                 Ok(meta) if meta.is_file() => Some(meta),
                                 Ok(_) => None,
-                                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::NotFound
+                                            | std::io::ErrorKind::NotADirectory
+                                    ) =>
+                                {
+                                    None
+                                }
                                 Err(e) => return Err(e),
                             };
                             match meta {
@@ -265,7 +273,8 @@ fn scan(
 }
 
 /// Lists app folder `folder` (at `dir`) and looks at each of its session files;
-/// watched from before the listing. A folder gone, or not a folder, has no session.
+/// watched from before the listing. A folder gone, or not a folder (a file, a
+/// symbolic link: not followed, as a listing of the root does not), has no session.
 fn list_folder(
     dir: &Path,
     folder: &str,
@@ -277,14 +286,20 @@ fn list_folder(
     if let Some(watch) = watch {
         watch.folder(dir, folder);
     }
-    let files = match std::fs::read_dir(dir) {
+    let gone = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+        )
+    };
+    let files = match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => std::fs::read_dir(dir),
+        Ok(_) => Err(std::io::ErrorKind::NotADirectory.into()),
+        Err(e) => Err(e),
+    };
+    let files = match files {
         Ok(files) => files,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-            ) =>
-        {
+        Err(e) if gone(&e) => {
             here.clear();
             return Ok(());
         }
@@ -836,5 +851,44 @@ mod tests {
         }
         let report = m.refresh().await.unwrap();
         assert_eq!((report.examined, report.unchanged), (2, 3), "{report:?}");
+    }
+
+    #[tokio::test]
+    async fn a_root_path_that_leads_to_another_folder_is_checked_in_full() {
+        let (dir, m, keys) = three_sessions().await;
+        let folder = dir.path().join("MobileApps").join(&keys[0].0);
+        age(&folder);
+        m.refresh().await.unwrap();
+        // A backup restored over the data folder: no event on the folder watched.
+        let kept = std::fs::read(folder.join(&keys[0].1)).unwrap();
+        let old = dir.path().with_extension("old");
+        std::fs::rename(dir.path(), &old).unwrap();
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join(&keys[0].1), kept).unwrap();
+        let report = m.refresh().await;
+        std::fs::remove_dir_all(&old).unwrap();
+        let report = report.unwrap();
+        assert_eq!((report.evicted, report.examined), (2, 1), "{report:?}");
+        assert_eq!(m.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_symbolic_link_to_an_app_folder_is_not_followed() {
+        let (dir, m, keys) = three_sessions().await;
+        let root = dir.path().join("MobileApps");
+        age(&root.join(&keys[0].0));
+        m.refresh().await.unwrap();
+        std::os::unix::fs::symlink(
+            root.join(&keys[0].0),
+            root.join("TEAM123456.com.example.Link"),
+        )
+        .unwrap();
+        let watched = m.refresh().await.unwrap();
+        assert_eq!(
+            (watched.loaded, watched.errors.len(), watched.examined),
+            (0, 0, 0),
+            "{watched:?}"
+        );
+        assert_eq!(m.len(), 3);
     }
 }

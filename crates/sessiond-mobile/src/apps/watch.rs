@@ -6,7 +6,8 @@
 //! first. What is watched: the root (app folders created, removed, renamed) and each
 //! app folder (files created, written, truncated, touched, renamed, removed). When
 //! events may have been lost (queue overflow, a watch that could not be added, the
-//! root replaced), the next refresh scans everything and watches anew.
+//! root moved, removed, or its path now leading to another folder: a restored backup,
+//! a file system mounted over it), the next refresh scans everything and watches anew.
 //!
 //! Not seen, so watching is used only on local file systems (a folder shared over a
 //! network file system changes on other hosts without local events): writes through
@@ -27,35 +28,43 @@ pub(super) type Changed = HashMap<String, Option<HashSet<String>>>;
 #[cfg(target_os = "linux")]
 mod linux {
     use std::collections::{HashMap, HashSet};
+    use std::mem::MaybeUninit;
     use std::os::fd::OwnedFd;
-    use std::path::Path;
+    use std::os::unix::fs::MetadataExt as _;
+    use std::path::{Path, PathBuf};
 
     use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 
     use super::Changed;
     use crate::file::is_session_file_name;
 
-    /// File names pending before a refresh beyond which it checks every file instead.
+    /// Names (files and app folders) pending before a refresh beyond which it checks
+    /// every file instead.
     const MAX_PENDING: usize = 100_000;
 
     /// An inotify instance watching one `MobileApps` folder and its app folders.
     pub(in crate::apps) struct Watch {
         fd: OwnedFd,
         root: i32,
+        /// The root's path, and the device and inode it led to when watched.
+        root_path: PathBuf,
+        root_id: (u64, u64),
         /// Watch descriptor → app folder name.
         folders: HashMap<i32, String>,
         /// A folder's watch could not be added: its events would be missed.
         broken: bool,
         /// Events read from the kernel's queue and not yet drained.
         pending: Changed,
-        /// How many file names `pending` holds.
+        /// How many names `pending` holds.
         names: usize,
         /// Events were lost (queue overflow, too many pending, the root gone).
         lost: bool,
+        /// Where the events are read.
+        buf: Box<[MaybeUninit<u8>]>,
     }
 
     /// `statfs` magic numbers of the local file systems watched.
-    const LOCAL_FILE_SYSTEMS: [i64; 8] = [
+    const LOCAL_FILE_SYSTEMS: [u32; 8] = [
         0xEF53,      // ext2/3/4
         0x5846_5342, // xfs
         0x9123_683E, // btrfs
@@ -67,9 +76,16 @@ mod linux {
     ];
 
     fn is_local(root: &Path) -> std::io::Result<bool> {
-        #[allow(clippy::useless_conversion)] // `f_type`'s width depends on the target
-        let kind = i64::from(rustix::fs::statfs(root)?.f_type);
+        // `f_type` is a signed word of the target's width: its low 32 bits are the magic.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let kind = rustix::fs::statfs(root)?.f_type as u32;
         Ok(LOCAL_FILE_SYSTEMS.contains(&kind))
+    }
+
+    /// The device and inode `path` leads to.
+    fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
+        let meta = std::fs::metadata(path)?;
+        Ok((meta.dev(), meta.ino()))
     }
 
     impl Watch {
@@ -82,8 +98,9 @@ mod linux {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(e),
             }
+            let root_id = identity(root)?;
             let fd = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC)?;
-            let root = inotify::add_watch(
+            let wd = inotify::add_watch(
                 &fd,
                 root,
                 WatchFlags::CREATE
@@ -94,20 +111,29 @@ mod linux {
                     | WatchFlags::MOVE_SELF
                     | WatchFlags::ONLYDIR,
             )?;
+            if identity(root)? != root_id {
+                return Ok(None); // replaced meanwhile: not watched this time
+            }
             Ok(Some(Self {
                 fd,
-                root,
+                root: wd,
+                root_path: root.to_path_buf(),
+                root_id,
                 folders: HashMap::new(),
                 broken: false,
                 pending: Changed::new(),
                 names: 0,
                 lost: false,
+                buf: vec![MaybeUninit::uninit(); 16 << 10].into_boxed_slice(),
             }))
         }
 
         /// Watches app folder `folder` at `dir`, before it is listed. A failure (the
         /// user's inotify watches used up) makes the next drain report lost events.
         pub(in crate::apps) fn folder(&mut self, dir: &Path, folder: &str) {
+            if self.broken {
+                return; // this refresh checks every file anyway
+            }
             let added = inotify::add_watch(
                 &self.fd,
                 dir,
@@ -120,7 +146,8 @@ mod linux {
                     | WatchFlags::DELETE
                     | WatchFlags::DELETE_SELF
                     | WatchFlags::MOVE_SELF
-                    | WatchFlags::ONLYDIR,
+                    | WatchFlags::ONLYDIR
+                    | WatchFlags::DONT_FOLLOW,
             );
             match added {
                 Ok(wd) => drop(self.folders.insert(wd, folder.to_string())),
@@ -137,7 +164,7 @@ mod linux {
         /// queue does not overflow between refreshes (called after each of sessiond's
         /// own writes, and by [`Watch::drain`]).
         pub(in crate::apps) fn absorb(&mut self) {
-            if self.lost {
+            if self.lost || self.broken {
                 return; // the next refresh checks everything: nothing to keep
             }
             if let Err(e) = self.read_events() {
@@ -151,8 +178,14 @@ mod linux {
         }
 
         fn read_events(&mut self) -> std::io::Result<()> {
-            let mut buf = vec![std::mem::MaybeUninit::uninit(); 16 << 10];
-            let mut events = inotify::Reader::new(&self.fd, &mut buf);
+            let mut buf = std::mem::take(&mut self.buf);
+            let read = self.read_events_into(&mut buf);
+            self.buf = buf;
+            read
+        }
+
+        fn read_events_into(&mut self, buf: &mut [MaybeUninit<u8>]) -> std::io::Result<()> {
+            let mut events = inotify::Reader::new(&self.fd, buf);
             loop {
                 let event = match events.next() {
                     Ok(event) => event,
@@ -173,7 +206,11 @@ mod linux {
                 }
                 if event.wd() == self.root {
                     match name {
-                        Some(folder) => drop(self.pending.insert(folder.to_string(), None)),
+                        Some(folder) => {
+                            if self.pending.insert(folder.to_string(), None).is_none() {
+                                self.names += 1;
+                            }
+                        }
                         // The root itself was removed, renamed or unmounted.
                         None => self.lost = true,
                     }
@@ -203,7 +240,9 @@ mod linux {
                     if flags.intersects(ReadFlags::MOVE_SELF | ReadFlags::IGNORED) {
                         self.folders.remove(&event.wd());
                     }
-                    self.pending.insert(folder, None);
+                    if self.pending.insert(folder, None).is_none() {
+                        self.names += 1;
+                    }
                 }
             }
         }
@@ -213,6 +252,10 @@ mod linux {
         pub(in crate::apps) fn drain(&mut self) -> Option<Changed> {
             self.absorb();
             if self.lost || self.broken {
+                return None;
+            }
+            // The path may lead elsewhere now, without an event on the folder watched.
+            if identity(&self.root_path).ok() != Some(self.root_id) {
                 return None;
             }
             self.names = 0;
