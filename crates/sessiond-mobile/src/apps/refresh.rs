@@ -796,16 +796,16 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn lost_events_make_the_next_refresh_check_every_file() {
-        let (dir, m, keys) = three_sessions().await;
-        let folder = dir.path().join("MobileApps").join(&keys[0].0);
-        age(&folder);
-        m.refresh().await.unwrap();
-        // More events than the kernel queues (consecutive identical events merge:
-        // the files take turns).
-        let queued: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
-            .map_or(16384, |s| s.trim().parse().unwrap());
+    /// How many events the kernel queues for an inotify instance.
+    fn queued_events() -> usize {
+        std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+            .map_or(16384, |s| s.trim().parse().unwrap())
+    }
+
+    /// Touches the session files of `keys` in turn (consecutive identical events would
+    /// merge), `times` in all; with `m`, absorbs the events every 1,000 touches as
+    /// sessiond's own writes do.
+    fn touch_in_turns(folder: &Path, keys: &[Key], times: usize, m: Option<&MobileSessions>) {
         let files: Vec<_> = (keys.iter())
             .map(|k| {
                 std::fs::File::options()
@@ -815,9 +815,24 @@ mod tests {
             })
             .collect();
         let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        for i in 0..queued + 10 {
-            files[i % 3].set_modified(hour_ago).unwrap();
+        for i in 0..times {
+            files[i % files.len()].set_modified(hour_ago).unwrap();
+            if let Some(m) = m
+                && i % 1000 == 0
+            {
+                m.absorb_events();
+            }
         }
+    }
+
+    #[tokio::test]
+    async fn lost_events_make_the_next_refresh_check_every_file() {
+        let (dir, m, keys) = three_sessions().await;
+        let folder = dir.path().join("MobileApps").join(&keys[0].0);
+        age(&folder);
+        m.refresh().await.unwrap();
+        // More events than the kernel queues.
+        touch_in_turns(&folder, &keys, queued_events() + 10, None);
         let report = m.refresh().await.unwrap();
         assert_eq!((report.examined, report.unchanged), (3, 3), "{report:?}");
         // Watched again from there.
@@ -830,25 +845,8 @@ mod tests {
         let folder = dir.path().join("MobileApps").join(&keys[0].0);
         age(&folder);
         m.refresh().await.unwrap();
-        // Twice the kernel's queue in events on two of the files, absorbed as
-        // sessiond's own writes absorb them.
-        let queued: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
-            .map_or(16384, |s| s.trim().parse().unwrap());
-        let files: Vec<_> = (keys[..2].iter())
-            .map(|k| {
-                std::fs::File::options()
-                    .write(true)
-                    .open(folder.join(&k.1))
-                    .unwrap()
-            })
-            .collect();
-        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        for i in 0..2 * queued {
-            files[i % 2].set_modified(hour_ago).unwrap();
-            if i % 1000 == 0 {
-                m.absorb_events();
-            }
-        }
+        // Twice the kernel's queue in events on two of the files, absorbed.
+        touch_in_turns(&folder, &keys[..2], 2 * queued_events(), Some(&m));
         let report = m.refresh().await.unwrap();
         assert_eq!((report.examined, report.unchanged), (2, 3), "{report:?}");
     }
