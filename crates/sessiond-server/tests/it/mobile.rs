@@ -466,6 +466,8 @@ async fn refresh_reads_only_files_whose_size_times_or_inode_changed() {
     assert_eq!((first.unchanged, first.skipped), (3, 0), "{first:?}");
     let second = m.store.refresh().await.unwrap();
     assert_eq!((second.unchanged, second.skipped), (3, 3), "{second:?}");
+    // The folders are watched (the default): no event, no file looked at.
+    assert_eq!((first.examined, second.examined), (3, 0));
     // Same size, same modification time: edited in place (the change time tells), and
     // replaced by a rename (the inode tells).
     let pending = |path: &Path| {
@@ -483,12 +485,21 @@ async fn refresh_reads_only_files_whose_size_times_or_inode_changed() {
     std::fs::rename(&tmp, &paths[1]).unwrap();
     let third = m.store.refresh().await.unwrap();
     assert_eq!(
-        (third.updated, third.unchanged, third.skipped),
-        (2, 1, 1),
+        (
+            third.updated,
+            third.unchanged,
+            third.skipped,
+            third.examined
+        ),
+        (2, 1, 1, 2),
         "{third:?}"
     );
     let fourth = m.store.refresh().await.unwrap();
-    assert_eq!((fourth.unchanged, fourth.skipped), (3, 3), "{fourth:?}");
+    assert_eq!(
+        (fourth.unchanged, fourth.skipped, fourth.examined),
+        (3, 3, 0),
+        "{fourth:?}"
+    );
     // A file written in the last 2 s is read at every refresh.
     let same = std::fs::read(&paths[2]).unwrap();
     std::fs::write(&paths[2], same).unwrap();
