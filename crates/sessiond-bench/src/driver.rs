@@ -653,19 +653,25 @@ fn run_stores(
         }
     ));
     header.redis_benchmark = sys::command_output(&args.redis_benchmark, &["--version"]);
-    let cluster = sessiond_store::conformance::RedisCluster::start();
-    let cluster_url = cluster.url();
-    eprintln!("stores: a 3-primary Redis Cluster at {cluster_url}");
-    header.redis_cluster = Some(format!(
-        "3 primaries ({cluster_url}), no replicas, `--save '' --appendonly no`, unpinned"
-    ));
+    let wanted = |id: &str| args.plans.is_empty() || args.plans.iter().any(|p| p == id);
+    let cluster = (wanted("C1") || wanted("C2")).then(|| {
+        let cluster = sessiond_store::conformance::RedisCluster::start();
+        let url = cluster.url();
+        eprintln!("stores: a 3-primary Redis Cluster at {url}");
+        header.redis_cluster = Some(format!(
+            "3 primaries ({url}), no replicas, `--save '' --appendonly no`, unpinned"
+        ));
+        (cluster, url)
+    });
     let env = Env {
         redis: Some(&redis),
-        cluster: Some(&cluster_url),
+        cluster: cluster.as_ref().map(|(_, url)| url.as_str()),
         ..*env
     };
-    extras.staleness = Some(rt.block_on(staleness(&redis, args.quick))?);
-    for plan in stores_plans() {
+    if wanted("R3") {
+        extras.staleness = Some(rt.block_on(staleness(&redis, args.quick))?);
+    }
+    for plan in stores_plans().into_iter().filter(|p| wanted(p.id)) {
         let (result, bench) = rt.block_on(run_scenario(&env, &plan))?;
         scenarios.push(result);
         extras.redis_benchmark.extend(bench);

@@ -248,6 +248,10 @@ pub(crate) struct RunArgs {
     /// Scenarios of the peers (S*) and remote (X*) groups to run.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::S1, Scenario::S2, Scenario::S3, Scenario::S6, Scenario::X1, Scenario::X2, Scenario::X3])]
     pub scenarios: Vec<Scenario>,
+    /// Scenarios of the stores group to run (W1, W1s, W2, R1, R2, R3, C1, C2; all when
+    /// not given). The Redis Cluster starts only for C1 and C2.
+    #[arg(long, value_delimiter = ',', value_parser = ["W1", "W1s", "W2", "R1", "R2", "R3", "C1", "C2"])]
+    pub plans: Vec<String>,
     /// Stacks to compare in S1–S3 (S6 always measures sessiond and tower-sessions).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Stack::Bare, Stack::Sessiond, Stack::TowerSessions])]
     pub stacks: Vec<Stack>,

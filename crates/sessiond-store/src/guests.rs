@@ -13,17 +13,29 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use parking_lot::Mutex;
-use sessiond_core::{SessionId, Timestamp};
+use sessiond_core::{SessionId, Timestamp, TokenHash};
 
-/// Entries kept at most (about 70 bytes each).
+/// Entries kept at most (about 90 bytes each).
 pub const MAX_UNSTORED_GUESTS: usize = 200_000;
 const SHARDS: usize = 16;
 
+/// What this node knows of an unstored guest: enough to build its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guest {
+    /// Creation.
+    pub created: Timestamp,
+    /// Last activity.
+    pub last: Timestamp,
+    /// The client's address, if known.
+    pub ip: Option<IpAddr>,
+    /// The hash of its ticket's secret (its one token once stored), kept so that
+    /// building the record takes no MAC.
+    pub token: TokenHash,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    created: Timestamp,
-    last: Timestamp,
-    ip: Option<IpAddr>,
+    guest: Guest,
     /// Position in the eviction queue (entries seen again are queued again).
     seq: u64,
 }
@@ -35,7 +47,7 @@ struct Shard {
     next: u64,
 }
 
-/// Unstored guests by id: (creation, last activity). Sharded plain mutexes, each
+/// Unstored guests by id. Sharded plain mutexes, each
 /// held for one map operation, never across an `.await`.
 #[derive(Debug)]
 pub struct UnstoredGuests {
@@ -55,25 +67,17 @@ impl UnstoredGuests {
         &self.shards[usize::from(id.as_bytes()[0]) % SHARDS]
     }
 
-    /// Notes guest `id`, created at `created` from `ip`, active at `last` (an address
-    /// already known is kept when `ip` is `None`).
-    pub fn note(&self, id: SessionId, created: Timestamp, last: Timestamp, ip: Option<IpAddr>) {
+    /// Notes `guest` under `id` (a later last activity wins; an address already
+    /// known is kept when `guest.ip` is `None`).
+    pub fn note(&self, id: SessionId, mut guest: Guest) {
         let mut s = self.shard(&id).lock();
         let seq = s.next;
         s.next += 1;
-        let (last, ip) = match s.map.get(&id) {
-            Some(e) => (e.last.max(last), ip.or(e.ip)),
-            None => (last, ip),
-        };
-        s.map.insert(
-            id,
-            Entry {
-                created,
-                last,
-                ip,
-                seq,
-            },
-        );
+        if let Some(e) = s.map.get(&id) {
+            guest.last = e.guest.last.max(guest.last);
+            guest.ip = guest.ip.or(e.guest.ip);
+        }
+        s.map.insert(id, Entry { guest, seq });
         s.queue.push_back((seq, id));
         while s.map.len() > MAX_UNSTORED_GUESTS / SHARDS
             || s.queue.len() > 2 * MAX_UNSTORED_GUESTS / SHARDS
@@ -87,13 +91,9 @@ impl UnstoredGuests {
         }
     }
 
-    /// Guest `id`'s (creation, last activity, address), if this node knows it.
-    pub fn get(&self, id: &SessionId) -> Option<(Timestamp, Timestamp, Option<IpAddr>)> {
-        self.shard(id)
-            .lock()
-            .map
-            .get(id)
-            .map(|e| (e.created, e.last, e.ip))
+    /// Guest `id`, if this node knows it.
+    pub fn get(&self, id: &SessionId) -> Option<Guest> {
+        self.shard(id).lock().map.get(id).map(|e| e.guest)
     }
 
     /// Forgets guest `id` (it is stored now, or ended).
@@ -101,16 +101,11 @@ impl UnstoredGuests {
         self.shard(id).lock().map.remove(id);
     }
 
-    /// Every known guest: (id, creation, last activity, address).
-    pub fn all(&self) -> Vec<(SessionId, Timestamp, Timestamp, Option<IpAddr>)> {
+    /// Every known guest.
+    pub fn all(&self) -> Vec<(SessionId, Guest)> {
         let mut out = Vec::new();
         for s in &self.shards {
-            out.extend(
-                s.lock()
-                    .map
-                    .iter()
-                    .map(|(id, e)| (*id, e.created, e.last, e.ip)),
-            );
+            out.extend(s.lock().map.iter().map(|(id, e)| (*id, e.guest)));
         }
         out
     }
@@ -130,26 +125,30 @@ impl UnstoredGuests {
 mod tests {
     use super::*;
 
+    fn guest(created: u64, last: u64, ip: Option<IpAddr>) -> Guest {
+        Guest {
+            created: Timestamp(created),
+            last: Timestamp(last),
+            ip,
+            token: TokenHash::of(b"ticket secret"),
+        }
+    }
+
     #[test]
-    fn bounded_oldest_first() {
+    fn bounded_oldest_first_keeping_the_latest_activity_and_known_address() {
         let g = UnstoredGuests::default();
         let first = SessionId::random();
-        g.note(first, Timestamp(1), Timestamp(1), None);
-        for i in 0..2 * MAX_UNSTORED_GUESTS {
-            g.note(
-                SessionId::random(),
-                Timestamp(i as u64),
-                Timestamp(i as u64),
-                None,
-            );
+        g.note(first, guest(1, 1, None));
+        for i in 0..2 * MAX_UNSTORED_GUESTS as u64 {
+            g.note(SessionId::random(), guest(i, i, None));
         }
         assert!(g.len() <= MAX_UNSTORED_GUESTS);
         assert!(g.get(&first).is_none());
         let kept = SessionId::random();
         let ip = Some(IpAddr::from([10, 0, 0, 1]));
-        g.note(kept, Timestamp(5), Timestamp(9), ip);
-        g.note(kept, Timestamp(5), Timestamp(7), None);
-        assert_eq!(g.get(&kept), Some((Timestamp(5), Timestamp(9), ip)));
+        g.note(kept, guest(5, 9, ip));
+        g.note(kept, guest(5, 7, None));
+        assert_eq!(g.get(&kept), Some(guest(5, 9, ip)));
         g.forget(&kept);
         assert!(g.get(&kept).is_none());
     }

@@ -14,7 +14,7 @@ use sessiond_core::{
     TokenHash, TokenState,
 };
 
-use crate::guests::UnstoredGuests;
+use crate::guests::{Guest, UnstoredGuests};
 use crate::store::{SessionStore, Snapshot, StoreError, Update};
 
 /// Errors of session operations.
@@ -254,12 +254,19 @@ impl Sessions {
         let now = self.now();
         if self.0.policy.lazy_guests {
             let id = self.0.guest_key.new_id();
-            self.0.guests.note(id, now, now, ip);
+            let ticket = self.0.guest_key.ticket(id, now, now);
+            let guest = Guest {
+                created: now,
+                last: now,
+                ip,
+                token: ticket.hash(),
+            };
+            self.0.guests.note(id, guest);
             let snapshot = Snapshot {
-                record: Arc::new(self.guest_record(id, now, ip)),
+                record: Arc::new(self.guest_record(id, &guest)),
                 last_activity: now,
             };
-            return Ok((snapshot, self.0.guest_key.ticket(id, now, now)));
+            return Ok((snapshot, ticket));
         }
         let token = CookieToken::new_session();
         let mut record = SessionRecord::with_id(
@@ -278,17 +285,13 @@ impl Sessions {
 
     /// The record of guest session `id` (made by the guest key) as first stored:
     /// empty, its ticket's secret as its one token.
-    fn guest_record(
-        &self,
-        id: SessionId,
-        created: Timestamp,
-        ip: Option<std::net::IpAddr>,
-    ) -> SessionRecord {
+    fn guest_record(&self, id: SessionId, guest: &Guest) -> SessionRecord {
         let policy = &self.0.policy;
-        let mut record = SessionRecord::with_id(id, SessionKind::Web, created, policy, ip, None);
+        let mut record =
+            SessionRecord::with_id(id, SessionKind::Web, guest.created, policy, guest.ip, None);
         record
             .tokens_mut()
-            .issue(self.0.guest_key.token_hash(&id), created, policy);
+            .issue(guest.token, guest.created, policy);
         record.set_node(self.0.node.clone());
         record
     }
@@ -309,21 +312,26 @@ impl Sessions {
         }
     }
 
-    /// Notes a guest that is not stored (a handle on it), so that its first change
-    /// stores it with its creation time and address.
-    pub fn note_guest(&self, snapshot: &Snapshot) {
+    /// Notes a guest that is not stored (a handle on it, opened with the ticket whose
+    /// secret hashes to `token`), so that its first change stores it with its
+    /// creation time and address.
+    pub fn note_guest(&self, snapshot: &Snapshot, token: TokenHash) {
         let r = &snapshot.record;
-        self.0
-            .guests
-            .note(r.id(), r.created(), snapshot.last_activity, r.ip());
+        let guest = Guest {
+            created: r.created(),
+            last: snapshot.last_activity,
+            ip: r.ip(),
+            token,
+        };
+        self.0.guests.note(r.id(), guest);
     }
 
     /// The unstored guest `id` as this node knows it (not expired at `now`):
     /// (record, last activity).
     fn known_guest(&self, id: &SessionId, now: Timestamp) -> Option<(SessionRecord, Timestamp)> {
-        let (created, last, ip) = self.0.guests.get(id)?;
-        let record = self.guest_record(*id, created, ip);
-        (!record.is_expired(last, now)).then_some((record, last))
+        let guest = self.0.guests.get(id)?;
+        let record = self.guest_record(*id, &guest);
+        (!record.is_expired(guest.last, now)).then_some((record, guest.last))
     }
 
     /// What an unstored guest ticket opens at `now`.
@@ -336,13 +344,20 @@ impl Sessions {
             return Resolved::Unknown;
         }
         let id = token.session_id();
-        let record = self.guest_record(id, created, None);
+        let mut guest = Guest {
+            created,
+            last,
+            ip: None,
+            token: token.hash(),
+        };
+        let record = self.guest_record(id, &guest);
         if record.is_expired(last, now) {
             return Resolved::Unknown;
         }
         let refreshed = (now.since(last) >= TICKET_REFRESH).then(|| key.ticket(id, created, now));
-        let last_activity = if refreshed.is_some() { now } else { last };
-        self.0.guests.note(id, created, last_activity, None);
+        guest.last = if refreshed.is_some() { now } else { last };
+        let last_activity = guest.last;
+        self.0.guests.note(id, guest);
         Resolved::Unstored {
             snapshot: Snapshot {
                 record: Arc::new(record),
@@ -806,12 +821,12 @@ impl Sessions {
         }
         let mut all = self.0.store.list(now).await?;
         all.retain(|s| !s.record.ended() && matches(filter, &s.record));
-        for (id, created, last, ip) in self.0.guests.all() {
-            let record = self.guest_record(id, created, ip);
-            if !record.is_expired(last, now) && matches(filter, &record) {
+        for (id, guest) in self.0.guests.all() {
+            let record = self.guest_record(id, &guest);
+            if !record.is_expired(guest.last, now) && matches(filter, &record) {
                 all.push(Snapshot {
                     record: Arc::new(record),
-                    last_activity: last,
+                    last_activity: guest.last,
                 });
             }
         }

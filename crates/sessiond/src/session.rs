@@ -116,7 +116,10 @@ impl Session {
     fn before_change(&self) {
         use std::sync::atomic::Ordering;
         if self.0.unstored.swap(false, Ordering::Relaxed) {
-            self.0.sessions.note_guest(&self.snapshot());
+            let (snapshot, token) = self.with(|s| (s.snapshot.clone(), s.token));
+            if let Some(token) = token {
+                self.0.sessions.note_guest(&snapshot, token);
+            }
         }
     }
 
