@@ -525,41 +525,33 @@ impl Sessions {
             }
             Ok(())
         };
-        let mut stored_guest = false;
-        loop {
-            match self.0.store.update(id, self.now(), &mut f).await? {
-                Update::Updated(s) => return Ok((s, out.expect("the change ran"))),
-                Update::Rejected(_) if ended.load(std::sync::atomic::Ordering::Relaxed) => {
-                    return Err(SessionsError::NotFound);
-                }
-                Update::Rejected(e) => return Err(e.into()),
-                // A guest not stored yet: its first change stores it, in one write.
-                Update::NotFound if !stored_guest => {
-                    let now = self.now();
-                    let Some((mut record, _)) = self.known_guest(id, now) else {
-                        return Err(SessionsError::NotFound);
-                    };
-                    stored_guest = true;
-                    if let Err(e) = f(&mut record) {
-                        return Err(if ended.load(std::sync::atomic::Ordering::Relaxed) {
-                            SessionsError::NotFound
-                        } else {
-                            e.into()
-                        });
-                    }
-                    record.set_version(record.version() + 1);
-                    match self.0.store.insert(record, now).await {
-                        Ok(s) => {
-                            self.0.guests.forget(id);
-                            return Ok((s, out.expect("the change ran")));
-                        }
-                        // Stored meanwhile (another request): apply the change there.
-                        Err(StoreError::Duplicate(_)) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                Update::NotFound => return Err(SessionsError::NotFound),
+        let rejected = |e: CoreError| {
+            if ended.load(std::sync::atomic::Ordering::Relaxed) {
+                SessionsError::NotFound
+            } else {
+                e.into()
             }
+        };
+        // A guest this node issued and has not stored: its first change stores it, in
+        // one write and without looking for it in the store first (the insert finds
+        // it if another node stored it meanwhile, and the change then applies there).
+        let now = self.now();
+        if let Some((mut record, _)) = self.known_guest(id, now) {
+            f(&mut record).map_err(rejected)?;
+            record.set_version(record.version() + 1);
+            match self.0.store.insert(record, now).await {
+                Ok(s) => {
+                    self.0.guests.forget(id);
+                    return Ok((s, out.expect("the change ran")));
+                }
+                Err(StoreError::Duplicate(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match self.0.store.update(id, self.now(), &mut f).await? {
+            Update::Updated(s) => Ok((s, out.expect("the change ran"))),
+            Update::Rejected(e) => Err(rejected(e)),
+            Update::NotFound => Err(SessionsError::NotFound),
         }
     }
 

@@ -514,6 +514,59 @@ async fn redis_quarantines_an_unreadable_record_and_serves_the_rest() {
     assert!(moved, "the record is kept aside for inspection");
 }
 
+/// A guest's first change stores it with one store call (an insert, no lookup before
+/// it); a guest another node stored meanwhile takes the change on top of that node's.
+#[tokio::test]
+async fn a_guest_is_stored_by_its_first_change_in_one_call_or_on_top_of_another_nodes() {
+    use sessiond_core::{GuestKey, Roles, SystemClock};
+    use sessiond_store::conformance::faults::FaultyStore;
+    use sessiond_store::{Resolved, Sessions};
+    let shared: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    let counted = FaultyStore::new(shared.clone());
+    let key = GuestKey::random();
+    let node = |store: Arc<dyn SessionStore>| {
+        Sessions::new(
+            store,
+            Arc::new(Roles::default()),
+            Arc::new(SystemClock),
+            SessionPolicy::default(),
+        )
+        .with_guest_key(key.clone())
+    };
+    let (a, b) = (node(counted.clone()), node(shared));
+    let set = |name: &'static str| {
+        move |s: &mut serde_json::Map<String, serde_json::Value>| {
+            s.insert(name.into(), true.into());
+            Ok(())
+        }
+    };
+
+    let (guest, _) = a.create_web(None).await.unwrap();
+    let calls = counted.calls();
+    a.update_storage(&guest.record.id(), None, set("a"))
+        .await
+        .unwrap();
+    assert_eq!(counted.calls() - calls, 1, "one insert");
+
+    let (guest, ticket) = a.create_web(None).await.unwrap();
+    let id = guest.record.id();
+    assert!(matches!(
+        b.resolve_token(&ticket).await.unwrap(),
+        Resolved::Unstored { .. }
+    ));
+    let (on_b, ()) = b.update_storage(&id, None, set("b")).await.unwrap();
+    let calls = counted.calls();
+    let (after, ()) = a.update_storage(&id, None, set("a")).await.unwrap();
+    assert_eq!(
+        counted.calls() - calls,
+        2,
+        "an insert that finds it stored, then the update"
+    );
+    let keys: Vec<&String> = after.record.storage().keys().collect();
+    assert_eq!(keys, ["b", "a"]);
+    assert_eq!(after.record.version(), on_b.record.version() + 1);
+}
+
 /// Two nodes (two `RedisStore`s) on one Redis, with the default near-cache.
 async fn two_nodes(
     server: &sessiond_store::conformance::RedisServer,
