@@ -9,11 +9,14 @@
 //!
 //! [`SessionPolicy::lazy_guests`]: sessiond_core::SessionPolicy::lazy_guests
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
+use hashbrown::HashTable;
 use parking_lot::Mutex;
 use sessiond_core::{SessionId, Timestamp, TokenHash};
+
+use crate::memory::hash;
 
 /// Entries kept at most (about 90 bytes each).
 pub const MAX_UNSTORED_GUESTS: usize = 200_000;
@@ -42,7 +45,8 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct Shard {
-    map: HashMap<SessionId, Entry>,
+    /// Keyed by id, hashed as the memory store hashes ids (no SipHash per call).
+    map: HashTable<(SessionId, Entry)>,
     queue: VecDeque<(u64, SessionId)>,
     next: u64,
 }
@@ -64,7 +68,8 @@ impl Default for UnstoredGuests {
 
 impl UnstoredGuests {
     fn shard(&self, id: &SessionId) -> &Mutex<Shard> {
-        &self.shards[usize::from(id.as_bytes()[0]) % SHARDS]
+        // Not a byte of the hash (bytes 0–7), so that it spreads over each shard.
+        &self.shards[usize::from(id.as_bytes()[15]) % SHARDS]
     }
 
     /// Notes `guest` under `id` (a later last activity wins; an address already
@@ -73,11 +78,17 @@ impl UnstoredGuests {
         let mut s = self.shard(&id).lock();
         let seq = s.next;
         s.next += 1;
-        if let Some(e) = s.map.get(&id) {
-            guest.last = e.guest.last.max(guest.last);
-            guest.ip = guest.ip.or(e.guest.ip);
+        match s.map.entry(hash(&id), |e| e.0 == id, |e| hash(&e.0)) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => {
+                let known = &mut o.get_mut().1;
+                guest.last = known.guest.last.max(guest.last);
+                guest.ip = guest.ip.or(known.guest.ip);
+                *known = Entry { guest, seq };
+            }
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert((id, Entry { guest, seq }));
+            }
         }
-        s.map.insert(id, Entry { guest, seq });
         s.queue.push_back((seq, id));
         while s.map.len() > MAX_UNSTORED_GUESTS / SHARDS
             || s.queue.len() > 2 * MAX_UNSTORED_GUESTS / SHARDS
@@ -85,20 +96,31 @@ impl UnstoredGuests {
             let Some((seq, old)) = s.queue.pop_front() else {
                 break;
             };
-            if s.map.get(&old).is_some_and(|e| e.seq == seq) {
-                s.map.remove(&old);
+            if let Ok(e) = s
+                .map
+                .find_entry(hash(&old), |e| e.0 == old && e.1.seq == seq)
+            {
+                e.remove();
             }
         }
     }
 
     /// Guest `id`, if this node knows it.
     pub fn get(&self, id: &SessionId) -> Option<Guest> {
-        self.shard(id).lock().map.get(id).map(|e| e.guest)
+        let s = self.shard(id).lock();
+        s.map.find(hash(id), |e| e.0 == *id).map(|e| e.1.guest)
     }
 
     /// Forgets guest `id` (it is stored now, or ended).
     pub fn forget(&self, id: &SessionId) {
-        self.shard(id).lock().map.remove(id);
+        if let Ok(e) = self
+            .shard(id)
+            .lock()
+            .map
+            .find_entry(hash(id), |e| e.0 == *id)
+        {
+            e.remove();
+        }
     }
 
     /// Every known guest.

@@ -28,8 +28,9 @@ pub const SHARDS: usize = 64;
 
 /// Session ids are uniformly random and never chosen by a client when they are
 /// inserted, so their first eight bytes are already a good hash (and lookups of
-/// client-chosen ids cannot degrade a table of random keys).
-fn hash(id: &SessionId) -> u64 {
+/// client-chosen ids cannot degrade a table of random keys). Guest ids too: all but
+/// their version bits and their tag (bytes 10–15) are random.
+pub(crate) fn hash(id: &SessionId) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&id.as_bytes()[..8]);
     u64::from_le_bytes(b)

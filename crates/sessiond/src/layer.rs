@@ -32,37 +32,69 @@ pub const OTP_PARAM: &str = "$4DSID";
 struct Shared {
     sessions: Sessions,
     cookie: CookieConfig,
+    /// What follows `name=value` in a `Set-Cookie` that sets a value, without and with
+    /// `Secure`: formatted once, by the cookie crate, instead of once per new session.
+    attributes: [String; 2],
     trust_proxy_headers: bool,
 }
 
 impl Shared {
+    fn new(sessions: Sessions, cookie: CookieConfig, trust_proxy_headers: bool) -> Self {
+        let attributes = [false, true].map(|secure| {
+            let text = build_cookie(&cookie, String::new(), secure).to_string();
+            text[cookie.name.len() + 1..].to_string()
+        });
+        Self {
+            sessions,
+            cookie,
+            attributes,
+            trust_proxy_headers,
+        }
+    }
+
     /// The `Set-Cookie` value for a change, if any: `HttpOnly`, `SameSite`,
     /// `Path=/`, `Domain` when configured, `Secure` when `secure`.
     fn set_cookie(&self, change: CookieChange, secure: bool) -> Option<HeaderValue> {
-        let (value, removal) = match change {
+        let text = match change {
             CookieChange::Keep => return None,
-            CookieChange::Set(token) => (token.encode(), false),
-            CookieChange::Remove => (String::new(), true),
+            CookieChange::Set(token) => {
+                let value = token.encode();
+                let attributes = &self.attributes[usize::from(secure)];
+                let name = &self.cookie.name;
+                let mut text =
+                    String::with_capacity(name.len() + 1 + value.len() + attributes.len());
+                text.push_str(name);
+                text.push('=');
+                text.push_str(&value);
+                text.push_str(attributes);
+                text
+            }
+            CookieChange::Remove => {
+                let mut cookie = build_cookie(&self.cookie, String::new(), secure);
+                cookie.make_removal();
+                cookie.to_string()
+            }
         };
-        let mut cookie = Cookie::build((self.cookie.name.as_str(), value))
-            .http_only(true)
-            .same_site(match self.cookie.same_site {
-                SameSite::Strict => cookie::SameSite::Strict,
-                SameSite::Lax => cookie::SameSite::Lax,
-                SameSite::None => cookie::SameSite::None,
-            })
-            .path("/")
-            // Explicit either way: the crate would add `Secure` to `SameSite=None`.
-            .secure(secure);
-        if let Some(domain) = &self.cookie.domain {
-            cookie = cookie.domain(domain.as_str());
-        }
-        let mut cookie = cookie.build();
-        if removal {
-            cookie.make_removal();
-        }
-        HeaderValue::from_str(&cookie.to_string()).ok()
+        HeaderValue::try_from(text).ok()
     }
+}
+
+/// The session cookie with `value` and the configured attributes.
+fn build_cookie(config: &CookieConfig, value: String, secure: bool) -> Cookie<'_> {
+    let mut cookie = Cookie::build((config.name.as_str(), value))
+        .http_only(true)
+        .same_site(match config.same_site {
+            SameSite::Strict => cookie::SameSite::Strict,
+            SameSite::Lax => cookie::SameSite::Lax,
+            SameSite::None => cookie::SameSite::None,
+        })
+        .path("/")
+        // Explicit either way: the crate would add `Secure` to `SameSite=None`.
+        .secure(secure);
+    if let Some(domain) = &config.domain {
+        cookie = cookie.domain(domain.as_str());
+    }
+    cookie.build()
 }
 
 /// Adds web sessions to a service: puts a [`Session`] in the request's extensions
@@ -85,22 +117,18 @@ pub struct SessionLayer(Arc<Shared>);
 impl SessionLayer {
     /// A layer over `sessions` with cookie settings `cookie`.
     pub fn new(sessions: Sessions, cookie: CookieConfig) -> Self {
-        Self(Arc::new(Shared {
-            sessions,
-            cookie,
-            trust_proxy_headers: false,
-        }))
+        Self(Arc::new(Shared::new(sessions, cookie, false)))
     }
 
     /// Believe `X-Forwarded-For` / `X-Forwarded-Proto` (only behind a reverse proxy
     /// that sets them).
     #[must_use]
     pub fn trust_proxy_headers(self, yes: bool) -> Self {
-        Self(Arc::new(Shared {
-            sessions: self.0.sessions.clone(),
-            cookie: self.0.cookie.clone(),
-            trust_proxy_headers: yes,
-        }))
+        Self(Arc::new(Shared::new(
+            self.0.sessions.clone(),
+            self.0.cookie.clone(),
+            yes,
+        )))
     }
 }
 
@@ -270,4 +298,43 @@ fn is_tls(req: &Request<Body>, trust_proxy_headers: bool) -> bool {
                 .get("x-forwarded-proto")
                 .and_then(|v| v.to_str().ok())
                 == Some("https"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sessiond_core::{Roles, SessionPolicy, SystemClock};
+    use sessiond_store::MemoryStore;
+
+    #[test]
+    fn a_set_cookie_is_the_cookie_crates_formatting_for_every_setting() {
+        let sessions = Sessions::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(Roles::default()),
+            Arc::new(SystemClock),
+            SessionPolicy::default(),
+        );
+        for same_site in [SameSite::Strict, SameSite::Lax, SameSite::None] {
+            for domain in [None, Some("example.com".to_string())] {
+                let config = CookieConfig {
+                    same_site,
+                    domain,
+                    ..CookieConfig::for_app("App_1.x")
+                };
+                let shared = Shared::new(sessions.clone(), config.clone(), false);
+                for secure in [false, true] {
+                    let token = CookieToken::new_session();
+                    let expected = build_cookie(&config, token.encode(), secure).to_string();
+                    let header = shared.set_cookie(CookieChange::Set(token), secure).unwrap();
+                    assert_eq!(header.to_str().unwrap(), expected);
+                    let removal = shared.set_cookie(CookieChange::Remove, secure).unwrap();
+                    let removal = removal.to_str().unwrap();
+                    assert!(
+                        removal.starts_with("4DSID_App_1.x=;") && removal.contains("Max-Age=0")
+                    );
+                    assert_eq!(removal.contains("; Secure"), secure, "{removal}");
+                }
+            }
+        }
+    }
 }
