@@ -93,12 +93,12 @@ pub fn check_limits(
     storage: &Map<String, Value>,
     policy: &crate::SessionPolicy,
 ) -> Result<(), Error> {
-    if depth(storage) > policy.max_storage_depth {
+    let (depth, size) = measure(storage);
+    if depth > policy.max_storage_depth {
         return Err(Error::StorageTooDeep {
             limit: policy.max_storage_depth,
         });
     }
-    let size = json_size(storage);
     if size > policy.max_storage_bytes {
         return Err(Error::StorageTooLarge {
             size,
@@ -108,25 +108,61 @@ pub fn check_limits(
     Ok(())
 }
 
-/// Nesting depth of objects and arrays, the map itself being level 1 (iterative: a
-/// deep value cannot overflow the stack here).
-fn depth(storage: &Map<String, Value>) -> usize {
+/// The nesting depth of `storage` (the map itself being level 1) and the length of
+/// its compact JSON text as serde_json writes it, in one walk that builds no text
+/// (iterative: a deep value cannot overflow the stack here).
+fn measure(storage: &Map<String, Value>) -> (usize, usize) {
     let mut deepest = 1;
+    let mut size = object_size(storage);
     let mut stack: Vec<(&Value, usize)> = storage.values().map(|v| (v, 2)).collect();
     while let Some((v, level)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Object(m) => Box::new(m.values()),
-            Value::Array(a) => Box::new(a.iter()),
-            _ => continue,
+        size += match v {
+            Value::Null | Value::Bool(true) => 4,
+            Value::Bool(false) => 5,
+            Value::Number(n) => number_size(n),
+            Value::String(s) => string_size(s),
+            Value::Array(a) => {
+                deepest = deepest.max(level);
+                stack.extend(a.iter().map(|c| (c, level + 1)));
+                2 + a.len().saturating_sub(1)
+            }
+            Value::Object(m) => {
+                deepest = deepest.max(level);
+                stack.extend(m.values().map(|c| (c, level + 1)));
+                object_size(m)
+            }
         };
-        deepest = deepest.max(level);
-        stack.extend(children.map(|c| (c, level + 1)));
     }
-    deepest
+    (deepest, size)
 }
 
-/// The length of the compact JSON text of `storage`, without building it.
-fn json_size(storage: &Map<String, Value>) -> usize {
+/// An object's braces, commas, keys and colons (its values apart).
+fn object_size(m: &Map<String, Value>) -> usize {
+    2 + m.len().saturating_sub(1) + m.keys().map(|k| string_size(k) + 1).sum::<usize>()
+}
+
+/// A string with its quotes and escapes: `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t` take
+/// one byte more, other control characters five more (`\u00XX`).
+fn string_size(s: &str) -> usize {
+    let escaped = |b: &u8| *b < 0x20 || *b == b'"' || *b == b'\\';
+    // Counting without an early exit lets the common case (nothing to escape) run
+    // over whole vectors of bytes.
+    let extra = if s.as_bytes().iter().filter(|b| escaped(b)).count() == 0 {
+        0
+    } else {
+        s.bytes()
+            .filter(escaped)
+            .map(|b| match b {
+                b'"' | b'\\' | 0x08 | 0x0c | b'\n' | b'\r' | b'\t' => 1,
+                _ => 5,
+            })
+            .sum()
+    };
+    s.len() + 2 + extra
+}
+
+/// A number as serde_json writes it.
+fn number_size(n: &Number) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -137,9 +173,9 @@ fn json_size(storage: &Map<String, Value>) -> usize {
             Ok(())
         }
     }
-    let mut n = Count(0);
-    serde_json::to_writer(&mut n, storage).expect("a JSON map serializes");
-    n.0
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, n).expect("a JSON number serializes");
+    count.0
 }
 
 fn add(a: &Number, b: &Number) -> Result<Number, Error> {
@@ -182,7 +218,7 @@ mod tests {
             ..crate::SessionPolicy::default()
         };
         let ok = json!({"a": {"b": [1]}});
-        assert_eq!(depth(ok.as_object().unwrap()), 3);
+        assert_eq!(measure(ok.as_object().unwrap()).0, 3);
         assert!(check_limits(ok.as_object().unwrap(), &policy).is_ok());
         let deep = json!({"a": {"b": [[1]]}});
         assert_eq!(
@@ -197,7 +233,57 @@ mod tests {
                 limit: 20
             })
         );
-        assert_eq!(depth(&Map::new()), 1);
+        assert_eq!(measure(&Map::new()), (1, 2));
+    }
+
+    fn serde_size(v: &Value) -> usize {
+        serde_json::to_vec(v).unwrap().len()
+    }
+
+    #[test]
+    fn measured_size_is_serde_jsons_for_every_escape_number_and_nesting() {
+        let every_ascii: String = (0u8..0x80).map(char::from).collect();
+        let v = json!({
+            "": "",
+            every_ascii.clone(): [every_ascii, "é 😀 \u{7f} \u{2028}", "\"\\"],
+            "numbers": [0, -1, i64::MIN, u64::MAX, 0.1, -2.5e-7, 1e300, 123_456.789],
+            "flags": [true, false, null],
+            "nested": {"a": [[], {}, [{}], {"b": [1, [2, [3]]]}]},
+        });
+        let (depth, size) = measure(v.as_object().unwrap());
+        assert_eq!(size, serde_size(&v));
+        assert_eq!(depth, 7);
+    }
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+            "[\\x00-\\x7f]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((any::<String>(), inner), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn measured_size_is_serde_jsons_for_any_storage(
+            entries in proptest::collection::vec((".*", any_json()), 0..8)
+        ) {
+            let map: Map<String, Value> = entries.into_iter().collect();
+            let v = Value::Object(map.clone());
+            proptest::prop_assert_eq!(measure(&map).1, serde_size(&v));
+        }
     }
 
     #[test]
