@@ -464,9 +464,16 @@ impl SessionRecord {
         info
     }
 
-    /// Replaces the storage map, bumping `storage_version`.
+    /// The storage map, to change in place (copied first if a snapshot shares it),
+    /// bumping `storage_version`.
     pub fn storage_mut(&mut self) -> &mut Map<String, Value> {
         self.storage_version += 1;
         Arc::make_mut(&mut self.storage)
+    }
+
+    /// Replaces the storage map, bumping `storage_version`.
+    pub fn set_storage(&mut self, storage: Map<String, Value>) {
+        self.storage_version += 1;
+        self.storage = Arc::new(storage);
     }
 }

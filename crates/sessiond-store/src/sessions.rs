@@ -573,9 +573,10 @@ impl Sessions {
                     actual: rec.storage_version(),
                 });
             }
+            // A copy, so that a change that fails leaves the record as it was.
             let mut storage = Map::clone(rec.storage());
             let out = change(&mut storage)?;
-            *rec.storage_mut() = storage;
+            rec.set_storage(storage);
             Ok(out)
         })
         .await
