@@ -544,7 +544,8 @@ impl Sessions {
                     self.0.guests.forget(id);
                     return Ok((s, out.expect("the change ran")));
                 }
-                Err(StoreError::Duplicate(_)) => {}
+                // Stored elsewhere: later changes go straight to the store.
+                Err(StoreError::Duplicate(_)) => self.0.guests.forget(id),
                 Err(e) => return Err(e.into()),
             }
         }

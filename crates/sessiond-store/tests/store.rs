@@ -515,7 +515,8 @@ async fn redis_quarantines_an_unreadable_record_and_serves_the_rest() {
 }
 
 /// A guest's first change stores it with one store call (an insert, no lookup before
-/// it); a guest another node stored meanwhile takes the change on top of that node's.
+/// it); a guest another node stored meanwhile takes the change on top of that node's,
+/// and its later changes go to the store directly.
 #[tokio::test]
 async fn a_guest_is_stored_by_its_first_change_in_one_call_or_on_top_of_another_nodes() {
     use sessiond_core::{GuestKey, Roles, SystemClock};
@@ -565,6 +566,13 @@ async fn a_guest_is_stored_by_its_first_change_in_one_call_or_on_top_of_another_
     let keys: Vec<&String> = after.record.storage().keys().collect();
     assert_eq!(keys, ["b", "a"]);
     assert_eq!(after.record.version(), on_b.record.version() + 1);
+    let calls = counted.calls();
+    a.update_storage(&id, None, set("c")).await.unwrap();
+    assert_eq!(
+        counted.calls() - calls,
+        1,
+        "known as stored now: the update alone"
+    );
 }
 
 /// Two nodes (two `RedisStore`s) on one Redis, with the default near-cache.
