@@ -358,22 +358,13 @@ fn storage_near_the_caps() -> impl proptest::strategy::Strategy<Value = serde_js
 fn storage_at_the_caps_reads_back_after_reopen() {
     use proptest::strategy::{Strategy, ValueTree};
     use proptest::test_runner::TestRunner;
-    use sessiond_core::{Clock, Roles, SessionId, SystemClock};
-    use sessiond_store::{
-        EmbeddedStore, RedisConfig, RedisStore, Sessions, conformance::RedisServer,
-    };
+    use sessiond_core::{Clock, SessionId, SystemClock};
+    use sessiond_store::{EmbeddedStore, RedisConfig, RedisStore, conformance::RedisServer};
     let rt = tokio::runtime::Runtime::new().unwrap();
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sessions.redb");
-    let sessions = |store: Arc<dyn SessionStore>| {
-        Sessions::new(
-            store,
-            Arc::new(Roles::default()),
-            Arc::new(SystemClock),
-            SessionPolicy::default(),
-        )
-    };
+    let sessions = sessions_on;
     let mut runner = TestRunner::default();
     let strategy = storage_near_the_caps();
     let (mut accepted, mut refused) = (0, 0);
@@ -514,26 +505,28 @@ async fn redis_quarantines_an_unreadable_record_and_serves_the_rest() {
     assert!(moved, "the record is kept aside for inspection");
 }
 
+/// `Sessions` over `store`, with the default roles and policy and the system clock.
+fn sessions_on(store: Arc<dyn SessionStore>) -> sessiond_store::Sessions {
+    sessiond_store::Sessions::new(
+        store,
+        Arc::new(sessiond_core::Roles::default()),
+        Arc::new(sessiond_core::SystemClock),
+        SessionPolicy::default(),
+    )
+}
+
 /// A guest's first change stores it with one store call (an insert, no lookup before
 /// it); a guest another node stored meanwhile takes the change on top of that node's,
 /// and its later changes go to the store directly.
 #[tokio::test]
 async fn a_guest_is_stored_by_its_first_change_in_one_call_or_on_top_of_another_nodes() {
-    use sessiond_core::{GuestKey, Roles, SystemClock};
+    use sessiond_core::GuestKey;
+    use sessiond_store::Resolved;
     use sessiond_store::conformance::faults::FaultyStore;
-    use sessiond_store::{Resolved, Sessions};
     let shared: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
     let counted = FaultyStore::new(shared.clone());
     let key = GuestKey::random();
-    let node = |store: Arc<dyn SessionStore>| {
-        Sessions::new(
-            store,
-            Arc::new(Roles::default()),
-            Arc::new(SystemClock),
-            SessionPolicy::default(),
-        )
-        .with_guest_key(key.clone())
-    };
+    let node = |store: Arc<dyn SessionStore>| sessions_on(store).with_guest_key(key.clone());
     let (a, b) = (node(counted.clone()), node(shared));
     let set = |name: &'static str| {
         move |s: &mut serde_json::Map<String, serde_json::Value>| {
