@@ -570,6 +570,21 @@ mod tests {
         three_sessions_watched(true).await
     }
 
+    /// [`three_sessions`], written an hour ago and refreshed once: what the next
+    /// refresh finds unchanged. Also returns their app folder.
+    async fn settled() -> (
+        tempfile::TempDir,
+        MobileSessions,
+        Vec<Key>,
+        std::path::PathBuf,
+    ) {
+        let (dir, m, keys) = three_sessions().await;
+        let folder = dir.path().join("MobileApps").join(&keys[0].0);
+        age(&folder);
+        m.refresh().await.unwrap();
+        (dir, m, keys, folder)
+    }
+
     async fn three_sessions_watched(watch: bool) -> (tempfile::TempDir, MobileSessions, Vec<Key>) {
         let dir = tempfile::tempdir().unwrap();
         let sessions = Sessions::new(
@@ -746,10 +761,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_renamed_app_folder_is_listed_under_its_new_name() {
-        let (dir, m, keys) = three_sessions().await;
-        let root = dir.path().join("MobileApps");
-        age(&root.join(&keys[0].0));
-        m.refresh().await.unwrap();
+        let (_dir, m, keys, folder) = settled().await;
+        let root = folder.parent().unwrap().to_path_buf();
         std::fs::rename(
             root.join(&keys[0].0),
             root.join("TEAM123456.com.example.Moved"),
@@ -827,10 +840,7 @@ mod tests {
 
     #[tokio::test]
     async fn lost_events_make_the_next_refresh_check_every_file() {
-        let (dir, m, keys) = three_sessions().await;
-        let folder = dir.path().join("MobileApps").join(&keys[0].0);
-        age(&folder);
-        m.refresh().await.unwrap();
+        let (_dir, m, keys, folder) = settled().await;
         // More events than the kernel queues.
         touch_in_turns(&folder, &keys, queued_events() + 10, None);
         let report = m.refresh().await.unwrap();
@@ -841,10 +851,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_absorbed_between_refreshes_never_overflow_the_queue() {
-        let (dir, m, keys) = three_sessions().await;
-        let folder = dir.path().join("MobileApps").join(&keys[0].0);
-        age(&folder);
-        m.refresh().await.unwrap();
+        let (_dir, m, keys, folder) = settled().await;
         // Twice the kernel's queue in events on two of the files, absorbed.
         touch_in_turns(&folder, &keys[..2], 2 * queued_events(), Some(&m));
         let report = m.refresh().await.unwrap();
@@ -853,10 +860,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_root_path_that_leads_to_another_folder_is_checked_in_full() {
-        let (dir, m, keys) = three_sessions().await;
-        let folder = dir.path().join("MobileApps").join(&keys[0].0);
-        age(&folder);
-        m.refresh().await.unwrap();
+        let (dir, m, keys, folder) = settled().await;
         // A backup restored over the data folder: no event on the folder watched.
         let kept = std::fs::read(folder.join(&keys[0].1)).unwrap();
         let old = dir.path().with_extension("old");
@@ -872,10 +876,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_symbolic_link_to_an_app_folder_is_not_followed() {
-        let (dir, m, keys) = three_sessions().await;
-        let root = dir.path().join("MobileApps");
-        age(&root.join(&keys[0].0));
-        m.refresh().await.unwrap();
+        let (_dir, m, keys, folder) = settled().await;
+        let root = folder.parent().unwrap().to_path_buf();
         std::os::unix::fs::symlink(
             root.join(&keys[0].0),
             root.join("TEAM123456.com.example.Link"),
